@@ -1,0 +1,39 @@
+"""keras-astpe: the Audio Spectrogram Transformer and the positional encodings of the AST-PE
+study, as Keras 3 layers and models for the TensorFlow, JAX and PyTorch backends.
+
+    import keras_astpe
+    model = keras_astpe.build_model("conditional", preset="ast-pe", num_classes=527)
+
+tensorflow-io is deliberately not imported here (see README, "tensorflow-io").
+"""
+
+from keras_astpe.models import PE_KINDS, PRESETS, ASTBackbone, ASTClassifier, get_preset
+
+__version__ = "0.1.0"
+
+
+def build_model(pe, preset="ast-pe", num_classes=527, activation="sigmoid", **overrides):
+    """Builds an AST classifier from log-mel features `[batch, frames, mel_bins]` to scores.
+
+    Args:
+        pe: positional encoding, one of `PE_KINDS`: `none`, `absolute`, `alibi_2d`,
+            `time_alibi`, `learned_relative`, `conditional`, `conditional_absolute`.
+        preset: model size, one of `PRESETS` (`ast-pe` is the paper's).
+        num_classes: output classes (527 for AudioSet, 50 for ESC-50).
+        activation: `"sigmoid"` (multi-label), `"softmax"` (single-label) or None (logits).
+        **overrides: any `ASTBackbone` argument, replacing the preset's value
+            (e.g. `num_layers=6`, `num_frames=496`, `dtype="mixed_bfloat16"`).
+
+    Returns:
+        An `ASTClassifier` (a `keras.Model`); `model.backbone` is the `ASTBackbone`.
+    """
+    config = get_preset(preset)
+    unknown = set(overrides) - set(ASTBackbone.__init__.__code__.co_varnames)
+    if unknown:
+        raise TypeError(f"Unknown model arguments {sorted(unknown)}.")
+    config.update(overrides)
+    backbone = ASTBackbone(position_encoding=pe, **config)
+    return ASTClassifier(backbone, num_classes, activation=activation)
+
+
+__all__ = ["PE_KINDS", "PRESETS", "ASTBackbone", "ASTClassifier", "build_model", "get_preset"]

@@ -1,0 +1,85 @@
+"""Multi-head self-attention with a pluggable position bias."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """softmax((Q K^T + R) / sqrt(d)) V, with R from an optional position-bias layer.
+
+    As in the original code, the position bias R is added to the logits *before* the
+    1/sqrt(head_dim) scaling, so it is handed to `keras.ops.dot_product_attention` as
+    R / sqrt(head_dim). The position-bias layer (`ALiBiBias`, `LearnedRelativeBias`) is
+    called on the queries and returns R. Attention runs in float32 whatever the dtype
+    policy, so the softmax of mixed-precision models stays in float32; projections use
+    the layer's compute dtype. With a bias, flash attention is disabled explicitly (on
+    JAX/TPU the flash kernel would drop the bias).
+
+    Args:
+        num_heads: number of attention heads.
+        key_dim: size of each head.
+        use_bias: biases in the query/key/value/output projections (the paper: none).
+        position_bias: a layer mapping queries `[batch, L, heads, key_dim]` to R, or None.
+    """
+
+    def __init__(self, num_heads, key_dim, use_bias=False, position_bias=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.key_dim = int(key_dim)
+        self.use_bias = bool(use_bias)
+        if isinstance(position_bias, dict):
+            position_bias = keras.saving.deserialize_keras_object(position_bias)
+        self.position_bias = position_bias
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        heads_shape = (input_shape[0], input_shape[1], self.num_heads, self.key_dim)
+        self.query_dense, self.key_dense, self.value_dense = (
+            keras.layers.EinsumDense(
+                "abc,cde->abde",
+                output_shape=(None, self.num_heads, self.key_dim),
+                bias_axes="de" if self.use_bias else None,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            for name in ("query", "key", "value")
+        )
+        for dense in (self.query_dense, self.key_dense, self.value_dense):
+            dense.build(input_shape)
+        self.output_dense = keras.layers.EinsumDense(
+            "abcd,cde->abe",
+            output_shape=(None, hidden_dim),
+            bias_axes="e" if self.use_bias else None,
+            dtype=self.dtype_policy,
+            name="attention_output",
+        )
+        self.output_dense.build(heads_shape)
+        if self.position_bias is not None and not self.position_bias.built:
+            self.position_bias.build(heads_shape)
+
+    def call(self, x):
+        query, key, value = (ops.cast(dense(x), "float32")
+                             for dense in (self.query_dense, self.key_dense, self.value_dense))
+        scale = 1.0 / self.key_dim**0.5
+        if self.position_bias is None:
+            attended = ops.dot_product_attention(query, key, value, scale=scale)
+        else:
+            bias = ops.cast(self.position_bias(query), "float32") * scale
+            attended = ops.dot_product_attention(
+                query, key, value, bias=bias, scale=scale, flash_attention=False
+            )
+        return self.output_dense(ops.cast(attended, self.compute_dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            key_dim=self.key_dim,
+            use_bias=self.use_bias,
+            position_bias=keras.saving.serialize_keras_object(self.position_bias),
+        )
+        return config

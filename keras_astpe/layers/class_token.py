@@ -1,0 +1,36 @@
+"""The learned [CLS] token whose final state feeds the classifier."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class ClassToken(keras.layers.Layer):
+    """Prepends one learned token: `[batch, length, dim]` -> `[batch, 1 + length, dim]`.
+
+    No positional encoding of this project gives the [CLS] token a position: it is itself
+    a learned vector, so a learned position added to it would be redundant.
+    """
+
+    def __init__(self, initializer="truncated_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            shape=(1, 1, input_shape[-1]), initializer=self.initializer, name="token"
+        )
+
+    def call(self, sequence):
+        token = ops.cast(self.token, sequence.dtype)
+        token = ops.broadcast_to(token, (ops.shape(sequence)[0], 1, ops.shape(sequence)[-1]))
+        return ops.concatenate([token, sequence], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        length = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], length, input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(initializer=keras.initializers.serialize(self.initializer))
+        return config

@@ -1,0 +1,105 @@
+"""One Transformer encoder block: self-attention and feed-forward with residuals."""
+
+import keras
+
+from keras_astpe.layers.attention import MultiHeadSelfAttention
+
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class TransformerEncoderBlock(keras.layers.Layer):
+    """Self-attention + feed-forward, each in a residual branch with dropout.
+
+    Pre-norm (default, what the original code does although its flag reads
+    "post-norm"): `x + Dropout(Attention(LN(x)))`, then `x + Dropout(FFN(LN(x)))`.
+    Post-norm (`norm_first=False`, the original Transformer): `LN(x + Dropout(Attention(x)))`,
+    then `LN(x + Dropout(FFN(x)))`.
+
+    Args:
+        num_heads: attention heads; the head size is `hidden_dim // num_heads`.
+        intermediate_dim: width of the feed-forward layer (paper: 2048).
+        activation: feed-forward activation (paper: ReLU; original AST: GELU).
+        dropout: residual dropout rate (paper: 0.1).
+        norm_first: pre-norm if True, post-norm if False.
+        layer_norm_epsilon: LayerNorm epsilon (paper: 1e-6).
+        use_attention_bias: biases in the attention projections (paper: none).
+        position_bias: position-bias layer handed to the attention, or None.
+    """
+
+    def __init__(self, num_heads, intermediate_dim, activation="relu", dropout=0.1,
+                 norm_first=True, layer_norm_epsilon=1e-6, use_attention_bias=False,
+                 position_bias=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.intermediate_dim = int(intermediate_dim)
+        self.activation = keras.activations.get(activation)
+        self.dropout = float(dropout)
+        self.norm_first = bool(norm_first)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.use_attention_bias = bool(use_attention_bias)
+        if isinstance(position_bias, dict):
+            position_bias = keras.saving.deserialize_keras_object(position_bias)
+        self.position_bias = position_bias
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        if hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim {hidden_dim} is not divisible by "
+                             f"num_heads {self.num_heads}.")
+
+        def norm(name):
+            return keras.layers.LayerNormalization(
+                epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
+            )
+
+        self.attention_norm = norm("attention_norm")
+        self.attention = MultiHeadSelfAttention(
+            self.num_heads,
+            hidden_dim // self.num_heads,
+            use_bias=self.use_attention_bias,
+            position_bias=self.position_bias,
+            dtype=self.dtype_policy,
+            name="attention",
+        )
+        self.feedforward_norm = norm("feedforward_norm")
+        self.feedforward_intermediate = keras.layers.Dense(
+            self.intermediate_dim, activation=self.activation, dtype=self.dtype_policy,
+            name="feedforward_intermediate",
+        )
+        self.feedforward_output = keras.layers.Dense(
+            hidden_dim, dtype=self.dtype_policy, name="feedforward_output"
+        )
+        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        for layer in (self.attention_norm, self.attention, self.feedforward_norm):
+            layer.build(input_shape)
+        self.feedforward_intermediate.build(input_shape)
+        self.feedforward_output.build((*input_shape[:-1], self.intermediate_dim))
+
+    def _feedforward(self, x):
+        return self.feedforward_output(self.feedforward_intermediate(x))
+
+    def call(self, x, training=None):
+        def residual(branch, x):
+            return self.residual_dropout(branch(x), training=training)
+
+        if self.norm_first:
+            x = x + residual(self.attention, self.attention_norm(x))
+            return x + residual(self._feedforward, self.feedforward_norm(x))
+        x = self.attention_norm(x + residual(self.attention, x))
+        return self.feedforward_norm(x + residual(self._feedforward, x))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim,
+            activation=keras.activations.serialize(self.activation),
+            dropout=self.dropout,
+            norm_first=self.norm_first,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            use_attention_bias=self.use_attention_bias,
+            position_bias=keras.saving.serialize_keras_object(self.position_bias),
+        )
+        return config

@@ -1,0 +1,63 @@
+"""Positional encoding generator (PEG) of conditional position encodings (CPVT)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class PositionEncodingGenerator(keras.layers.Layer):
+    """Conditional positional encoding: `x + DepthwiseConv3x3(grid(x))`.
+
+    The patch tokens of a sequence `[batch, 1 + T * F, dim]` ([CLS] first, patches in
+    time-major order) are laid out as the `T x F` grid, a depthwise convolution with
+    "same" padding turns each token's neighbourhood into a positional embedding, and the
+    embedding is added back. Zero padding at the borders is what lets the convolution
+    tell where a token is. The [CLS] token passes through unchanged, or gets a learned
+    embedding added with `cls_embedding=True`.
+
+    Paper configuration: 3x3 kernel, a PEG after each of the first 5 blocks,
+    5 x (9 x 768 + 768) = 38,400 parameters.
+
+    Args:
+        freq_patches: number of frequency bands F of the grid.
+        kernel_size: size of the square depthwise kernel.
+        cls_embedding: learn an embedding added to the [CLS] token.
+    """
+
+    def __init__(self, freq_patches, kernel_size=3, cls_embedding=False, **kwargs):
+        super().__init__(**kwargs)
+        self.freq_patches = int(freq_patches)
+        self.kernel_size = int(kernel_size)
+        self.cls_embedding = bool(cls_embedding)
+        self.conv = keras.layers.DepthwiseConv2D(
+            kernel_size=self.kernel_size, padding="same", dtype=self.dtype_policy, name="conv"
+        )
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.conv.build((None, None, self.freq_patches, dim))
+        if self.cls_embedding:
+            self.cls_position = self.add_weight(
+                shape=(dim,), initializer="zeros", name="cls_position"
+            )
+
+    def call(self, sequence):
+        batch, dim = ops.shape(sequence)[0], ops.shape(sequence)[-1]
+        cls_token, patches = sequence[:, :1], sequence[:, 1:]
+        grid = ops.reshape(patches, (batch, -1, self.freq_patches, dim))
+        patches = patches + ops.reshape(self.conv(grid), ops.shape(patches))
+        if self.cls_embedding:
+            cls_token = cls_token + ops.cast(self.cls_position, cls_token.dtype)
+        return ops.concatenate([cls_token, patches], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            freq_patches=self.freq_patches,
+            kernel_size=self.kernel_size,
+            cls_embedding=self.cls_embedding,
+        )
+        return config

@@ -1,0 +1,182 @@
+"""The Audio Spectrogram Transformer encoder, with any of the study's positional encodings."""
+
+import keras
+
+from keras_astpe.layers import (
+    AbsolutePositionEmbedding,
+    ALiBiBias,
+    ClassToken,
+    LearnedRelativeBias,
+    PatchEmbedding,
+    PositionEncodingGenerator,
+    TransformerEncoderBlock,
+)
+from keras_astpe.models.functional import FunctionalModel
+
+# The seven rows of Table 1 of the paper.
+PE_KINDS = (
+    "none",
+    "absolute",
+    "alibi_2d",
+    "time_alibi",
+    "learned_relative",
+    "conditional",
+    "conditional_absolute",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class ASTBackbone(FunctionalModel):
+    """Log-mel features `[batch, frames, mel_bins]` -> token states `[batch, 1 + T * F, dim]`.
+
+    The data path, top to bottom: patches (`PatchEmbedding`, a `T x F` grid) -> absolute
+    position embeddings (`absolute`, `conditional_absolute`; frequency-only for
+    `time_alibi`) -> flatten to a time-major sequence -> prepend [CLS] -> LayerNorm ->
+    encoder blocks, whose attention carries ALiBi (`alibi_2d`, `time_alibi`) or learned
+    relative biases (`learned_relative`), with a PEG after each of the first
+    `num_peg_layers` blocks (`conditional`, `conditional_absolute`) -> final LayerNorm
+    (pre-norm only). State 0 is [CLS].
+
+    Any number of frames is accepted: learned tables are sized by the training grid
+    (`num_frames`) and adapted to other lengths (see `AbsolutePositionEmbedding` and
+    `LearnedRelativeBias`).
+
+    Args:
+        position_encoding: one of `PE_KINDS`.
+        num_mel_bins: mel bins of the input features.
+        num_frames: frames of the training clips (sizes the learned PE tables).
+        patch_size, patch_stride: see `PatchEmbedding`.
+        hidden_dim, num_layers, num_heads, intermediate_dim: encoder size.
+        activation, dropout, norm_first, layer_norm_epsilon, use_attention_bias: see
+            `TransformerEncoderBlock`.
+        num_peg_layers: blocks followed by a PEG in the conditional kinds (paper: 5).
+        peg_cls_embedding: the first PEG also learns a [CLS] embedding.
+        alibi_slopes: `"paper"` or `"code"` slope rule, see `alibi_slopes`.
+        alibi_block_cls: patches cannot attend to [CLS] in the ALiBi kinds (original code).
+        dtype: dtype policy, e.g. `"mixed_bfloat16"`.
+    """
+
+    def __init__(self, position_encoding, num_mel_bins, num_frames, patch_size,
+                 hidden_dim, num_layers, num_heads, intermediate_dim, patch_stride=None,
+                 activation="relu", dropout=0.1, norm_first=True, layer_norm_epsilon=1e-6,
+                 use_attention_bias=False, num_peg_layers=5, peg_cls_embedding=False,
+                 alibi_slopes="paper", alibi_block_cls=True, dtype=None, **kwargs):
+        if position_encoding not in PE_KINDS:
+            raise ValueError(f"Unknown position_encoding {position_encoding!r}; "
+                             f"expected one of {PE_KINDS}.")
+        pe = position_encoding
+
+        # === Layers ===
+        self.patch_embedding = PatchEmbedding(
+            hidden_dim, patch_size, patch_stride, dtype=dtype, name="patch_embedding"
+        )
+        grid_shape = self.patch_embedding.num_patches(num_frames, num_mel_bins)
+        self.position_embedding = None
+        if pe in ("absolute", "conditional_absolute", "time_alibi"):
+            self.position_embedding = AbsolutePositionEmbedding(
+                grid_shape, frequency_only=pe == "time_alibi", dtype=dtype,
+                name="position_embedding",
+            )
+        self.flatten_grid = keras.layers.Reshape((-1, hidden_dim), dtype=dtype,
+                                                 name="flatten_grid")
+        self.class_token = ClassToken(dtype=dtype, name="class_token")
+        self.embedding_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="embedding_norm"
+        )
+
+        def position_bias(index):
+            name = f"block_{index}_position_bias"
+            if pe in ("alibi_2d", "time_alibi"):
+                return ALiBiBias(num_heads, grid_shape[1], mode="2d" if pe == "alibi_2d" else
+                                 "time", slopes=alibi_slopes,
+                                 block_patches_to_cls=alibi_block_cls, name=name)
+            if pe == "learned_relative":
+                return LearnedRelativeBias(grid_shape, name=name)
+            return None
+
+        self.blocks = [
+            TransformerEncoderBlock(
+                num_heads, intermediate_dim, activation=activation, dropout=dropout,
+                norm_first=norm_first, layer_norm_epsilon=layer_norm_epsilon,
+                use_attention_bias=use_attention_bias, position_bias=position_bias(i),
+                dtype=dtype, name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.pegs = []
+        if pe in ("conditional", "conditional_absolute"):
+            self.pegs = [
+                PositionEncodingGenerator(grid_shape[1], cls_embedding=peg_cls_embedding and
+                                          i == 0, dtype=dtype, name=f"peg_{i}")
+                for i in range(min(num_peg_layers, num_layers))
+            ]
+        self.final_norm = None
+        if norm_first:
+            self.final_norm = keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
+            )
+
+        # === Functional model ===
+        features = keras.Input(shape=(None, num_mel_bins), name="features")
+        grid = self.patch_embedding(features)
+        if self.position_embedding is not None:
+            grid = self.position_embedding(grid)
+        x = self.class_token(self.flatten_grid(grid))
+        x = self.embedding_norm(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i < len(self.pegs):
+                x = self.pegs[i](x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        super().__init__(inputs=features, outputs=x, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.position_encoding = pe
+        self.num_mel_bins = num_mel_bins
+        self.num_frames = num_frames
+        self.patch_size = tuple(patch_size)
+        self.patch_stride = tuple(patch_stride or patch_size)
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
+        self.dropout = dropout
+        self.norm_first = norm_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.use_attention_bias = use_attention_bias
+        self.num_peg_layers = num_peg_layers
+        self.peg_cls_embedding = peg_cls_embedding
+        self.alibi_slopes = alibi_slopes
+        self.alibi_block_cls = alibi_block_cls
+        self.grid_shape = grid_shape
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "position_encoding": self.position_encoding,
+            "num_mel_bins": self.num_mel_bins,
+            "num_frames": self.num_frames,
+            "patch_size": self.patch_size,
+            "patch_stride": self.patch_stride,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "norm_first": self.norm_first,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "use_attention_bias": self.use_attention_bias,
+            "num_peg_layers": self.num_peg_layers,
+            "peg_cls_embedding": self.peg_cls_embedding,
+            "alibi_slopes": self.alibi_slopes,
+            "alibi_block_cls": self.alibi_block_cls,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

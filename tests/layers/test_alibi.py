@@ -1,0 +1,74 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_astpe.layers import ALiBiBias, alibi_slopes
+from tests.layer_testing import assert_config_round_trip
+
+# A 2 x 2 grid: patches p0 (t0, f0), p1 (t0, f1), p2 (t1, f0), p3 (t1, f1); token 0 is [CLS].
+DT = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]], "float32")
+DF = np.array([[0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]], "float32")
+
+
+def _with_cls(patch_bias, block):
+    full = np.zeros((5, 5), "float32")
+    full[1:, 1:] = patch_bias
+    if block:
+        full[1:, 0] = -1e9
+    return full
+
+
+def _bias(layer, length=5):
+    return keras.ops.convert_to_numpy(layer(np.zeros((1, length, layer.num_heads, 2), "float32")))
+
+
+def test_slopes_paper_and_code_rules():
+    # Paper: m = 0.5 ** (16 h / N_h); 12 heads, 6 per axis -> 2 ** (-4/3 h).
+    np.testing.assert_allclose(alibi_slopes(12, 6, "paper"), 2.0 ** (-4.0 / 3.0 * np.arange(1, 7)))
+    np.testing.assert_allclose(alibi_slopes(12, 6, "code"), [2**-1, 2**-2.4, 2**-3.8, 2**-5.2,
+                                                            2**-6.6, 2**-8])
+    assert alibi_slopes(12, 12, "paper")[-1] == pytest.approx(2.0**-16)
+    np.testing.assert_allclose(alibi_slopes(12, 12, "code")[[0, -1]], [0.5, 2**-8])
+
+
+@pytest.mark.parametrize("slopes, m", [("paper", [1 / 16, 1 / 256]), ("code", [0.5, 1 / 256])])
+def test_2d_bias_equals_hand_computed(slopes, m):
+    bias = _bias(ALiBiBias(4, freq_patches=2, mode="2d", slopes=slopes))
+    assert bias.shape == (1, 4, 5, 5)
+    expected = [_with_cls(-m[0] * DT, True), _with_cls(-m[1] * DT, True),
+                _with_cls(-m[0] * DF, True), _with_cls(-m[1] * DF, True)]
+    np.testing.assert_allclose(bias[0], np.stack(expected), rtol=1e-6)
+
+
+def test_time_bias_uses_time_distance_in_every_head():
+    bias = _bias(ALiBiBias(2, freq_patches=2, mode="time", slopes="code"))
+    expected = [_with_cls(-0.5 * DT, True), _with_cls(-(2.0**-8) * DT, True)]
+    np.testing.assert_allclose(bias[0], np.stack(expected), rtol=1e-6)
+
+
+def test_cls_rule():
+    blocked = _bias(ALiBiBias(2, freq_patches=2, mode="2d"))[0, 0]
+    np.testing.assert_array_equal(blocked[0], 0.0)  # [CLS] attends to every patch
+    np.testing.assert_array_equal(blocked[1:, 0], -1e9)  # patches cannot attend to [CLS]
+    open_ = _bias(ALiBiBias(2, freq_patches=2, mode="2d", block_patches_to_cls=False))[0, 0]
+    np.testing.assert_array_equal(open_[:, 0], 0.0)
+
+
+def test_any_grid_length():
+    bias = _bias(ALiBiBias(2, freq_patches=2, mode="time", slopes="code"), length=1 + 7 * 2)
+    assert bias.shape == (1, 2, 15, 15)
+    assert bias[0, 0, 1, 14] == pytest.approx(-0.5 * 6)  # p0 (t0) to p13 (t6)
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="even"):
+        ALiBiBias(3, 2, mode="2d")
+    with pytest.raises(ValueError, match="mode"):
+        ALiBiBias(4, 2, mode="freq")
+    with pytest.raises(ValueError, match="slope rule"):
+        _bias(ALiBiBias(4, 2, slopes="linear"))
+
+
+def test_config_round_trip():
+    assert_config_round_trip(ALiBiBias(4, 2, mode="time", slopes="code"),
+                             np.zeros((1, 9, 4, 2), "float32"))

@@ -1,0 +1,42 @@
+import keras
+import numpy as np
+
+from keras_astpe.layers import PositionEncodingGenerator
+from tests import references
+from tests.layer_testing import assert_config_round_trip
+
+
+def _peg(freq, dim, cls_embedding=False):
+    layer = PositionEncodingGenerator(freq, cls_embedding=cls_embedding)
+    layer.build((None, None, dim))
+    layer.set_weights([np.random.randn(*w.shape).astype("float32") for w in layer.get_weights()])
+    return layer
+
+
+def test_equals_depthwise_conv_on_the_grid():
+    layer = _peg(freq=4, dim=3)
+    kernel, bias = layer.conv.get_weights()
+    assert kernel.shape == (3, 3, 3, 1)
+    sequence = np.random.randn(2, 1 + 5 * 4, 3).astype("float32")
+    out = keras.ops.convert_to_numpy(layer(sequence))
+    grid = sequence[:, 1:].reshape(2, 5, 4, 3)
+    expected = grid + references.depthwise_conv_same(grid, kernel, bias)
+    np.testing.assert_allclose(out[:, 1:], expected.reshape(2, 20, 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out[:, 0], sequence[:, 0])  # [CLS] passes through
+
+
+def test_paper_parameter_count():
+    assert _peg(freq=8, dim=768).count_params() == 9 * 768 + 768
+
+
+def test_optional_cls_embedding():
+    layer = _peg(freq=2, dim=3, cls_embedding=True)
+    sequence = np.random.randn(1, 5, 3).astype("float32")
+    out = keras.ops.convert_to_numpy(layer(sequence))
+    cls_position = keras.ops.convert_to_numpy(layer.cls_position)
+    np.testing.assert_allclose(out[:, 0], sequence[:, 0] + cls_position, rtol=1e-6)
+
+
+def test_config_round_trip():
+    assert_config_round_trip(_peg(freq=2, dim=3, cls_embedding=True),
+                             np.random.randn(2, 7, 3).astype("float32"), atol=1e-5)
