@@ -13,9 +13,12 @@ class FunctionalModel(keras.Model):
     attributes are set plainly.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, dtype=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._initialized = True
+        if dtype is not None:
+            # The functional constructor does not apply `dtype` on every backend.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
 
     def __setattr__(self, name, value):
         if keras.backend.backend() == "torch" and not hasattr(self, "_initialized"):
