@@ -1,0 +1,102 @@
+"""Folder-per-class converter on a Speech Commands v2 layout."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+
+from keras_astpe.data import schema
+from tfrecords_tools import common, folder
+
+pytestmark = pytest.mark.backend_agnostic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORDS = ["no", "up", "yes"]
+
+
+@pytest.fixture
+def speech_commands(tmp_path):
+    """3 words x 4 speakers of 1 s at 16 kHz, a noise folder, and the two split lists."""
+    root = tmp_path / "speech_commands_v0.02"
+    for label, word in enumerate(WORDS):
+        (root / word).mkdir(parents=True)
+        for speaker in range(4):
+            x = 0.3 * np.sin(2 * np.pi * 200 * (label + 1) * np.arange(16000) / 16000)
+            sf.write(root / word / f"{speaker:08x}_nohash_0.wav", x, 16000, subtype="PCM_16")
+    (root / "_background_noise_").mkdir()
+    sf.write(root / "_background_noise_" / "white_noise.wav",
+             np.random.default_rng(0).uniform(-0.1, 0.1, 16000 * 3), 16000)
+    (root / "README.md").write_text("not audio\n")
+    (root / "up" / "00000003_nohash_0.wav").write_bytes(b"RIFF\x00\x00")
+    (root / "validation_list.txt").write_text(
+        "no/00000000_nohash_0.wav\nyes/00000000_nohash_0.wav\nyes/deadbeef_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text(
+        "no/00000001_nohash_0.wav\nup/00000001_nohash_0.wav\nup/00000001_nohash_0.wav\n")
+    return root
+
+
+def _records(output_dir, split):
+    files = sorted(str(p) for p in output_dir.glob(f"{split}-*-of-*.tfrecord"))
+    return {example["clip_id"].numpy().decode(): example
+            for example in tf.data.TFRecordDataset(files).map(schema.decode_example)}
+
+
+def test_convert_folder(tmp_path, speech_commands):
+    output = tmp_path / "out"
+    summaries = folder.convert_folder(str(speech_commands), str(output), shard_mb=0.1,
+                                      num_workers=2, progress=False)
+    assert sorted(summaries) == ["test", "train", "validation"]
+    assert common.read_class_names(output / "classes.csv") == WORDS
+    assert summaries["validation"]["clips_written"] == 2
+    assert summaries["validation"]["missing"] == 1
+    assert (output / "validation-missing.txt").read_text() == "yes/deadbeef_nohash_0.wav\n"
+    assert summaries["test"]["clips_written"] == 2
+    assert summaries["train"]["clips_written"] == 7
+    assert summaries["train"]["skipped_by_reason"] == {"unreadable": 1}
+    assert summaries["train"]["num_shards"] == 3
+
+    train = _records(output, "train")
+    assert "up/00000003_nohash_0.wav" not in train
+    assert not any(clip.startswith("_background_noise_") for clip in train)
+    assert set(_records(output, "test")) == {"no/00000001_nohash_0.wav",
+                                              "up/00000001_nohash_0.wav"}
+    for split in ("train", "validation", "test"):
+        for clip_id, example in _records(output, split).items():
+            label = WORDS.index(clip_id.split("/")[0])
+            assert example["labels"].numpy().tolist() == [label]
+            assert int(example["fold"]) == schema.NO_FOLD
+            waveform = example["waveform"].numpy()
+            assert waveform.shape == (16000,)
+            assert np.argmax(np.abs(np.fft.rfft(waveform))) == pytest.approx(200 * (label + 1),
+                                                                             abs=1)
+
+
+def test_without_lists_everything_is_train(tmp_path, speech_commands):
+    (speech_commands / "validation_list.txt").unlink()
+    (speech_commands / "testing_list.txt").unlink()
+    summaries = folder.convert_folder(str(speech_commands), str(tmp_path / "out"),
+                                      num_workers=1, progress=False)
+    assert list(summaries) == ["train"] and summaries["train"]["clips_written"] == 11
+
+
+def test_overlapping_lists_are_an_error(tmp_path, speech_commands):
+    (speech_commands / "testing_list.txt").write_text("no/00000000_nohash_0.wav\n")
+    with pytest.raises(common.ConversionError, match="both"):
+        folder.convert_folder(str(speech_commands), str(tmp_path / "out"))
+
+
+def test_cli(tmp_path, speech_commands):
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "tfrecords_tools.folder", f"--input_dir={speech_commands}",
+         f"--output_dir={output}", "--num_workers=1"],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
+        text=True)
+    assert result.returncode == 0, result.stderr
+    assert "[train] wrote 7 clips" in result.stdout
+    assert "[validation] wrote 2 clips" in result.stdout
+    assert len(_records(output, "test")) == 2
