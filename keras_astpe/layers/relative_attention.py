@@ -16,7 +16,8 @@ class LearnedRelativeBias(keras.layers.Layer):
 
     Nothing larger than the `[batch, heads, L, L]` logits is built: the query of patch
     (t, f) only meets T rows of E^t and F rows of E^f, so the two terms are computed on
-    the small `[.., T, F, T]` and `[.., T, F, F]` tensors and broadcast-added into R.
+    the small `[.., L, T]` and `[.., L, F]` tensors (one matrix product each, plus the
+    Music Transformer's skewing) and broadcast-added into R.
 
     Called on the queries `[batch, length, heads, head_dim]`, returns R as
     `[batch, heads, length, length]` in float32.
@@ -42,31 +43,59 @@ class LearnedRelativeBias(keras.layers.Layer):
             shape=(2 * freq - 1, head_dim), initializer=self.initializer, name="freq_embeddings"
         )
 
-    def _relative_rows(self, table, size, max_size):
-        """`[size, size, head_dim]`: the row of `table` for each (query, key) distance."""
-        position = ops.arange(size, dtype="int32")
-        distance = ops.clip(position[:, None] - position[None, :], 1 - max_size, max_size - 1)
-        return ops.take(table, distance + max_size - 1, axis=0)
+    def _relative_logits(self, queries, table, trained_size):
+        """`[..., N, N]` with entry (i, j) = queries[..., i, :] . table[row of distance i - j].
+
+        One matrix product against the rows of the distances -(N-1)..N-1 (clipped to the
+        trained range), then the "skewing" of the Music Transformer: padding one column,
+        flattening and re-cutting the rows turns relative columns into key columns without
+        a gather.
+        """
+        size = ops.shape(queries)[-2]
+        key_minus_query = ops.arange(2 * size - 1, dtype="int32") - (size - 1)
+        rows = ops.clip(-key_minus_query, 1 - trained_size, trained_size - 1) + trained_size - 1
+        logits = ops.matmul(queries, ops.transpose(ops.take(table, rows, axis=0)))
+        # logits[..., i, c] is for key j = i + c - (N - 1); shift row i left by N - 1 - i.
+        leading = ops.shape(logits)[:-2]
+        logits = ops.pad(logits, [(0, 0)] * (len(logits.shape) - 1) + [(0, 1)])
+        flat = ops.reshape(logits, (*leading, 2 * size * size))
+        flat = flat[..., size - 1:size - 1 + size * (2 * size - 1)]
+        return ops.reshape(flat, (*leading, size, 2 * size - 1))[..., :size]
 
     def call(self, query):
         batch, length, heads, head_dim = (ops.shape(query)[i] for i in range(4))
-        freq = self.grid_shape[1]
+        time_size, freq = self.grid_shape
+        cls_query = query[:, 0]
         patches = ops.reshape(query[:, 1:], (batch, -1, freq, heads, head_dim))
         time = ops.shape(patches)[1]
 
-        time_rows = self._relative_rows(self.time_embeddings, time, self.grid_shape[0])
-        freq_rows = self._relative_rows(self.freq_embeddings, freq, freq)
-        time_logits = ops.einsum("btfhd,tsd->bhtfs", patches, time_rows)
-        freq_logits = ops.einsum("btfhd,fgd->bhtfg", patches, freq_rows)
-        patch_bias = time_logits[..., :, None] + freq_logits[..., None, :]
-        patch_bias = ops.reshape(patch_bias, (batch, heads, length - 1, length - 1))
+        # [batch, heads, T * F (queries), T (key times)] and [.., F (key bands)].
+        time_logits = self._relative_logits(
+            ops.transpose(patches, (0, 2, 3, 1, 4)), self.time_embeddings, time_size
+        )
+        time_logits = ops.reshape(ops.transpose(time_logits, (0, 2, 3, 1, 4)),
+                                  (batch, heads, length - 1, time))
+        freq_logits = self._relative_logits(
+            ops.transpose(patches, (0, 1, 3, 2, 4)), self.freq_embeddings, freq
+        )
+        freq_logits = ops.reshape(ops.transpose(freq_logits, (0, 2, 1, 3, 4)),
+                                  (batch, heads, length - 1, freq))
 
-        same_position = (self.time_embeddings[self.grid_shape[0] - 1]
-                         + self.freq_embeddings[freq - 1])
-        to_cls = ops.einsum("blhd,d->bhl", query, same_position)
-        cls_row = ops.broadcast_to(to_cls[:, :, :1, None], (batch, heads, 1, length - 1))
-        bias = ops.concatenate([cls_row, patch_bias], axis=2)
-        return ops.concatenate([to_cls[..., None], bias], axis=3)
+        # [CLS] is at distance 0 from everything: the rows of distance 0.
+        time_zero = self.time_embeddings[time_size - 1]
+        freq_zero = self.freq_embeddings[freq - 1]
+        cls_time = ops.einsum("bhd,d->bh", cls_query, time_zero)[:, :, None, None]
+        cls_freq = ops.einsum("bhd,d->bh", cls_query, freq_zero)[:, :, None, None]
+        time_logits = ops.concatenate(
+            [ops.broadcast_to(cls_time, (batch, heads, 1, time)), time_logits], axis=2)
+        freq_logits = ops.concatenate(
+            [ops.broadcast_to(cls_freq, (batch, heads, 1, freq)), freq_logits], axis=2)
+
+        # Patch keys: R[i, (t, f)] = time term of t + frequency term of f.
+        to_patches = ops.reshape(time_logits[..., :, None] + freq_logits[..., None, :],
+                                 (batch, heads, length, length - 1))
+        to_cls = ops.einsum("blhd,d->bhl", query, time_zero + freq_zero)
+        return ops.concatenate([to_cls[..., None], to_patches], axis=3)
 
     def get_config(self):
         config = super().get_config()
