@@ -44,23 +44,28 @@ class LearnedRelativeBias(keras.layers.Layer):
         )
 
     def _relative_logits(self, queries, table, trained_size):
-        """`[..., N, N]` with entry (i, j) = queries[..., i, :] . table[row of distance i - j].
+        """Entry (..., i, m, j) = queries[..., i, m, :] . table[row of distance i - j].
 
-        One matrix product against the rows of the distances -(N-1)..N-1 (clipped to the
-        trained range), then the "skewing" of the Music Transformer: padding one column,
-        flattening and re-cutting the rows turns relative columns into key columns without
-        a gather.
+        `queries` is `[*lead, N, middle, head_dim]`: N positions along the axis, any
+        `middle` axes flattened in between, so the queries keep their native layout. One
+        matrix product against the rows of the distances -(N-1)..N-1 (clipped to the
+        trained range), then the "skewing" of the Music Transformer, generalised to the
+        middle axis: padding one column, flattening and re-cutting rows one element
+        shorter shifts the columns of position i by N-1-i, turning relative columns into
+        key columns without a gather. Returns `[*lead, N, middle, N]`.
         """
-        size = ops.shape(queries)[-2]
+        size, middle = ops.shape(queries)[-3], ops.shape(queries)[-2]
+        lead = ops.shape(queries)[:-3]
         key_minus_query = ops.arange(2 * size - 1, dtype="int32") - (size - 1)
         rows = ops.clip(-key_minus_query, 1 - trained_size, trained_size - 1) + trained_size - 1
         logits = ops.matmul(queries, ops.transpose(ops.take(table, rows, axis=0)))
-        # logits[..., i, c] is for key j = i + c - (N - 1); shift row i left by N - 1 - i.
-        leading = ops.shape(logits)[:-2]
-        logits = ops.pad(logits, [(0, 0)] * (len(logits.shape) - 1) + [(0, 1)])
-        flat = ops.reshape(logits, (*leading, 2 * size * size))
-        flat = flat[..., size - 1:size - 1 + size * (2 * size - 1)]
-        return ops.reshape(flat, (*leading, size, 2 * size - 1))[..., :size]
+        # logits[..., i, m, c] is for key j = i + c - (N - 1): shift row i left by N - 1 - i.
+        no_pad = [(0, 0)] * (len(logits.shape) - 1)
+        row = middle * 2 * size
+        flat = ops.reshape(ops.pad(logits, no_pad + [(0, 1)]), (*lead, size * row))
+        flat = flat[..., size - 1:size - 1 + size * (row - 1)]
+        skewed = ops.pad(ops.reshape(flat, (*lead, size, row - 1)), no_pad[:-1] + [(0, 1)])
+        return ops.reshape(skewed, (*lead, size, middle, 2 * size))[..., :size]
 
     def call(self, query):
         batch, length, heads, head_dim = (ops.shape(query)[i] for i in range(4))
@@ -71,14 +76,16 @@ class LearnedRelativeBias(keras.layers.Layer):
 
         # [batch, heads, T * F (queries), T (key times)] and [.., F (key bands)].
         time_logits = self._relative_logits(
-            ops.transpose(patches, (0, 2, 3, 1, 4)), self.time_embeddings, time_size
+            ops.reshape(patches, (batch, time, freq * heads, head_dim)),
+            self.time_embeddings, time_size,
         )
-        time_logits = ops.reshape(ops.transpose(time_logits, (0, 2, 3, 1, 4)),
-                                  (batch, heads, length - 1, time))
-        freq_logits = self._relative_logits(
-            ops.transpose(patches, (0, 1, 3, 2, 4)), self.freq_embeddings, freq
+        time_logits = ops.reshape(
+            ops.transpose(ops.reshape(time_logits, (batch, time, freq, heads, time)),
+                          (0, 3, 1, 2, 4)),
+            (batch, heads, length - 1, time),
         )
-        freq_logits = ops.reshape(ops.transpose(freq_logits, (0, 2, 1, 3, 4)),
+        freq_logits = self._relative_logits(patches, self.freq_embeddings, freq)
+        freq_logits = ops.reshape(ops.transpose(freq_logits, (0, 3, 1, 2, 4)),
                                   (batch, heads, length - 1, freq))
 
         # [CLS] is at distance 0 from everything: the rows of distance 0.
