@@ -27,27 +27,46 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PE_KINDS = ("none", "absolute", "alibi_2d", "time_alibi", "learned_relative", "conditional",
             "conditional_absolute")
 
-STEP_SCRIPT = """
-import json, resource, sys, time
+MEMORY_SCRIPT = """
+import json, resource, sys
 import keras, numpy as np
 import keras_astpe
-pe, preset, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-keras.utils.set_random_seed(0)
+pe, preset, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = keras_astpe.build_model(pe, preset=preset, num_classes=527)
 model.compile(optimizer=keras.optimizers.Adam(1e-4, clipvalue=1.0), loss="binary_crossentropy")
 x = np.random.rand(batch, model.backbone.num_frames, model.backbone.num_mel_bins).astype("float32")
 y = (np.random.rand(batch, 527) > 0.99).astype("float32")
 for _ in range(3):
     model.train_on_batch(x, y)
-times = []
-for _ in range(steps):
-    start = time.perf_counter()
-    loss = model.train_on_batch(x, y)
-    float(np.asarray(loss).ravel()[0])
-    times.append(time.perf_counter() - start)
-print(json.dumps({"step_ms": 1000 * float(np.median(times)),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "params": model.count_params()}))
+"""
+
+TIMING_SCRIPT = """
+import json, sys, time
+import keras, numpy as np
+import keras_astpe
+preset, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+keras.utils.set_random_seed(0)
+models = {}
+for pe in keras_astpe.PE_KINDS:
+    model = keras_astpe.build_model(pe, preset=preset, num_classes=527)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4, clipvalue=1.0),
+                  loss="binary_crossentropy")
+    models[pe] = model
+frames, mels = model.backbone.num_frames, model.backbone.num_mel_bins
+x = np.random.rand(batch, frames, mels).astype("float32")
+y = (np.random.rand(batch, 527) > 0.99).astype("float32")
+for model in models.values():
+    for _ in range(3):
+        model.train_on_batch(x, y)
+times = {pe: [] for pe in models}
+for _ in range(steps):  # round-robin, so load changes hit every PE kind alike
+    for pe, model in models.items():
+        start = time.perf_counter()
+        float(np.asarray(model.train_on_batch(x, y)).ravel()[0])
+        times[pe].append(time.perf_counter() - start)
+print(json.dumps({pe: 1000 * float(np.median(t)) for pe, t in times.items()}))
 """
 
 
@@ -137,24 +156,28 @@ def _interleaved_medians(functions, repeats):
 
 def bench_steps(backend, preset, batch, steps):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    results = {}
-    for pe in PE_KINDS:
-        out = subprocess.run([sys.executable, "-c", STEP_SCRIPT, pe, preset, str(batch),
-                              str(steps)], env=env, capture_output=True, text=True, check=False)
+
+    def run(script, *args):
+        out = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env,
+                             capture_output=True, text=True, check=False)
         if out.returncode:
-            raise RuntimeError(f"{pe} failed:\n{out.stderr[-2000:]}")
-        results[pe] = json.loads(out.stdout.strip().splitlines()[-1])
-    base = results["none"]["step_ms"]
+            raise RuntimeError(f"benchmark process failed:\n{out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    step_ms = run(TIMING_SCRIPT, preset, batch, steps)
+    memory = {pe: run(MEMORY_SCRIPT, pe, preset, batch) for pe in PE_KINDS}
+    base = step_ms["none"]
     print(f"\nTraining step (forward+backward+Adam), backend {backend}, preset {preset}, "
-          f"batch {batch}, median of {steps}")
+          f"batch {batch}, median of {steps} round-robin steps; peak RSS of a process that "
+          f"builds the model and runs 3 steps")
     print(f"{'pe':<22}{'params':>12}{'step ms':>10}{'x none':>8}{'peak RSS MB':>13}")
-    for pe, r in results.items():
-        print(f"{pe:<22}{r['params']:>12,}{r['step_ms']:>10.1f}{r['step_ms'] / base:>8.2f}"
-              f"{r['peak_rss_mb']:>13.0f}")
-    worst = max(r["step_ms"] / base for r in results.values())
+    for pe in PE_KINDS:
+        print(f"{pe:<22}{memory[pe]['params']:>12,}{step_ms[pe]:>10.1f}"
+              f"{step_ms[pe] / base:>8.2f}{memory[pe]['peak_rss_mb']:>13.0f}")
+    worst = max(ms / base for ms in step_ms.values())
     print(f"target: every PE kind <= 1.3x none -> worst {worst:.2f}x "
           f"{'OK' if worst <= 1.3 else 'MISSED'}")
-    return results
+    return step_ms, memory
 
 
 def _has_gpu():

@@ -43,7 +43,7 @@ class PositionEncodingGenerator(keras.layers.Layer):
 
     def call(self, sequence):
         batch, dim = ops.shape(sequence)[0], ops.shape(sequence)[-1]
-        cls_token, patches = sequence[:, :1], sequence[:, 1:]
+        cls_token, patches = ops.split(sequence, [1], axis=1)
         grid = ops.reshape(patches, (batch, -1, self.freq_patches, dim))
         patches = patches + ops.reshape(self.conv(grid), ops.shape(patches))
         if self.cls_embedding:

@@ -60,18 +60,21 @@ class LearnedRelativeBias(keras.layers.Layer):
         rows = ops.clip(-key_minus_query, 1 - trained_size, trained_size - 1) + trained_size - 1
         logits = ops.matmul(queries, ops.transpose(ops.take(table, rows, axis=0)))
         # logits[..., i, m, c] is for key j = i + c - (N - 1): shift row i left by N - 1 - i.
+        # Slices are `ops.slice`: TensorFlow's gradient of `x[a:b]` is slow on CPU.
         no_pad = [(0, 0)] * (len(logits.shape) - 1)
         row = middle * 2 * size
         flat = ops.reshape(ops.pad(logits, no_pad + [(0, 1)]), (*lead, size * row))
-        flat = flat[..., size - 1:size - 1 + size * (row - 1)]
+        flat = ops.slice(flat, [0] * len(lead) + [size - 1], (*lead, size * (row - 1)))
         skewed = ops.pad(ops.reshape(flat, (*lead, size, row - 1)), no_pad[:-1] + [(0, 1)])
-        return ops.reshape(skewed, (*lead, size, middle, 2 * size))[..., :size]
+        skewed = ops.reshape(skewed, (*lead, size, middle, 2 * size))
+        return ops.slice(skewed, [0] * (len(lead) + 3), (*lead, size, middle, size))
 
     def call(self, query):
         batch, length, heads, head_dim = (ops.shape(query)[i] for i in range(4))
         time_size, freq = self.grid_shape
-        cls_query = query[:, 0]
-        patches = ops.reshape(query[:, 1:], (batch, -1, freq, heads, head_dim))
+        cls_query, patches = ops.split(query, [1], axis=1)
+        cls_query = ops.squeeze(cls_query, axis=1)
+        patches = ops.reshape(patches, (batch, -1, freq, heads, head_dim))
         time = ops.shape(patches)[1]
 
         # [batch, heads, T * F (queries), T (key times)] and [.., F (key bands)].
@@ -89,20 +92,22 @@ class LearnedRelativeBias(keras.layers.Layer):
                                   (batch, heads, length - 1, freq))
 
         # [CLS] is at distance 0 from everything: the rows of distance 0.
-        time_zero = self.time_embeddings[time_size - 1]
-        freq_zero = self.freq_embeddings[freq - 1]
-        cls_time = ops.einsum("bhd,d->bh", cls_query, time_zero)[:, :, None, None]
-        cls_freq = ops.einsum("bhd,d->bh", cls_query, freq_zero)[:, :, None, None]
+        time_zero = ops.take(self.time_embeddings, time_size - 1, axis=0)
+        freq_zero = ops.take(self.freq_embeddings, freq - 1, axis=0)
+        cls_time = ops.reshape(ops.einsum("bhd,d->bh", cls_query, time_zero),
+                               (batch, heads, 1, 1))
+        cls_freq = ops.reshape(ops.einsum("bhd,d->bh", cls_query, freq_zero),
+                               (batch, heads, 1, 1))
         time_logits = ops.concatenate(
             [ops.broadcast_to(cls_time, (batch, heads, 1, time)), time_logits], axis=2)
         freq_logits = ops.concatenate(
             [ops.broadcast_to(cls_freq, (batch, heads, 1, freq)), freq_logits], axis=2)
 
         # Patch keys: R[i, (t, f)] = time term of t + frequency term of f.
-        to_patches = ops.reshape(time_logits[..., :, None] + freq_logits[..., None, :],
-                                 (batch, heads, length, length - 1))
-        to_cls = ops.einsum("blhd,d->bhl", query, time_zero + freq_zero)
-        return ops.concatenate([to_cls[..., None], to_patches], axis=3)
+        to_patches = ops.expand_dims(time_logits, -1) + ops.expand_dims(freq_logits, -2)
+        to_patches = ops.reshape(to_patches, (batch, heads, length, length - 1))
+        to_cls = ops.expand_dims(ops.einsum("blhd,d->bhl", query, time_zero + freq_zero), -1)
+        return ops.concatenate([to_cls, to_patches], axis=3)
 
     def get_config(self):
         config = super().get_config()

@@ -1,6 +1,7 @@
 """Audio tagger / classifier: an `ASTBackbone` with a dense layer on the [CLS] state."""
 
 import keras
+from keras import ops
 
 from keras_astpe.models.functional import FunctionalModel
 
@@ -26,7 +27,8 @@ class ASTClassifier(FunctionalModel):
             activation or "linear", dtype="float32", name="output_activation"
         )
         features = keras.Input(shape=(None, backbone.num_mel_bins), name="features")
-        cls_state = backbone(features)[:, 0, :]
+        # `ops.split`, not `[:, 0]`: TensorFlow's gradient of a strided slice is slow on CPU.
+        cls_state = ops.squeeze(ops.split(backbone(features), [1], axis=1)[0], axis=1)
         scores = self.output_activation(self.head(cls_state))
         super().__init__(inputs=features, outputs=scores, **kwargs)
         self.num_classes = num_classes
