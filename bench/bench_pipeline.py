@@ -1,0 +1,183 @@
+"""Throughput of the training input pipeline against the bare front-end math, per CPU core.
+
+    python bench/bench_pipeline.py [--cores 1] [--num_clips 1024] [--seconds 15] [--rounds 2]
+
+Writes synthetic 10 s clips into real TFRecord shards in a temporary directory, then
+measures in the same run, in 10 s clips per second per core:
+  (a) the full training pipeline, `make_dataset(training=True)` with its defaults (read and
+      validate records, shuffle, parse and decode, random crop, STFT, SpecAugment, mel, log,
+      scaling, batch);
+  (b) the bare STFT + magnitude + mel + log math on the same clips, already in memory as a
+      tensor: the better of one [batch, samples] call and a per-clip `tf.map_fn`.
+Targets: (a) >= 0.8 x (b), and (a) >= 300 clips/s per core.
+
+The process is pinned to `--cores` cores (default 1) before TensorFlow starts, so that its
+thread pools and tf.data's AUTOTUNE see that many. Rates are clips per CPU-second of this
+process (user + system time of all its threads): on a machine shared with other jobs, that
+is the throughput of one fully used core, which wall-clock time is not; wall-clock rates
+are printed as well. The methods run in alternation, each in a fresh iterator, and each
+keeps its best round, so that load from other processes hits all of them alike.
+"""
+
+import argparse
+import gc
+import os
+import shlex
+import sys
+import tempfile
+import time
+
+CLIP_SECONDS = 10
+CLIP_SAMPLES = 158960  # 992 frames, as the paper's AudioSet setup
+NUM_CLASSES = 527
+TARGET_RATIO = 0.8
+TARGET_PER_CORE = 300.0
+
+
+def write_shards(directory, num_clips, num_shards, seed=0):
+    """Noise plus three tones per clip, 1-3 labels, as 16-bit PCM TFRecord shards."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_astpe.data import schema
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(CLIP_SECONDS * schema.SAMPLE_RATE) / schema.SAMPLE_RATE
+    writers = [tf.io.TFRecordWriter(os.path.join(directory, f"train-{i:03d}.tfrecord"))
+               for i in range(num_shards)]
+    for clip in range(num_clips):
+        waveform = 0.05 * rng.standard_normal(t.size)
+        for freq in rng.uniform(100, 7000, size=3):
+            waveform += 0.2 * np.sin(2 * np.pi * freq * t)
+        labels = rng.choice(NUM_CLASSES, size=rng.integers(1, 4), replace=False)
+        writers[clip % num_shards].write(schema.encode_example(
+            np.clip(waveform, -1, 1), f"clip{clip:05d}", labels,
+            original_sample_rate=44100, duration=float(CLIP_SECONDS)))
+    for writer in writers:
+        writer.close()
+    return os.path.join(directory, "train-*.tfrecord")
+
+
+def measure(make_run, clips_per_call, seconds):
+    """(clips per wall second, clips per CPU second) of `make_run()` over `seconds`.
+
+    `make_run` starts the method afresh (a new iterator); it is warmed up with two calls and
+    dropped afterwards, so that no background prefetching leaks into another measurement.
+    """
+    run = make_run()
+    run()
+    run()
+    calls = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall < seconds:
+        run()
+        calls += 1
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    del run
+    gc.collect()
+    time.sleep(1.0)
+    return calls * clips_per_call / wall, calls * clips_per_call / cpu
+
+
+def benchmark(args, cores):
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_astpe.data import pipeline, schema
+    from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
+
+    config = FrontEndConfig()
+    batches_per_call = max(1, args.num_clips // args.batch_size)
+
+    def math(waveform):
+        return log_mel(magnitude_spectrogram(waveform, config), config)
+
+    batched = tf.function(math)
+    per_clip = tf.function(lambda x: tf.map_fn(
+        math, x, parallel_iterations=2 * cores,
+        fn_output_signature=tf.TensorSpec([None, config.num_mel_bins], tf.float32)))
+
+    with tempfile.TemporaryDirectory() as directory:
+        pattern = write_shards(directory, args.num_clips, args.num_shards)
+        # shuffle_buffer: a quarter of the synthetic set (the default 1000 exceeds it).
+        dataset = pipeline.make_dataset(
+            pattern, num_classes=NUM_CLASSES, batch_size=args.batch_size, training=True,
+            clip_samples=CLIP_SAMPLES, seed=0, shuffle_buffer=args.num_clips // 4)
+        clips = tf.constant(np.stack([
+            schema.decode_example(record)["waveform"][:CLIP_SAMPLES].numpy()
+            for record in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern)))]))
+        chunks = [clips[i:i + args.batch_size]
+                  for i in range(0, clips.shape[0] - args.batch_size + 1, args.batch_size)]
+
+        def make_pipeline_run():
+            iterator = iter(dataset)
+
+            def run():
+                for _ in range(batches_per_call):
+                    features, _ = next(iterator)
+                features.numpy()
+            return run
+
+        def math_run(function):
+            def run():
+                for chunk in chunks:
+                    out = function(chunk)
+                out.numpy()
+            return lambda: run
+
+        methods = {
+            "(a) full pipeline": (make_pipeline_run, batches_per_call * args.batch_size),
+            "(b) math, one [batch, samples] call": (math_run(batched),
+                                                    len(chunks) * args.batch_size),
+            "(b) math, per-clip tf.map_fn": (math_run(per_clip),
+                                             len(chunks) * args.batch_size),
+        }
+        results = {name: (0.0, 0.0) for name in methods}
+        for _ in range(args.rounds):
+            for name, (make_run, clips_per_call) in methods.items():
+                wall, cpu = measure(make_run, clips_per_call, args.seconds)
+                results[name] = (max(results[name][0], wall), max(results[name][1], cpu))
+    return results, tf.__version__
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=1, help="cores to pin the process to")
+    parser.add_argument("--num_clips", type=int, default=1024)
+    parser.add_argument("--num_shards", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="measuring time per method and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    available = sorted(os.sched_getaffinity(0))
+    if not 1 <= args.cores <= len(available):
+        parser.error(f"--cores must be in 1..{len(available)}")
+    os.sched_setaffinity(0, available[:args.cores])  # before TensorFlow sizes its pools
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    results, tf_version = benchmark(args, args.cores)
+
+    pipeline_wall, pipeline_cpu = results["(a) full pipeline"]
+    math_cpu = max(cpu for name, (_, cpu) in results.items() if name.startswith("(b)"))
+    math_wall = max(wall for name, (wall, _) in results.items() if name.startswith("(b)"))
+    print(f"\npinned to {args.cores} of {len(available)} cores; load average "
+          f"{os.getloadavg()[0]:.2f} (all processes); TF {tf_version}; {args.num_clips} clips "
+          f"of {CLIP_SECONDS} s in {args.num_shards} shards, batch {args.batch_size}")
+    print(f"{'10 s clips per second':<40} {'per CPU-s':>10} {'wall/core':>10}")
+    for name, (wall, cpu) in results.items():
+        print(f"{name:<40} {cpu:>10.0f} {wall / args.cores:>10.0f}")
+    ratio = pipeline_cpu / math_cpu
+    print(f"{'ratio (a) / best (b)':<40} {ratio:>10.2f} {pipeline_wall / math_wall:>10.2f}")
+    ok_ratio, ok_rate = ratio >= TARGET_RATIO, pipeline_cpu >= TARGET_PER_CORE
+    print(f"targets (per CPU-second): (a) >= {TARGET_RATIO} x (b): "
+          f"{'met' if ok_ratio else 'NOT met'}; (a) >= {TARGET_PER_CORE:.0f} clips/s per core: "
+          f"{'met' if ok_rate else 'NOT met'}")
+    print("command: " + shlex.join([os.path.basename(sys.executable), *sys.argv]))
+    return 0 if ok_ratio and ok_rate else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

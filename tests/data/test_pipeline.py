@@ -1,0 +1,300 @@
+"""tf.data pipeline: shapes, targets, folds, determinism, mixup, balanced sampling, bad data."""
+
+import logging
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_astpe import frontend
+from keras_astpe.data import pipeline, schema
+from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.normalization import NormalizationStats
+
+pytestmark = pytest.mark.backend_agnostic
+
+RATE = schema.SAMPLE_RATE
+CLIP = 1600  # 100 ms -> 8 frames: keeps the tests fast
+FRAMES = FrontEndConfig().num_frames(CLIP)
+
+
+def _example(clip_id, labels, *, samples=CLIP, fold=schema.NO_FOLD, seed=None,
+             sample_rate=None):
+    rng = np.random.default_rng(zlib.crc32(clip_id.encode()) if seed is None else seed)
+    serialized = schema.encode_example(0.2 * rng.standard_normal(samples), clip_id, labels,
+                                       original_sample_rate=44100, duration=samples / RATE,
+                                       fold=fold)
+    if sample_rate is None:
+        return serialized
+    example = tf.train.Example.FromString(serialized)
+    example.features.feature["audio/sample_rate"].int64_list.value[:] = [sample_rate]
+    return example.SerializeToString()
+
+
+def _write(path, records):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    return str(path)
+
+
+def _collect(dataset):
+    features, targets, ids = zip(*[(f.numpy(), t.numpy(), i.numpy()) for f, t, i in dataset],
+                                 strict=True)
+    return np.concatenate(features), np.concatenate(targets), [i.decode() for i in
+                                                               np.concatenate(ids)]
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """Two shards, 8 clips: clip k has labels [k % 4, 4 + k % 2] and ESC-50 fold k % 5 + 1."""
+    paths = []
+    for shard in range(2):
+        records = [_example(f"s{shard}c{i}", [(2 * i + shard) % 4, 4 + shard],
+                            fold=(2 * i + shard) % 5 + 1, seed=10 * shard + i)
+                   for i in range(4)]
+        paths.append(_write(tmp_path / f"train-{shard}.tfrecord", records))
+    return str(tmp_path / "train-*.tfrecord")
+
+
+def test_default_clip_gives_992_frames_and_training_batches(tmp_path):
+    path = _write(tmp_path / "ten_seconds.tfrecord",
+                  [_example(f"c{i}", [i], samples=10 * RATE) for i in range(3)])
+    evaluation = list(pipeline.make_dataset(path, num_classes=3, batch_size=2, training=False))
+    assert [tuple(f.shape) for f, _ in evaluation] == [(2, 992, 64), (1, 992, 64)]
+    assert all(f.dtype == tf.float32 and t.dtype == tf.float32 for f, t in evaluation)
+    training = pipeline.make_dataset(path, num_classes=3, batch_size=2, training=True, seed=0)
+    for features, targets in training.take(4):  # repeats, drops the remainder
+        assert features.shape == (2, 992, 64) and targets.shape == (2, 3)
+        assert np.isfinite(features.numpy()).all() and (features.numpy() >= 0).all()
+
+
+def test_multi_hot_and_one_hot_targets(tmp_path, shards):
+    dataset = pipeline.make_dataset(shards, num_classes=6, batch_size=3, training=False,
+                                    clip_samples=CLIP, return_clip_ids=True)
+    features, targets, ids = _collect(dataset)
+    assert features.shape == (8, FRAMES, 64) and sorted(ids) == sorted(
+        f"s{s}c{i}" for s in range(2) for i in range(4))
+    for target, clip_id in zip(targets, ids, strict=True):
+        shard, index = int(clip_id[1]), int(clip_id[3])
+        expected = np.zeros(6)
+        expected[[(2 * index + shard) % 4, 4 + shard]] = 1.0
+        np.testing.assert_array_equal(target, expected)
+
+    path = _write(tmp_path / "single.tfrecord", [_example(f"c{i}", [i]) for i in range(3)])
+    _, targets, ids = _collect(pipeline.make_dataset(
+        path, num_classes=3, batch_size=2, training=False, clip_samples=CLIP,
+        multi_label=False, return_clip_ids=True))
+    assert ids == ["c0", "c1", "c2"]  # evaluation keeps the file order
+    np.testing.assert_array_equal(targets, np.eye(3))
+
+
+def test_one_hot_targets_need_exactly_one_label(shards):
+    dataset = pipeline.make_dataset(shards, num_classes=6, batch_size=2, training=False,
+                                    clip_samples=CLIP, multi_label=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="exactly one label"):
+        list(dataset)
+
+
+def test_fold_filtering(shards):
+    for folds in ([1], [2, 4]):
+        _, _, ids = _collect(pipeline.make_dataset(
+            shards, num_classes=6, batch_size=4, training=False, clip_samples=CLIP,
+            folds=folds, return_clip_ids=True))
+        expected = [f"s{s}c{i}" for s in range(2) for i in range(4)
+                    if (2 * i + s) % 5 + 1 in folds]
+        assert sorted(ids) == sorted(expected) and expected
+
+
+def test_evaluation_crops_the_start_and_pads_the_end(tmp_path):
+    stats = NormalizationStats()
+    config = FrontEndConfig()
+    long_record = _example("long", [0], samples=2 * CLIP, seed=1)
+    short_record = _example("short", [0], samples=CLIP // 2, seed=2)
+    path = _write(tmp_path / "eval.tfrecord", [long_record, short_record])
+    features, _ = next(iter(pipeline.make_dataset(path, num_classes=1, batch_size=2,
+                                                  training=False, clip_samples=CLIP)))
+    waveforms = [schema.decode_example(r)["waveform"].numpy()
+                 for r in (long_record, short_record)]
+    expected_long = frontend.waveform_to_features(waveforms[0][:CLIP], config, stats)
+    expected_short = frontend.waveform_to_features(
+        np.pad(waveforms[1], (0, CLIP - CLIP // 2)), config, stats)
+    np.testing.assert_allclose(features[0], expected_long, atol=1e-5)
+    np.testing.assert_allclose(features[1], expected_short, atol=1e-5)
+
+
+def test_training_takes_random_crops(tmp_path):
+    record = _example("long", [0], samples=CLIP + 200, seed=4)
+    path = _write(tmp_path / "one.tfrecord", [record])
+    waveform = schema.decode_example(record)["waveform"].numpy()
+    windows = np.stack([waveform[start:start + CLIP] for start in range(201)])
+    candidates = frontend.waveform_to_features(windows, FrontEndConfig(),
+                                               NormalizationStats()).numpy()
+    dataset = pipeline.make_dataset(path, num_classes=1, batch_size=1, training=True,
+                                    clip_samples=CLIP, spec_augment=None, seed=5)
+    starts = set()
+    for features, _ in dataset.take(12):  # one clip per epoch, a new crop each time
+        errors = np.abs(candidates - features.numpy()[0]).max(axis=(1, 2))
+        assert errors.min() < 1e-5
+        starts.add(int(errors.argmin()))
+    assert len(starts) >= 6
+
+
+def _training(shards, **kwargs):
+    return pipeline.make_dataset(shards, num_classes=6, batch_size=4, training=True,
+                                 clip_samples=CLIP, return_clip_ids=True, **kwargs)
+
+
+def test_deterministic_mode_is_reproducible(shards):
+    def batches(seed):
+        dataset = _training(shards, seed=seed, deterministic=True, mixup_alpha=0.4)
+        return [tuple(x.numpy() for x in batch) for batch in dataset.take(6)]
+
+    first, second, other = batches(3), batches(3), batches(4)
+    for a, b in zip(first, second, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+    # SpecAugment (probability 0.5) zeroes whole frames in some of the 24 training examples.
+    zero_frames = np.concatenate([(f == 0).all(axis=-1).any(axis=-1) for f, _, _ in first])
+    assert zero_frames.any() and not zero_frames.all()
+
+
+def test_every_clip_once_per_epoch_in_a_new_order(shards):
+    ids = [i.decode() for _, _, batch in _training(shards, seed=1, deterministic=True,
+                                                   spec_augment=None).take(6)
+           for i in batch.numpy()]
+    epochs = [ids[:8], ids[8:16], ids[16:24]]
+    assert all(sorted(epoch) == sorted(epochs[0]) and len(set(epoch)) == 8 for epoch in epochs)
+    assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
+
+
+def test_mixup_mixes_features_and_targets_consistently(tmp_path):
+    path = _write(tmp_path / "classes.tfrecord", [_example(f"c{i}", [i]) for i in range(8)])
+
+    def first_batches(alpha):
+        dataset = pipeline.make_dataset(
+            path, num_classes=8, batch_size=8, training=True, clip_samples=CLIP,
+            multi_label=False, spec_augment=None, mixup_alpha=alpha, seed=2,
+            deterministic=True)
+        return [(f.numpy(), t.numpy()) for f, t in dataset.take(3)]
+
+    lambdas = []
+    for (plain_x, plain_y), (mixed_x, mixed_y) in zip(first_batches(0.0), first_batches(0.5),
+                                                       strict=True):
+        np.testing.assert_allclose(mixed_y.sum(axis=1), 1.0, rtol=1e-6)
+        own = plain_y.argmax(axis=1)  # one class per clip: targets reveal the partner
+        for i in range(8):
+            lam = mixed_y[i, own[i]]
+            other = [c for c in np.flatnonzero(mixed_y[i]) if c != own[i]]
+            partner = int(np.flatnonzero(own == other[0])[0]) if other else i
+            expected = lam * plain_x[i] + (1.0 - lam) * plain_x[partner]
+            np.testing.assert_allclose(mixed_x[i], expected, rtol=1e-5, atol=1e-5)
+            lambdas.append(lam)
+    assert np.std(lambdas) > 0.1 and min(lambdas) < 0.9  # Beta(0.5, 0.5) draws, not a constant
+
+
+def test_balanced_sampling_oversamples_a_rare_class(tmp_path):
+    records = [_example(f"common{i}", [0]) for i in range(18)]
+    records += [_example(f"rare{i}", [1]) for i in range(2)]
+    path = _write(tmp_path / "imbalanced.tfrecord", records)
+
+    def rare_fraction(balanced):
+        dataset = pipeline.make_dataset(
+            path, num_classes=2, batch_size=50, training=True, clip_samples=400,
+            spec_augment=None, balanced_sampling=balanced, seed=0, deterministic=True)
+        targets = np.concatenate([t.numpy() for _, t in dataset.take(10)])
+        return targets[:, 1].mean()
+
+    # Weights 1/18 per common clip and 1/2 per rare clip: the 2 rare clips hold half of it.
+    assert 0.4 < rare_fraction(True) < 0.6
+    assert rare_fraction(False) == pytest.approx(0.1, abs=0.02)
+
+
+@pytest.fixture
+def bad_shards(tmp_path):
+    good = _write(tmp_path / "good.tfrecord", [_example(f"g{i}", [0]) for i in range(4)])
+    content = open(good, "rb").read()
+    truncated = tmp_path / "truncated.tfrecord"
+    truncated.write_bytes(content[:-100])  # the last record is cut
+    garbage = _write(tmp_path / "garbage.tfrecord",
+                     [_example("x0", [0]), b"\x08\x96 not an example", _example("x2", [0])])
+    return good, str(truncated), garbage
+
+
+def _evaluate(paths, num_classes=2, **kwargs):
+    return pipeline.make_dataset(paths, num_classes=num_classes, batch_size=2, training=False,
+                                 clip_samples=CLIP, **kwargs)
+
+
+def test_corrupt_shard_error_names_the_file(bad_shards):
+    good, truncated, garbage = bad_shards
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"corrupt or truncated TFRecord file\] \[.*truncated\.tfrecord"):
+        list(_evaluate([good, truncated]))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"invalid record\(s\) in TFRecord file\] \[.*garbage\.tfrecord"):
+        list(_evaluate([good, garbage]))
+
+
+def test_skip_bad_records_counts_and_reports(bad_shards, caplog):
+    good, truncated, garbage = bad_shards
+    dataset = _evaluate([good, truncated, garbage], skip_bad_records=True,
+                        return_clip_ids=True)
+    with caplog.at_level(logging.WARNING, logger="keras_astpe.data.pipeline"):
+        _, _, ids = _collect(dataset)
+    assert sorted(ids) == ["g0", "g0", "g1", "g1", "g2", "g2", "g3", "x0", "x2"]
+    report = dataset.bad_records
+    assert (report.records, report.shards) == (1, 1)
+    assert sorted(path.rsplit("/", 1)[-1] for path, _ in report.events) == [
+        "garbage.tfrecord", "truncated.tfrecord"]
+    assert "1 bad records and 1 damaged shards" in str(report)
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "garbage.tfrecord" in logged and "truncated.tfrecord" in logged
+    assert pipeline.make_dataset(good, num_classes=2, batch_size=2,
+                                 training=False).bad_records is None
+
+
+def test_wrong_sample_rate_raises_even_when_skipping(tmp_path):
+    path = _write(tmp_path / "resampled.tfrecord",
+                  [_example("ok", [0]), _example("bad_rate", [0], sample_rate=44100)])
+    for skip in (False, True):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"sample_rate in\] \[.*resampled\.tfrecord.*bad_rate.*44100"):
+            list(_evaluate(path, skip_bad_records=skip))
+
+
+def test_label_out_of_range_raises(tmp_path):
+    path = _write(tmp_path / "labels.tfrecord", [_example("ok", [1]), _example("bad", [2])])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"outside \[0, num_classes\).*labels\.tfrecord.*bad"):
+        list(_evaluate(path))
+
+
+def test_missing_files_and_bad_arguments_raise(tmp_path, shards):
+    with pytest.raises(FileNotFoundError, match="no TFRecord file matches"):
+        _evaluate(str(tmp_path / "nothing-*.tfrecord"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        _evaluate([shards, str(tmp_path / "missing.tfrecord")])
+    with pytest.raises(ValueError, match="computed with"):
+        _evaluate(shards, stats=NormalizationStats(frontend=FrontEndConfig(num_mel_bins=128)))
+    with pytest.raises(ValueError, match="training only"):
+        _evaluate(shards, mixup_alpha=0.2)
+    with pytest.raises(ValueError, match="shorter than one frame"):
+        pipeline.make_dataset(shards, num_classes=2, batch_size=2, training=False,
+                              clip_samples=100)
+
+
+def test_shard_deleted_after_building_raises_instead_of_hanging(tmp_path):
+    path = _write(tmp_path / "vanishing.tfrecord", [_example("v0", [0])])
+    dataset = _evaluate(path)
+    (tmp_path / "vanishing.tfrecord").unlink()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not found.*vanishing\.tfrecord"):
+        list(dataset)
+
+
+def test_file_list_of_paths_and_globs(tmp_path, shards):
+    extra = _write(tmp_path / "extra.tfrecord", [_example("e0", [0])])
+    _, _, ids = _collect(_evaluate([shards, extra], num_classes=6, return_clip_ids=True))
+    assert len(ids) == 9 and "e0" in ids

@@ -1,0 +1,75 @@
+"""`python -m tfrecords_tools.stats`: the CLI writes normalization_stats.json."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from keras_astpe.data import schema
+from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.normalization import STATS_FILENAME, NormalizationStats, compute_stats
+from tfrecords_tools import stats as stats_tool
+
+pytestmark = pytest.mark.backend_agnostic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write_clips(directory, count=5):
+    rng = np.random.default_rng(0)
+    with tf.io.TFRecordWriter(str(directory / "train-0.tfrecord")) as writer:
+        for i in range(count):
+            writer.write(schema.encode_example(
+                (0.05 * (i + 1)) * rng.standard_normal(schema.SAMPLE_RATE // 2), f"c{i}", [i],
+                original_sample_rate=schema.SAMPLE_RATE, duration=0.5))
+    return str(directory / "train-*.tfrecord")
+
+
+def _flags(*args):
+    """The tool's flags, parsed into a private FlagValues (no global state)."""
+    flag_values = flags.FlagValues()
+    stats_tool.define_flags(flag_values)
+    flag_values(["stats", *args])
+    return flag_values
+
+
+def test_cli_writes_the_stats_of_the_clips(tmp_path):
+    pattern = _write_clips(tmp_path)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-m", "tfrecords_tools.stats", f"--input_pattern={pattern}",
+         f"--output_dir={tmp_path / 'out'}", "--max_clips=4", "--num_mel_bins=32"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "4 clips" in result.stdout and STATS_FILENAME in result.stdout
+    assert "log-mel histogram" in result.stderr  # the tqdm progress bar
+    stats = NormalizationStats.load(tmp_path / "out")
+    config = FrontEndConfig(num_mel_bins=32)
+    assert stats == compute_stats(pattern, config, max_clips=4, progress=False)
+    assert json.loads((tmp_path / "out" / STATS_FILENAME).read_text())["num_clips"] == 4
+
+
+def test_run_uses_every_clip_and_the_front_end_flags(tmp_path):
+    pattern = _write_clips(tmp_path)
+    path = stats_tool.run(_flags(f"--input_pattern={pattern}", f"--output_dir={tmp_path}",
+                                 "--upper_edge_hertz=8000", "--lower_edge_hertz=0"))
+    stats = NormalizationStats.load(path)
+    assert stats.num_clips == 5
+    assert stats.frontend == FrontEndConfig(lower_edge_hertz=0.0, upper_edge_hertz=8000.0)
+
+
+def test_bad_input_exits_with_a_clear_message(tmp_path):
+    with pytest.raises(SystemExit, match="error: no TFRecord file matches"):
+        stats_tool.run(_flags(f"--input_pattern={tmp_path / 'none-*.tfrecord'}",
+                              f"--output_dir={tmp_path}"))
+    with pytest.raises(SystemExit, match="error: .*upper_edge_hertz"):
+        stats_tool.run(_flags(f"--input_pattern={tmp_path}", f"--output_dir={tmp_path}",
+                              "--upper_edge_hertz=9000"))
+    with pytest.raises(flags.IllegalFlagValueError):
+        _flags("--output_dir=x")  # --input_pattern is required
