@@ -106,14 +106,16 @@ def bench_attention(batch, repeats, jit_compile):
                         q, k, v, bias=position_bias(q) * scale, scale=scale,
                         flash_attention=False)
                 loss = tf.reduce_sum(out**2)
-            return tape.gradient(loss, [q, k, v] + _variables(position_bias))
+            grads = tape.gradient(loss, [q, k, v] + _variables(position_bias))
+            return [tf.convert_to_tensor(g) for g in grads]
 
         @tf.function(jit_compile=jit_compile)
         def full(x, layer=layer):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 loss = tf.reduce_sum(layer(x) ** 2)
-            return tape.gradient(loss, [x] + [v.value for v in layer.trainable_variables])
+            grads = tape.gradient(loss, [x] + [v.value for v in layer.trainable_variables])
+            return [tf.convert_to_tensor(g) for g in grads]
 
         timed[(name, "core_ms")] = lambda core=core: core(*qkv)
         timed[(name, "layer_ms")] = lambda full=full: full(x)
