@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 from keras_astpe.layers import LearnedRelativeBias
 from tests.layer_testing import assert_config_round_trip
@@ -35,20 +36,11 @@ def test_table_sizes():
     assert [tuple(w.shape) for w in layer.weights] == [(61, 64), (15, 64)]
 
 
-def test_equals_naive_pair_loop():
+@pytest.mark.parametrize("time", [3, 6, 1])
+def test_equals_naive_pair_loop(time):
+    """At the trained grid (3 chunks), longer (distances clipped) and a single chunk."""
     layer = _layer((3, 2), 4)
-    query = np.random.randn(2, 1 + 3 * 2, 2, 4).astype("float32")
-    time_table, freq_table = layer.get_weights()
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(layer(query)),
-        _naive(query, time_table, freq_table, freq=2, trained_time=3),
-        rtol=1e-5, atol=1e-5,
-    )
-
-
-def test_longer_grid_clips_distances():
-    layer = _layer((3, 2), 4)
-    query = np.random.randn(1, 1 + 6 * 2, 2, 4).astype("float32")
+    query = np.random.randn(2, 1 + time * 2, 2, 4).astype("float32")
     time_table, freq_table = layer.get_weights()
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layer(query)),
