@@ -265,13 +265,6 @@ def train_audioset(config, verbose="auto"):
     chance = float(np.mean(prevalence[positives > 0]))
     _write_per_class(os.path.join(run_dir, "per_class_ap.csv"), class_names, metrics,
                      positives)
-    plot_per_class_ap(metrics["per_class"]["AP"], class_names,
-                      os.path.join(run_dir, "per_class_ap.png"),
-                      title=f"Per-class AP, {config.pe} (eval)")
-    if os.path.exists(log_path):
-        plot_learning_curves(experiment.read_training_log(log_path, config.checkpoint_every),
-                             os.path.join(run_dir, "learning_curves.png"),
-                             title=f"AudioSet training, {config.pe}")
     results = {
         "mAP": metrics["mAP"], "AUC": metrics["AUC"], "d_prime": metrics["d_prime"],
         "chance_mAP": chance,
@@ -289,6 +282,14 @@ def train_audioset(config, verbose="auto"):
         "model": model_path,
     }
     experiment.write_json(os.path.join(run_dir, "metrics.json"), results)
+    # sklearn's AP can exceed 1 by a rounding error.
+    plot_per_class_ap(np.clip(metrics["per_class"]["AP"], 0.0, 1.0), class_names,
+                      os.path.join(run_dir, "per_class_ap.png"),
+                      title=f"Per-class AP, {config.pe} (eval)")
+    if os.path.exists(log_path):
+        plot_learning_curves(experiment.read_training_log(log_path, config.checkpoint_every),
+                             os.path.join(run_dir, "learning_curves.png"),
+                             title=f"AudioSet training, {config.pe}")
     return {**results, "output_dir": run_dir}
 
 

@@ -252,8 +252,6 @@ def evaluate_esc50(config, verbose="auto"):
         print(f"Fold {fold}: accuracy {metrics['accuracy']:.4f}", flush=True)
 
     accuracies = np.array([per_fold[fold]["accuracy"] for fold in folds])
-    plot_confusion_matrix(confusion, class_names, os.path.join(run_dir, "confusion_matrix.png"),
-                          title=f"ESC-50, folds {folds} summed")
     _write_confusion_csv(os.path.join(run_dir, "confusion_matrix.csv"), confusion, class_names)
     results = {
         "accuracy_mean": float(accuracies.mean()),
@@ -271,6 +269,8 @@ def evaluate_esc50(config, verbose="auto"):
                                 "num_clips": stats.num_clips},
     }
     experiment.write_json(os.path.join(run_dir, "results.json"), results)
+    plot_confusion_matrix(confusion, class_names, os.path.join(run_dir, "confusion_matrix.png"),
+                          title=f"ESC-50, folds {folds} summed")
     return {**results, "output_dir": run_dir}
 
 

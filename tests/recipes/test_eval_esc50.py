@@ -1,0 +1,136 @@
+"""Tests of recipes/eval_esc50.py and keras_astpe.training.esc50 on the tiny demo data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_astpe
+from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.normalization import NormalizationStats
+from keras_astpe.training import esc50, experiment
+
+pytestmark = pytest.mark.backend_agnostic
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "eval_esc50.py"
+
+
+def _pretrained(folder, pe="time_alibi", stats=True):
+    """A tiny "AudioSet" model (10 s clips, 10 sigmoid outputs) saved as train_audioset does."""
+    os.makedirs(folder, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    model = keras_astpe.build_model(pe, preset="ast-pe-tiny", num_classes=10)
+    path = experiment.save_inference_model(model, os.path.join(folder, "model.keras"))
+    if stats:
+        NormalizationStats(frontend=FrontEndConfig()).save(folder)
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A working directory whose demo_data/ holds the tiny demo ESC-50, converted."""
+    work = tmp_path_factory.mktemp("eval_esc50")
+    experiment.prepare_demo_data("esc50", root=work / experiment.DEMO_DIR, size="tiny",
+                                 progress=False)
+    return work
+
+
+def test_cross_validation_from_audioset_model(workdir):
+    init, _ = _pretrained(workdir / "pretrained" / "time_alibi")
+    result = subprocess.run(
+        [sys.executable, str(RECIPE), f"--init={init}", "--demo_size=tiny", "--folds=1,3",
+         "--batch_size=4", "--head_epochs=1", "--finetune_epochs=2"],
+        cwd=workdir, env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ESC-50 (time_alibi): accuracy" in result.stdout and "chance 10.0%" in result.stdout
+
+    run_dir = workdir / "saved_models" / "esc50-demo" / "time_alibi"
+    with open(run_dir / "results.json") as f:
+        results = json.load(f)
+    accuracies = [results["accuracy_per_fold"][fold] for fold in ("1", "3")]
+    assert results["accuracy_mean"] == pytest.approx(np.mean(accuracies))
+    assert results["accuracy_std"] == pytest.approx(np.std(accuracies))
+    assert results["chance_accuracy"] == pytest.approx(0.1)
+    assert results["folds"]["1"] == {"accuracy": accuracies[0], "num_test_clips": 10,
+                                     "num_train_clips": 40}
+    assert results["config"]["clip_samples"] == 80000
+    # The statistics of the pretrained model are used, not recomputed.
+    assert results["normalization_stats"]["low"] == pytest.approx(-5.61)
+    with open(run_dir / "confusion_matrix.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 11 and sum(int(v) for row in rows[1:] for v in row[1:]) == 20
+    assert (run_dir / "confusion_matrix.png").is_file()
+    with open(run_dir / "fold_1" / "training_log.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in log] == [0, 1, 2]  # 1 head epoch + 2 fine-tuning
+    assert float(log[0]["learning_rate"]) == pytest.approx(1e-2)
+    assert "val_accuracy" in log[0]
+    assert (run_dir / "fold_3" / "learning_curves.png").is_file()
+    assert not (run_dir / "fold_2").exists()
+
+
+@pytest.mark.parametrize("pe", keras_astpe.PE_KINDS)
+def test_every_pe_fine_tunes_on_5_second_clips(tmp_path, pe):
+    init, pretrained = _pretrained(tmp_path, pe)
+    config = esc50.ESC50Config.create(init=init, data_dir=str(tmp_path), batch_size=2,
+                                      head_epochs=1, finetune_epochs=1)
+    model = esc50._new_classifier(config, 7)
+    assert model.backbone.position_encoding == pe
+    # The pretrained backbone, a new 7-class softmax head.
+    for a, b in zip(model.backbone.get_weights(), pretrained.backbone.get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    frames = FrontEndConfig().num_frames(80000)
+    x = np.random.rand(4, frames, 64).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 2, 6], 7)
+    esc50._compile(model, 1e-3)
+    model.run_eagerly = True  # one step: tracing would cost more than it saves
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    scores = keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    assert scores.shape == (4, 7) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_config_defaults_and_errors(tmp_path):
+    init, _ = _pretrained(tmp_path / "run", stats=False)
+    paper = esc50.ESC50Config.create(init=init, data_dir="data/esc50")
+    assert (paper.head_epochs, paper.head_lr, paper.finetune_epochs, paper.finetune_lr,
+            paper.lr_decay) == (10, 1e-3, 40, 1e-4, 0.85)
+    assert paper.output_dir == os.path.join("saved_models", "esc50", "run")
+    scratch = esc50.ESC50Config.create(pe="none")
+    assert scratch.head_epochs == 0 and scratch.output_dir.endswith("esc50-demo/none-scratch")
+    with pytest.raises(ValueError, match="either"):
+        esc50.ESC50Config.create(init=init, pe="none")
+    with pytest.raises(ValueError, match="either"):
+        esc50.ESC50Config.create()
+    with pytest.raises(FileNotFoundError, match="train_audioset"):
+        esc50.ESC50Config.create(init=str(tmp_path / "missing.keras"))
+    assert esc50._validation_epochs(0, 3) == [1, 2, 3]
+    epochs = esc50._validation_epochs(10, 50)
+    assert len(epochs) == esc50.NUM_VALIDATIONS and epochs[0] == 11 and epochs[-1] == 50
+
+
+def test_init_without_normalization_stats_is_an_error(workdir, tmp_path):
+    init, _ = _pretrained(tmp_path / "run", stats=False)
+    config = esc50.ESC50Config.create(
+        init=init, data_dir=str(workdir / experiment.DEMO_DIR / "tfrecords" / "esc50"),
+        output_dir=str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="normalization_stats.json"):
+        esc50.evaluate_esc50(config)
+
+
+def test_help_explains_flags():
+    result = subprocess.run([sys.executable, str(RECIPE), "--help"],
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 1), result.stderr[-2000:]  # absl exits 1 after --help
+    for flag in ("--init", "--pe", "--preset", "--data_dir", "--folds", "--batch_size",
+                 "--head_epochs", "--head_lr", "--finetune_epochs", "--finetune_lr",
+                 "--lr_decay", "--output_dir", "--seed"):
+        assert flag in result.stdout, flag

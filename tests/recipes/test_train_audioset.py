@@ -1,0 +1,172 @@
+"""End-to-end tests of recipes/train_audioset.py on the tiny demo data (subprocesses)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_astpe  # noqa: F401  (registers the model classes for load_model)
+from keras_astpe.training import AudioSetConfig, experiment
+
+pytestmark = pytest.mark.backend_agnostic
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train_audioset.py"
+# 4 checkpoint intervals of 3 steps; the final model averages the last 2 checkpoints.
+TINY = ["--pe=time_alibi", "--preset=ast-pe-tiny", "--demo_size=tiny", "--batch_size=4",
+        "--train_steps=12", "--checkpoint_every=3", "--swa_last=2", "--warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A working directory whose demo_data/ holds the tiny demo, generated and converted."""
+    work = tmp_path_factory.mktemp("train_audioset")
+    experiment.prepare_demo_data("audioset", root=work / experiment.DEMO_DIR, size="tiny",
+                                 progress=False)
+    return work
+
+
+def _env(backend="tensorflow"):
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def _start(workdir, *args, backend="tensorflow"):
+    return subprocess.Popen([sys.executable, str(RECIPE), *args], cwd=workdir,
+                            env=_env(backend), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process, timeout=300):
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def _kill_when(process, path, timeout=240):
+    """SIGKILLs `process` as soon as `path` exists; the process must still be running."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+
+def _weights(path):
+    return keras.saving.load_model(path).get_weights()
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(workdir):
+    # The uninterrupted run uses the default output folder of the demo mode.
+    uninterrupted = _start(workdir, *TINY)
+    resumed_dir = workdir / "resumed"
+    checkpoints = resumed_dir / "checkpoints"
+    # Killed right after its first checkpoint, then again after its second (in the first
+    # resumed process): each restart goes on from the newest checkpoint.
+    _kill_when(_start(workdir, *TINY, f"--output_dir={resumed_dir}"),
+               checkpoints / "ckpt-000000000003.weights.h5")
+    _kill_when(_start(workdir, *TINY, f"--output_dir={resumed_dir}"),
+               checkpoints / "ckpt-000000000006.weights.h5")
+    assert not (resumed_dir / "model.keras").exists()
+    output = _finish(_start(workdir, *TINY, f"--output_dir={resumed_dir}"))
+    assert "Resuming" in output and "from step 6" in output
+    _finish(uninterrupted)
+
+    run_dir = workdir / "saved_models" / "audioset-demo" / "time_alibi"
+    for a, b in zip(_weights(run_dir / "model.keras"), _weights(resumed_dir / "model.keras"),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    with open(run_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    with open(resumed_dir / "metrics.json") as f:
+        resumed_metrics = json.load(f)
+    for key in ("mAP", "AUC", "d_prime"):
+        assert np.isfinite(metrics[key])
+        assert resumed_metrics[key] == pytest.approx(metrics[key], abs=1e-5)
+    assert 0 < metrics["chance_mAP"] < 1 and metrics["num_eval_clips"] == 10
+    assert metrics["swa_steps"] == [9, 12] == resumed_metrics["swa_steps"]
+    assert metrics["config"]["pe"] == "time_alibi" and metrics["config"]["train_steps"] == 12
+
+    for name in ("model.keras", "learning_curves.png", "per_class_ap.png",
+                 "normalization_stats.json", "run_config.json"):
+        assert (run_dir / name).is_file(), name
+    assert os.listdir(run_dir / "tensorboard")
+    with open(run_dir / "per_class_ap.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10 and rows[0]["class_name"] == "Sine wave"
+    # Each interval logged once, also in the run killed twice.
+    for folder in (run_dir, resumed_dir):
+        with open(folder / "training_log.csv", newline="") as f:
+            log = list(csv.DictReader(f))
+        assert [int(row["epoch"]) for row in log] == [0, 1, 2, 3]
+        assert {"loss", "val_loss", "mAP", "val_mAP", "learning_rate"} <= set(log[0])
+
+    # Rerunning a finished run trains no more and gives the same results.
+    output = _finish(_start(workdir, *TINY, f"--output_dir={resumed_dir}"))
+    assert "training already complete at step 12" in output
+    assert f"eval mAP {metrics['mAP']:.3f} (chance {metrics['chance_mAP']:.3f})" in output
+
+
+def test_short_runs_on_jax_and_torch(workdir):
+    backends = ("jax", "torch")
+    processes = [_start(workdir, "--pe=conditional", "--preset=ast-pe-tiny", "--demo_size=tiny",
+                        "--batch_size=4", "--train_steps=4", "--checkpoint_every=2",
+                        "--swa_last=2", "--warmup_steps=1", "--schedule=inverse_sqrt",
+                        f"--output_dir={workdir / backend}", backend=backend)
+                 for backend in backends]  # concurrently: two cores
+    for process in processes:
+        _finish(process)
+    for backend in backends:
+        with open(workdir / backend / "metrics.json") as f:
+            metrics = json.load(f)
+        assert metrics["backend"] == backend and np.isfinite(metrics["mAP"])
+        assert metrics["swa_steps"] == [2, 4]
+        model = keras.saving.load_model(workdir / backend / "model.keras")
+        assert model.backbone.position_encoding == "conditional"
+
+
+def test_missing_records_and_bad_flags_give_clear_errors(tmp_path):
+    process = _start(tmp_path, "--pe=none", f"--data_dir={tmp_path}")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "balanced_train-[0-9]*-of-[0-9]*.tfrecord" in output
+    assert "python -m tfrecords_tools.audioset" in output
+    assert "Traceback" not in output
+
+    with pytest.raises(ValueError, match="must divide"):
+        AudioSetConfig.create("none", train_steps=10, checkpoint_every=3)
+    with pytest.raises(ValueError, match="swa_last"):
+        AudioSetConfig.create("none", train_steps=10, checkpoint_every=5, swa_last=3)
+
+
+def test_mode_defaults():
+    paper = AudioSetConfig.create("conditional", data_dir="data/audioset")
+    assert (paper.preset, paper.batch_size, paper.train_steps, paper.warmup_steps,
+            paper.max_lr, paper.checkpoint_every, paper.swa_last) == \
+        ("ast-pe", 64, 290_000, 30_000, 5e-4, 10_000, 10)
+    assert paper.output_dir == os.path.join("saved_models", "audioset", "conditional")
+    relative = AudioSetConfig.create("learned_relative", data_dir="d", max_lr=1e-4)
+    assert (relative.batch_size, relative.train_steps, relative.max_lr) == (32, 470_000, 1e-4)
+    demo = AudioSetConfig.create("none")
+    assert demo.preset == "ast-pe-tiny" and demo.output_dir.endswith("audioset-demo/none")
+
+
+def test_help_explains_flags():
+    result = subprocess.run([sys.executable, str(RECIPE), "--help"], env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 1), result.stderr[-2000:]  # absl exits 1 after --help
+    for flag in ("--pe", "--preset", "--data_dir", "--batch_size", "--train_steps",
+                 "--warmup_steps", "--max_lr", "--schedule", "--checkpoint_every",
+                 "--swa_last", "--output_dir", "--[no]mixed_precision", "--seed"):
+        assert flag.lstrip("-") in result.stdout, flag  # booleans print as --[no]name
+    assert "290000" in result.stdout and "inverse_sqrt" in result.stdout
