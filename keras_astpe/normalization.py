@@ -112,7 +112,7 @@ def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None, progr
     value_range = histogram_range(config)
 
     def histogram(element):
-        waveform = schema.decode_example(element["serialized"])["waveform"]
+        waveform = schema.pcm_to_waveform(element["pcm16"])
         values = log_mel(magnitude_spectrogram(waveform, config), config)
         return tf.histogram_fixed_width(values, value_range, nbins=HISTOGRAM_BINS,
                                         dtype=tf.int32)

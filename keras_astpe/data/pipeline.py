@@ -1,8 +1,8 @@
 """tf.data input pipeline: TFRecord shards (`schema.py`) -> `(features, targets)` batches.
 
-Per clip: read, validate, (balanced resampling), shuffle, decode with `schema.decode_example`,
-crop or pad, then the front end of `keras_astpe.frontend` (STFT, SpecAugment, log-mel,
-scaling) in one parallel map. The front end runs per clip rather than on whole batches: the
+Per clip: read, parse and validate (each record is parsed once), (balanced resampling),
+shuffle, crop or pad, then the front end of `keras_astpe.frontend` (STFT, SpecAugment,
+log-mel, scaling) in one parallel map. The front end runs per clip rather than on whole batches: the
 ~2 MB of STFT intermediates of one 10 s clip stay in cache, which measured about 1.5x faster
 on CPU than the same math on a [64, 158960] batch (`bench/bench_pipeline.py`).
 
@@ -39,11 +39,14 @@ DEFAULT_STATS = NormalizationStats()
 DEFAULT_SPEC_AUGMENT = SpecAugmentConfig()
 
 # Appended to each shard by the reader to mark its end: a valid, recognisable example.
-_END_OF_SHARD = schema.encode_example(np.zeros(0), "keras_astpe/end-of-shard", [],
+_END_OF_SHARD_ID = "keras_astpe/end-of-shard"
+_END_OF_SHARD = schema.encode_example(np.zeros(0), _END_OF_SHARD_ID, [],
                                       original_sample_rate=schema.SAMPLE_RATE, duration=0.0)
-# What the reader parses to validate a record; `decode_example` parses it fully later.
-_VALIDATE_FEATURES = {key: schema.FEATURES[key] for key in
-                      ("audio/pcm16", "audio/sample_rate", "clip_id", "labels", "fold")}
+# What the reader parses: everything the pipeline needs, so no record is parsed twice.
+_READ_FEATURES = {key: schema.FEATURES[key] for key in
+                  ("audio/pcm16", "audio/sample_rate", "clip_id", "labels", "fold")}
+# What `read_records` yields per record.
+_RECORD_KEYS = ("pcm16", "path", "index", "clip_id", "labels", "fold")
 
 
 class BadRecordReport:
@@ -113,10 +116,12 @@ def _shard_records(path, size, *, sample_rate, num_classes, single_label, report
     """The valid records of one shard (`path`, `size`: scalar tensors), in order.
 
     Reading goes on past damage (`ignore_errors`), so the damage is found by bookkeeping:
-    each record gets its index and byte offset before parsing, a gap in the indices after
-    parsing is a record that failed to parse, and an end-of-shard marker compares the bytes
-    read with the file size. The checks are plain `Assert` ops on string and int32 pieces,
-    which build their message only when they fail, so a clean record costs little.
+    each record gets its index and byte offset before parsing, and its position after
+    parsing; an index ahead of the position means records that failed to parse, and an
+    end-of-shard marker compares the bytes read with the file size. The checks are `Assert`
+    ops in the filter that drops the marker, built from string and int32 pieces that are
+    formatted only when they fail, so a clean record costs one parse and three cheap
+    stages. With a `report`, a shard's bad records are counted once, at its end.
     """
     # TFRecordDataset moves on to the next file after a read error, but retries a file it
     # cannot open forever under ignore_errors: check that the shard still exists.
@@ -124,26 +129,25 @@ def _shard_records(path, size, *, sample_rate, num_classes, single_label, report
                                  ["keras_astpe: TFRecord file not found:", path])
     with tf.control_dependencies([exists]):
         path = tf.identity(path)
-    end_marker = tf.constant(_END_OF_SHARD)
     records = tf.data.TFRecordDataset(path).ignore_errors().concatenate(
-        tf.data.Dataset.from_tensors(end_marker))
+        tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
 
     def locate(state, record):
         index, offset = state
         length = _RECORD_OVERHEAD + tf.cast(tf.strings.length(record), tf.int64)
-        return (index + 1, offset + length), (record, tf.equal(record, end_marker), index,
-                                              offset)
+        return (index + 1, offset + length), (record, index, offset)
 
-    def parse(record, is_end, index, offset):
-        parsed = tf.io.parse_single_example(record, _VALIDATE_FEATURES)
-        even = tf.equal(tf.strings.length(parsed["audio/pcm16"]) % 2, 0)
-        with tf.control_dependencies([tf.debugging.Assert(even, ["odd pcm16 length"])]):
-            record = tf.identity(record)
-        return {"serialized": record, "is_end": is_end, "index": index, "offset": offset,
-                "sample_rate": parsed["audio/sample_rate"], "clip_id": parsed["clip_id"],
-                "labels": tf.sparse.to_dense(parsed["labels"]), "fold": parsed["fold"]}
+    def parse(record, index, offset):
+        # A record that fails here (not an Example, missing feature, odd byte count) is
+        # dropped by `ignore_errors`: its index is then ahead of its position.
+        parsed = tf.io.parse_single_example(record, _READ_FEATURES)
+        return {"pcm16": schema.decode_pcm16(parsed["audio/pcm16"]),
+                "is_end": tf.equal(parsed["clip_id"], _END_OF_SHARD_ID), "path": path,
+                "index": index, "offset": offset, "sample_rate": parsed["audio/sample_rate"],
+                "clip_id": parsed["clip_id"], "labels": tf.sparse.to_dense(parsed["labels"]),
+                "fold": parsed["fold"]}
 
-    def check(expected, element):
+    def check(position, element):
         index, is_end, labels = element["index"], element["is_end"], element["labels"]
         index32 = tf.cast(index, tf.int32)
         where = [path, "record", index32, "clip_id", element["clip_id"]]
@@ -161,16 +165,15 @@ def _shard_records(path, size, *, sample_rate, num_classes, single_label, report
                 tf.logical_or(is_end, tf.equal(tf.size(labels), 1)),
                 ["keras_astpe: multi_label=False needs exactly one label per clip; in", *where,
                  "labels", tf.cast(labels, tf.int32)]))
-        missing = index - expected
+        missing = index - position  # records before this one that failed to parse
         damaged = tf.logical_and(is_end, tf.not_equal(element["offset"], size))
-        expected32 = tf.cast(expected, tf.int32)
         if report is None:
             hint = "make_dataset(skip_bad_records=True) skips and counts bad data"
             checks += [
                 tf.debugging.Assert(tf.equal(missing, 0), [
                     "keras_astpe: invalid record(s) in TFRecord file", path,
-                    "record indices (first, last)", expected32, index32 - 1,
-                    "are not keras_astpe examples: corrupt, or not written with "
+                    "before record index", index32, ":", tf.cast(missing, tf.int32),
+                    "record(s) are not keras_astpe examples: corrupt, or not written with "
                     "keras_astpe.data.schema.", hint]),
                 tf.debugging.Assert(tf.logical_not(damaged), [
                     "keras_astpe: corrupt or truncated TFRecord file", path,
@@ -178,35 +181,34 @@ def _shard_records(path, size, *, sample_rate, num_classes, single_label, report
                     "(the bytes read do not add up to the file size).", hint])]
         else:
             checks += [
-                tf.cond(missing > 0, lambda: _log_event(report, path, missing, 0, tf.strings.join(
-                    [tf.strings.as_string(missing), "invalid record(s) from index",
-                     tf.strings.as_string(expected)], " ")), lambda: True),
+                tf.cond(tf.logical_and(is_end, missing > 0), lambda: _log_event(
+                    report, path, missing, 0, tf.strings.join(
+                        [tf.strings.as_string(missing), "invalid record(s) among",
+                         tf.strings.as_string(index)], " ")), lambda: True),
                 tf.cond(damaged, lambda: _log_event(report, path, 0, 1, tf.strings.join(
                     ["corrupt or truncated: reading stopped after",
                      tf.strings.as_string(element["offset"]), "of", tf.strings.as_string(size),
                      "bytes"], " ")), lambda: True)]
         with tf.control_dependencies(checks):
-            record = tf.identity(element["serialized"])
-        return index + 1, {"serialized": record, "is_end": is_end, "path": path,
-                           "index": index, "clip_id": element["clip_id"], "labels": labels,
-                           "fold": element["fold"]}
+            return tf.logical_not(is_end)
 
     return (records.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), locate)
             .map(parse).ignore_errors()
-            .scan(tf.constant(0, tf.int64), check)
-            .filter(lambda element: tf.logical_not(element["is_end"])))
+            .enumerate()
+            .filter(check)
+            .map(lambda position, element: {key: element[key] for key in _RECORD_KEYS}))
 
 
 def read_records(files, *, sample_rate=schema.SAMPLE_RATE, num_classes=None,
                  single_label=False, report=None, shuffle_seed=None):
     """Valid records of `files` (from `resolve_files`), shards interleaved.
 
-    Elements are dicts: `serialized` (the record, for `schema.decode_example`), `path`,
-    `index` (position in the shard), `clip_id`, `labels`, `fold`, and `is_end` (always
-    False). Labels are checked against `num_classes` (unless None) and, with
-    `single_label`, to be exactly one per clip. `report`: a `BadRecordReport` to skip and
-    count bad data, None to raise. `shuffle_seed`: shuffle the shard order (again on each
-    iteration), None keeps it.
+    Elements are dicts: `pcm16` (the int16 samples; `schema.pcm_to_waveform` scales them),
+    `path`, `index` (position in the shard), `clip_id`, `labels` and `fold`. Labels are
+    checked against
+    `num_classes` (unless None) and, with `single_label`, to be exactly one per clip.
+    `report`: a `BadRecordReport` to skip and count bad data, None to raise.
+    `shuffle_seed`: shuffle the shard order (again on each iteration), None keeps it.
     """
     sizes = [tf.io.gfile.stat(path).length for path in files]
     shards = tf.data.Dataset.from_tensor_slices(
@@ -358,19 +360,19 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
         dataset = dataset.repeat()
 
     def process(element, root):
-        example = schema.decode_example(element["serialized"])
-        waveform = _crop_or_pad(example["waveform"], clip_samples,
-                                tf.stack([root, 1]) if training else None)
+        # Crop the int16 samples first: only the kept ones are converted to float.
+        waveform = schema.pcm_to_waveform(_crop_or_pad(
+            element["pcm16"], clip_samples, tf.stack([root, 1]) if training else None))
         features = waveform_to_features(
             waveform, frontend, stats, spec_augment=spec_augment,
             seed=None if spec_augment is None else tf.stack([root, 2]))
         if multi_label:
-            targets = _multi_hot(example["labels"], num_classes)
+            targets = _multi_hot(element["labels"], num_classes)
         else:  # the reader checked that there is exactly one label
-            targets = tf.one_hot(example["labels"][0], num_classes)
+            targets = tf.one_hot(element["labels"][0], num_classes)
         features = tf.ensure_shape(
             features, [frontend.num_frames(clip_samples), frontend.num_mel_bins])
-        return features, targets, example["clip_id"]
+        return features, targets, element["clip_id"]
 
     dataset = dataset.map(process, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

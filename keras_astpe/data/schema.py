@@ -58,6 +58,16 @@ def encode_example(waveform, clip_id, labels, *, original_sample_rate, duration,
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def decode_pcm16(pcm_bytes):
+    """`audio/pcm16` bytes -> int16 samples; an odd byte count is an InvalidArgumentError."""
+    return tf.io.decode_raw(pcm_bytes, tf.int16, little_endian=True)
+
+
+def pcm_to_waveform(pcm):
+    """int16 samples -> float32 waveform in [-1, 1)."""
+    return tf.cast(pcm, tf.float32) * (1.0 / 32768.0)
+
+
 def decode_example(serialized):
     """Parses one serialized example into a dict of tensors (graph-safe, for tf.data).
 
@@ -65,9 +75,8 @@ def decode_example(serialized):
     `fold`, `original_sample_rate` and `duration`.
     """
     parsed = tf.io.parse_single_example(serialized, FEATURES)
-    pcm = tf.io.decode_raw(parsed["audio/pcm16"], tf.int16, little_endian=True)
     return {
-        "waveform": tf.cast(pcm, tf.float32) / 32768.0,
+        "waveform": pcm_to_waveform(decode_pcm16(parsed["audio/pcm16"])),
         "clip_id": parsed["clip_id"],
         "labels": tf.sparse.to_dense(parsed["labels"]),
         "fold": parsed["fold"],
