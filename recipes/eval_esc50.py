@@ -2,6 +2,7 @@
 
     python recipes/eval_esc50.py --init=saved_models/audioset/time_alibi/model.keras \
         --data_dir=data/esc50                                   # the paper's protocol
+    python recipes/eval_esc50.py            # demo data, fine-tunes the README's main-job model
     python recipes/eval_esc50.py --pe=time_alibi                # demo data, from scratch
 
 For each official fold, the output layer is replaced (softmax over the ESC-50 classes),
@@ -33,7 +34,9 @@ def _default(name):
 flags.DEFINE_string("init", None,
                     "AudioSet model to fine-tune: the model.keras of recipes/train_audioset.py "
                     "(its normalization_stats.json must be next to it). Either --init or "
-                    "--pe.")
+                    "--pe; for the demo (no --data_dir) with neither, the model of "
+                    "`python recipes/train_audioset.py --pe=time_alibi`: "
+                    f"{esc50.DEMO_INIT}.")
 flags.DEFINE_enum("pe", None, keras_astpe.PE_KINDS,
                   "Positional encoding of a model trained from scratch (without --init).")
 flags.DEFINE_enum("preset", None, sorted(keras_astpe.PRESETS),

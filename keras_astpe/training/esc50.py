@@ -49,9 +49,12 @@ DEMO_DEFAULTS = {
 # trained from scratch on the 160 demo clips of a fold needs many more steps.
 SCRATCH_DEFAULTS = {"head_epochs": 0}
 DEMO_SCRATCH_DEFAULTS = {
-    "head_epochs": 0, "batch_size": 32, "finetune_epochs": 120, "finetune_lr": 2e-3,
+    "head_epochs": 0, "batch_size": 32, "finetune_epochs": 60, "finetune_lr": 5e-4,
     "lr_decay": 0.99,
 }
+# The demo run with neither init nor pe fine-tunes the model of the README's main job,
+# `python recipes/train_audioset.py --pe=time_alibi` (its default output folder).
+DEMO_INIT = os.path.join("saved_models", "audioset-demo", "time_alibi", "model.keras")
 # Epochs per fit with a validation on the held-out fold (for the learning curves; the
 # reported accuracy is that of the last epoch, whatever the validations show).
 NUM_VALIDATIONS = 10
@@ -97,7 +100,15 @@ class ESC50Config:
     def create(cls, init=None, pe=None, data_dir=None, **settings):
         """The config: settings that are None or absent take the defaults of the mode, the
         paper's with a `data_dir`, the demo's without, and from scratch (no `init`) those
-        of `SCRATCH_DEFAULTS` / `DEMO_SCRATCH_DEFAULTS`."""
+        of `SCRATCH_DEFAULTS` / `DEMO_SCRATCH_DEFAULTS`. The demo with neither `init` nor
+        `pe` fine-tunes `DEMO_INIT`, the model of `train_audioset.py`'s demo run."""
+        if init is None and pe is None and not data_dir:
+            if not os.path.exists(DEMO_INIT):
+                raise FileNotFoundError(
+                    f"No init or pe given, and no demo AudioSet model at {DEMO_INIT} to "
+                    "fine-tune: run `python recipes/train_audioset.py --pe=time_alibi` "
+                    "first, or pass pe to train from scratch.")
+            init = DEMO_INIT
         if (init is None) == (pe is None):
             raise ValueError("Give either init (an AudioSet .keras model to fine-tune) or pe "
                              "(a positional encoding, to train from scratch).")

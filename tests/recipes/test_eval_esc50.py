@@ -108,12 +108,22 @@ def test_config_defaults_and_errors(tmp_path):
     with pytest.raises(ValueError, match="either"):
         esc50.ESC50Config.create(init=init, pe="none")
     with pytest.raises(ValueError, match="either"):
-        esc50.ESC50Config.create()
+        esc50.ESC50Config.create(data_dir="data/esc50")
+    assert esc50._validation_epochs(0, 3) == [1, 2, 3]
     with pytest.raises(FileNotFoundError, match="train_audioset"):
         esc50.ESC50Config.create(init=str(tmp_path / "missing.keras"))
-    assert esc50._validation_epochs(0, 3) == [1, 2, 3]
     epochs = esc50._validation_epochs(10, 50)
     assert len(epochs) == esc50.NUM_VALIDATIONS and epochs[0] == 11 and epochs[-1] == 50
+
+
+def test_demo_default_fine_tunes_the_main_job_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"train_audioset\.py --pe=time_alibi"):
+        esc50.ESC50Config.create()
+    _pretrained(tmp_path / os.path.dirname(esc50.DEMO_INIT), stats=False)
+    config = esc50.ESC50Config.create()
+    assert config.init == esc50.DEMO_INIT and config.head_epochs == 5
+    assert config.output_dir == os.path.join("saved_models", "esc50-demo", "time_alibi")
 
 
 def test_init_without_normalization_stats_is_an_error(workdir, tmp_path):
