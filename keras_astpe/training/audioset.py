@@ -44,7 +44,7 @@ PAPER_DEFAULTS_BY_PE = {"learned_relative": {"batch_size": 32, "train_steps": 47
 # The demo (no --data_dir): generation + conversion + training + evaluation of the
 # synthetic demo data in well under 10 minutes on 2 CPU cores.
 DEMO_DEFAULTS = {
-    "preset": "ast-pe-tiny", "batch_size": 32, "train_steps": 1500, "warmup_steps": 100,
+    "preset": "ast-pe-tiny", "batch_size": 32, "train_steps": 800, "warmup_steps": 100,
     "max_lr": 2e-3, "checkpoint_every": 100, "swa_last": 5,
 }
 
