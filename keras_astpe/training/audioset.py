@@ -250,7 +250,7 @@ def train_audioset(config, verbose="auto"):
         train_dataset = experiment.interval_dataset(make_interval, 0, 1, 1)  # not read
         print(f"{run_dir}: training already complete at step {step}", flush=True)
     experiment.build_for_fit(model, train_dataset)
-    model.fit(train_dataset, epochs=config.num_intervals,
+    model.fit(train_dataset, epochs=config.num_intervals, shuffle=False,
               steps_per_epoch=config.checkpoint_every, initial_epoch=initial_epoch,
               validation_data=eval_dataset, callbacks=callbacks, verbose=verbose)
     # The model now holds the SWA average of the last `swa_last` checkpoints.

@@ -298,6 +298,7 @@ def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verb
         _compile(model, config.head_lr)
         experiment.build_for_fit(model, train)
         model.fit(train, epochs=config.head_epochs, steps_per_epoch=steps_per_epoch,
+                  shuffle=False,
                   validation_data=test, validation_freq=_validation_epochs(
                       0, config.head_epochs), callbacks=callbacks(), verbose=verbose)
     if config.finetune_epochs:
@@ -308,7 +309,7 @@ def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verb
             config.finetune_lr, steps_per_epoch, config.lr_decay, staircase=True))
         experiment.build_for_fit(model, train)
         last = config.head_epochs + config.finetune_epochs
-        model.fit(train, epochs=last, initial_epoch=config.head_epochs,
+        model.fit(train, epochs=last, initial_epoch=config.head_epochs, shuffle=False,
                   steps_per_epoch=steps_per_epoch, validation_data=test,
                   validation_freq=_validation_epochs(config.head_epochs, last),
                   callbacks=callbacks(), verbose=verbose)
