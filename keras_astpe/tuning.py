@@ -29,6 +29,7 @@ import os
 
 import keras
 import keras_tuner
+import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
 import keras_astpe
@@ -198,7 +199,9 @@ def _error_line(message):
 
 
 def _search_values(hyperparameters):
-    return {name: value for name, value in hyperparameters.values.items()
+    """The searched values as plain Python numbers (the Bayesian oracle gives numpy ones)."""
+    return {name: value.item() if isinstance(value, np.generic) else value
+            for name, value in hyperparameters.values.items()
             if not name.startswith(_SCHEDULE_PREFIX)}
 
 

@@ -204,7 +204,7 @@ def main(argv):
     try:
         best = tuning.run_search(tuner, train, validation, output_dir, extra=extra,
                                  epochs=_EPOCHS.value, steps_per_epoch=_STEPS_PER_EPOCH.value,
-                                 verbose=2)
+                                 shuffle=False, verbose=2)
     except tuning.TrialsFailedError as error:
         sys.exit(f"error: {error}\n\nAll trials: {os.path.join(output_dir, tuning.TRIALS_FILE)}")
     print(f"Best trial {best['trial_id']}: {tuning.OBJECTIVE} = {best['score']:.4f} with "

@@ -84,6 +84,8 @@ def test_tiny_search_completes_and_writes_results(kind, datasets, tmp_path):
     assert _read_json(tmp_path / BEST_HYPERPARAMETERS_FILE) == best
     assert best["score"] == rows[0]["score"]
     assert best["hyperparameters"]["position_encoding"] in ("none", "absolute")
+    # Plain Python values, printed without numpy's repr.
+    assert all(type(value) in (str, int, float) for value in best["hyperparameters"].values())
     assert best["score"] == pytest.approx(tuner.oracle.get_best_trials()[0].score)
 
 
