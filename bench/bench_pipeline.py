@@ -1,6 +1,7 @@
 """Throughput of the training input pipeline against the bare front-end math, per CPU core.
 
     python bench/bench_pipeline.py [--cores 1] [--num_clips 1024] [--seconds 5] [--rounds 6]
+        [--breakdown]
 
 Writes synthetic 10 s clips into real TFRecord shards in a temporary directory, then
 measures in the same run, in 10 s clips per second per core:
@@ -9,7 +10,9 @@ measures in the same run, in 10 s clips per second per core:
       scaling, batch);
   (b) the bare STFT + magnitude + mel + log math on the same clips, already in memory as a
       tensor: the better of one [batch, samples] call and a per-clip `tf.map_fn`.
-Targets: (a) >= 0.8 x (b), and (a) >= 300 clips/s per core.
+Targets: (a) >= 0.8 x (b), and (a) >= 300 clips/s per core. `--breakdown` adds (c): the
+pipeline without its shuffle buffer, and a reader with no validation (raw records, one
+parse, the same crop and front end), shuffled and not: where the time beyond (b) goes.
 
 The process is pinned to `--cores` cores (default 1) before TensorFlow starts, so that its
 thread pools and tf.data's AUTOTUNE see that many. Rates are clips per CPU-second of this
@@ -87,6 +90,8 @@ def benchmark(args, cores):
     import tensorflow as tf
 
     from keras_astpe.data import pipeline, schema
+
+    AUTOTUNE = tf.data.AUTOTUNE
     from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
 
     config = FrontEndConfig()
@@ -112,7 +117,35 @@ def benchmark(args, cores):
         chunks = [clips[i:i + args.batch_size]
                   for i in range(0, clips.shape[0] - args.batch_size + 1, args.batch_size)]
 
-        def make_pipeline_run():
+        def unvalidated(shuffle_buffer):
+            """Raw shard records, one parse, the same crop and front end: no validation."""
+            from keras_astpe.data.pipeline import (
+                DEFAULT_SPEC_AUGMENT,
+                DEFAULT_STATS,
+                _crop_or_pad,
+                _multi_hot,
+            )
+            from keras_astpe.frontend import waveform_to_features
+
+            def process(record, root):
+                example = schema.decode_example(record)
+                waveform = _crop_or_pad(example["waveform"], CLIP_SAMPLES, tf.stack([root, 1]))
+                features = waveform_to_features(waveform, config, DEFAULT_STATS,
+                                                spec_augment=DEFAULT_SPEC_AUGMENT,
+                                                seed=tf.stack([root, 2]))
+                return (tf.ensure_shape(features, [config.num_frames(CLIP_SAMPLES),
+                                                   config.num_mel_bins]),
+                        _multi_hot(example["labels"], NUM_CLASSES))
+
+            records = tf.data.Dataset.from_tensor_slices(pipeline.resolve_files(pattern))
+            records = records.interleave(tf.data.TFRecordDataset, num_parallel_calls=AUTOTUNE)
+            records = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=0))
+            if shuffle_buffer > 1:
+                records = records.shuffle(shuffle_buffer, seed=0)
+            return (records.repeat().map(process, num_parallel_calls=AUTOTUNE)
+                    .batch(args.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+
+        def make_pipeline_run(dataset=dataset):
             iterator = iter(dataset)
 
             def run():
@@ -135,6 +168,20 @@ def benchmark(args, cores):
             "(b) math, per-clip tf.map_fn": (math_run(per_clip),
                                              len(chunks) * args.batch_size),
         }
+        if args.breakdown:
+            clips_per_call = batches_per_call * args.batch_size
+            no_shuffle = pipeline.make_dataset(
+                pattern, num_classes=NUM_CLASSES, batch_size=args.batch_size, training=True,
+                clip_samples=CLIP_SAMPLES, seed=0, shuffle_buffer=1)
+            methods.update({
+                "(c) pipeline without shuffle": (
+                    lambda: make_pipeline_run(no_shuffle), clips_per_call),
+                "(c) unvalidated reader, shuffled": (
+                    lambda: make_pipeline_run(unvalidated(args.num_clips // 4)),
+                    clips_per_call),
+                "(c) unvalidated reader, no shuffle": (
+                    lambda: make_pipeline_run(unvalidated(1)), clips_per_call),
+            })
         rounds = []  # per round: {name: (wall rate, cpu rate)}
         for _ in range(args.rounds):
             rounds.append({name: measure(make_run, clips_per_call, args.seconds)
@@ -151,6 +198,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="measuring time per method and round")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time (c): the pipeline without shuffling, and a reader "
+                             "without validation, shuffled or not (where the time goes)")
     args = parser.parse_args()
 
     available = sorted(os.sched_getaffinity(0))
@@ -181,6 +231,12 @@ def main():
         print(f"{name:<40} {cpu:>10.0f} {wall / args.cores:>10.0f}")
     print(f"{'ratio (a) / best (b), median':<40} {ratio_cpu:>10.2f} {ratio_wall:>10.2f}")
     print(f"per-round ratios (CPU): {', '.join(f'{value:.2f}' for value in cpu_ratios)}")
+    for name in results:
+        if name.startswith("(c)"):
+            value = statistics.median(result[name][1] / max(
+                rates[1] for key, rates in result.items() if key.startswith("(b)"))
+                for result in rounds)
+            print(f"{name + ' / best (b)':<52} {value:>5.2f}")
     ok_ratio, ok_rate = ratio_cpu >= TARGET_RATIO, pipeline_cpu >= TARGET_PER_CORE
     print(f"targets (per CPU-second): (a) >= {TARGET_RATIO} x (b): "
           f"{'met' if ok_ratio else 'NOT met'}; (a) >= {TARGET_PER_CORE:.0f} clips/s per core: "

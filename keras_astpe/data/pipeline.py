@@ -268,12 +268,17 @@ def _balanced(records, class_counts, num_clips, num_classes):
 
 
 def _crop_or_pad(waveform, clip_samples, seed):
-    """Random crop (seed given) or the start (seed None), zero-padded at the end."""
-    excess = tf.maximum(tf.shape(waveform)[0] - clip_samples, 0)
+    """Random crop (seed given) or the start (seed None), zero-padded at the end.
+
+    One copy of the samples: the crop; a clip long enough is not passed through a pad.
+    """
+    length = tf.shape(waveform)[0]
     start = 0 if seed is None else tf.random.stateless_uniform(
-        [], seed, minval=0, maxval=excess + 1, dtype=tf.int32)
-    waveform = waveform[start:start + clip_samples]
-    waveform = tf.pad(waveform, [[0, clip_samples - tf.shape(waveform)[0]]])
+        [], seed, minval=0, maxval=tf.maximum(length - clip_samples, 0) + 1, dtype=tf.int32)
+    waveform = tf.slice(waveform, [start], [tf.minimum(length - start, clip_samples)])
+    waveform = tf.cond(length - start < clip_samples,
+                       lambda: tf.pad(waveform, [[0, clip_samples - tf.shape(waveform)[0]]]),
+                       lambda: waveform)
     return tf.ensure_shape(waveform, [clip_samples])
 
 
