@@ -2,9 +2,10 @@
 
 Per clip: read, parse and validate (each record is parsed once), (balanced resampling),
 shuffle, crop or pad, then the front end of `keras_astpe.frontend` (STFT, SpecAugment,
-log-mel, scaling) in one parallel map. The front end runs per clip rather than on whole batches: the
-~2 MB of STFT intermediates of one 10 s clip stay in cache, which measured about 1.5x faster
-on CPU than the same math on a [64, 158960] batch (`bench/bench_pipeline.py`).
+log-mel, scaling) in one parallel map. The front end runs per clip rather than on whole
+batches: the ~2 MB of STFT intermediates of one 10 s clip stay in cache, which measured
+several times faster on CPU than the same math on a [64, 158960] batch
+(`bench/bench_pipeline.py`).
 
 Bad data never passes silently. A shard that cannot be read, a truncated or corrupted shard
 (detected by counting the bytes its records cover against the file size) and a record that
