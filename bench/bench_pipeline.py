@@ -90,9 +90,9 @@ def benchmark(args, cores):
     import tensorflow as tf
 
     from keras_astpe.data import pipeline, schema
+    from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
 
     AUTOTUNE = tf.data.AUTOTUNE
-    from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
 
     config = FrontEndConfig()
     batches_per_call = max(1, args.num_clips // args.batch_size)
@@ -118,24 +118,15 @@ def benchmark(args, cores):
                   for i in range(0, clips.shape[0] - args.batch_size + 1, args.batch_size)]
 
         def unvalidated(shuffle_buffer):
-            """Raw shard records, one parse, the same crop and front end: no validation."""
-            from keras_astpe.data.pipeline import (
-                DEFAULT_SPEC_AUGMENT,
-                DEFAULT_STATS,
-                _crop_or_pad,
-                _multi_hot,
-            )
-            from keras_astpe.frontend import waveform_to_features
-
+            """Raw shard records, one parse, the pipeline's per-clip work: no validation."""
             def process(record, root):
-                example = schema.decode_example(record)
-                waveform = _crop_or_pad(example["waveform"], CLIP_SAMPLES, tf.stack([root, 1]))
-                features = waveform_to_features(waveform, config, DEFAULT_STATS,
-                                                spec_augment=DEFAULT_SPEC_AUGMENT,
-                                                seed=tf.stack([root, 2]))
-                return (tf.ensure_shape(features, [config.num_frames(CLIP_SAMPLES),
-                                                   config.num_mel_bins]),
-                        _multi_hot(example["labels"], NUM_CLASSES))
+                parsed = tf.io.parse_single_example(record, schema.FEATURES)
+                features = pipeline._clip_features(
+                    schema.decode_pcm16(parsed["audio/pcm16"]), root,
+                    clip_samples=CLIP_SAMPLES, frontend=config, stats=pipeline.DEFAULT_STATS,
+                    spec_augment=pipeline.DEFAULT_SPEC_AUGMENT, random_crop=True)
+                return features, pipeline._multi_hot(
+                    tf.sparse.to_dense(parsed["labels"]), NUM_CLASSES)
 
             records = tf.data.Dataset.from_tensor_slices(pipeline.resolve_files(pattern))
             records = records.interleave(tf.data.TFRecordDataset, num_parallel_calls=AUTOTUNE)
@@ -212,9 +203,9 @@ def main():
 
     rounds, tf_version = benchmark(args, args.cores)
 
-    def ratio(result, which):  # (a) over the best (b) of one round
-        best_math = max(rates[which] for name, rates in result.items() if name.startswith("(b)"))
-        return result["(a) full pipeline"][which] / best_math
+    def ratio(result, which, name="(a) full pipeline"):  # over the best (b) of one round
+        best_math = max(rates[which] for key, rates in result.items() if key.startswith("(b)"))
+        return result[name][which] / best_math
 
     results = {name: tuple(statistics.median(result[name][which] for result in rounds)
                            for which in (0, 1)) for name in rounds[0]}
@@ -233,9 +224,7 @@ def main():
     print(f"per-round ratios (CPU): {', '.join(f'{value:.2f}' for value in cpu_ratios)}")
     for name in results:
         if name.startswith("(c)"):
-            value = statistics.median(result[name][1] / max(
-                rates[1] for key, rates in result.items() if key.startswith("(b)"))
-                for result in rounds)
+            value = statistics.median(ratio(result, 1, name) for result in rounds)
             print(f"{name + ' / best (b)':<52} {value:>5.2f}")
     ok_ratio, ok_rate = ratio_cpu >= TARGET_RATIO, pipeline_cpu >= TARGET_PER_CORE
     print(f"targets (per CPU-second): (a) >= {TARGET_RATIO} x (b): "

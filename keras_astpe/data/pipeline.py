@@ -283,6 +283,20 @@ def _crop_or_pad(waveform, clip_samples, seed):
     return tf.ensure_shape(waveform, [clip_samples])
 
 
+def _clip_features(pcm16, root, *, clip_samples, frontend, stats, spec_augment, random_crop):
+    """One clip's int16 samples -> `[frames, mel_bins]` features, seeded by `root`.
+
+    Crops the int16 samples first (only the kept ones are converted to float), at random
+    with `random_crop`, then runs the front end (with `spec_augment` unless None).
+    """
+    waveform = schema.pcm_to_waveform(_crop_or_pad(
+        pcm16, clip_samples, tf.stack([root, 1]) if random_crop else None))
+    features = waveform_to_features(
+        waveform, frontend, stats, spec_augment=spec_augment,
+        seed=None if spec_augment is None else tf.stack([root, 2]))
+    return tf.ensure_shape(features, [frontend.num_frames(clip_samples), frontend.num_mel_bins])
+
+
 def _mixup(batch_seed, alpha, features, targets):
     """Mixes each example with a random partner of the batch, lambda ~ Beta(alpha, alpha)."""
     seeds = tf.random.experimental.stateless_split(batch_seed, 3)
@@ -366,18 +380,13 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
         dataset = dataset.repeat()
 
     def process(element, root):
-        # Crop the int16 samples first: only the kept ones are converted to float.
-        waveform = schema.pcm_to_waveform(_crop_or_pad(
-            element["pcm16"], clip_samples, tf.stack([root, 1]) if training else None))
-        features = waveform_to_features(
-            waveform, frontend, stats, spec_augment=spec_augment,
-            seed=None if spec_augment is None else tf.stack([root, 2]))
+        features = _clip_features(element["pcm16"], root, clip_samples=clip_samples,
+                                  frontend=frontend, stats=stats, spec_augment=spec_augment,
+                                  random_crop=training)
         if multi_label:
             targets = _multi_hot(element["labels"], num_classes)
         else:  # the reader checked that there is exactly one label
             targets = tf.one_hot(element["labels"][0], num_classes)
-        features = tf.ensure_shape(
-            features, [frontend.num_frames(clip_samples), frontend.num_mel_bins])
         return features, targets, element["clip_id"]
 
     dataset = dataset.map(process, num_parallel_calls=AUTOTUNE)
