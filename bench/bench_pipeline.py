@@ -12,7 +12,10 @@ measures in the same run, in 10 s clips per second per core:
       tensor: the better of one [batch, samples] call and a per-clip `tf.map_fn`.
 Targets: (a) >= 0.8 x (b), and (a) >= 300 clips/s per core. `--breakdown` adds (c): the
 pipeline without its shuffle buffer, and a reader with no validation (raw records, one
-parse, the same crop and front end), shuffled and not: where the time beyond (b) goes.
+parse, the same crop and front end), shuffled and not; and (d): each part alone, in CPU
+microseconds per clip (reading the records, parsing them, validating them, the shuffle
+buffer, and the per-clip work on clips already in memory), whose sum, set against (a),
+shows how much the parts cost when they share one core.
 
 The process is pinned to `--cores` cores (default 1) before TensorFlow starts, so that its
 thread pools and tf.data's AUTOTUNE see that many. Rates are clips per CPU-second of this
@@ -83,6 +86,63 @@ def measure(make_run, clips_per_call, seconds):
     gc.collect()
     time.sleep(1.0)
     return calls * clips_per_call / wall, calls * clips_per_call / cpu
+
+
+def part_methods(args, pattern, clips_per_call, config):
+    """(d): the pipeline's parts alone, each ending in a tiny per-clip output, batched."""
+    import tensorflow as tf
+
+    from keras_astpe.data import pipeline, schema
+
+    AUTOTUNE = tf.data.AUTOTUNE
+    files = pipeline.resolve_files(pattern)
+
+    def raw():
+        return tf.data.Dataset.from_tensor_slices(files).interleave(
+            tf.data.TFRecordDataset, num_parallel_calls=AUTOTUNE)
+
+    def parse(record):
+        parsed = tf.io.parse_single_example(record, schema.FEATURES)
+        return {"pcm16": schema.decode_pcm16(parsed["audio/pcm16"])}
+
+    def validated(shuffle):
+        records = pipeline.read_records(files, num_classes=NUM_CLASSES, shuffle_seed=0)
+        return records.shuffle(args.num_clips // 4, seed=0) if shuffle else records
+
+    # The records' int16 samples (all 10 s here), decoded once into one tensor.
+    in_memory = pipeline.read_records(files).map(lambda element: element["pcm16"]).batch(
+        args.num_clips).get_single_element()
+
+    def front_end(pcm16, root):
+        return pipeline._clip_features(
+            pcm16, root, clip_samples=CLIP_SAMPLES, frontend=config,
+            stats=pipeline.DEFAULT_STATS, spec_augment=pipeline.DEFAULT_SPEC_AUGMENT,
+            random_crop=True)
+
+    def run_of(make):
+        def make_run():
+            iterator = iter(make().repeat().batch(args.batch_size).prefetch(AUTOTUNE))
+
+            def run():
+                for _ in range(clips_per_call // args.batch_size):
+                    out = next(iterator)
+                tf.nest.flatten(out)[0].numpy()
+            return run
+        return make_run, clips_per_call
+
+    def first(element):
+        return element["pcm16"][:1]
+
+    return {
+        "(d) read records": run_of(lambda: raw().map(lambda record: tf.strings.length(record))),
+        "(d) read + parse": run_of(lambda: raw().map(parse, num_parallel_calls=AUTOTUNE)
+                                   .map(first)),
+        "(d) read + parse + validate": run_of(lambda: validated(False).map(first)),
+        "(d) ... + shuffle buffer": run_of(lambda: validated(True).map(first)),
+        "(d) crop + front end, from memory": run_of(lambda: tf.data.Dataset.zip(
+            tf.data.Dataset.from_tensor_slices(in_memory), tf.data.Dataset.random(seed=0)).map(
+                front_end, num_parallel_calls=AUTOTUNE)),
+    }
 
 
 def benchmark(args, cores):
@@ -173,6 +233,8 @@ def benchmark(args, cores):
                 "(c) unvalidated reader, no shuffle": (
                     lambda: make_pipeline_run(unvalidated(1)), clips_per_call),
             })
+        if args.breakdown:
+            methods.update(part_methods(args, pattern, clips_per_call, config))
         rounds = []  # per round: {name: (wall rate, cpu rate)}
         for _ in range(args.rounds):
             rounds.append({name: measure(make_run, clips_per_call, args.seconds)
@@ -191,7 +253,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--breakdown", action="store_true",
                         help="also time (c): the pipeline without shuffling, and a reader "
-                             "without validation, shuffled or not (where the time goes)")
+                             "without validation, shuffled or not; and (d): each part alone, "
+                             "in CPU microseconds per clip (where the time goes)")
     args = parser.parse_args()
 
     available = sorted(os.sched_getaffinity(0))
@@ -226,6 +289,16 @@ def main():
         if name.startswith("(c)"):
             value = statistics.median(ratio(result, 1, name) for result in rounds)
             print(f"{name + ' / best (b)':<52} {value:>5.2f}")
+    parts = {name: 1e6 / cpu for name, (_, cpu) in results.items() if name.startswith("(d)")}
+    if parts:
+        best_math = max(cpu for name, (_, cpu) in results.items() if name.startswith("(b)"))
+        print(f"\n{'CPU microseconds per clip (medians)':<52} {'us':>5}")
+        print(f"{'(b) best bare math':<52} {1e6 / best_math:>5.0f}")
+        for name, micros in parts.items():
+            print(f"{name:<52} {micros:>5.0f}")
+        alone = parts["(d) ... + shuffle buffer"] + parts["(d) crop + front end, from memory"]
+        print(f"{'shuffled reader + front end, each alone (sum)':<52} {alone:>5.0f}")
+        print(f"{'(a) full pipeline, the same work on one core':<52} {1e6 / pipeline_cpu:>5.0f}")
     ok_ratio, ok_rate = ratio_cpu >= TARGET_RATIO, pipeline_cpu >= TARGET_PER_CORE
     print(f"targets (per CPU-second): (a) >= {TARGET_RATIO} x (b): "
           f"{'met' if ok_ratio else 'NOT met'}; (a) >= {TARGET_PER_CORE:.0f} clips/s per core: "
