@@ -88,6 +88,14 @@ def measure(make_run, clips_per_call, seconds):
     return calls * clips_per_call / wall, calls * clips_per_call / cpu
 
 
+def raw_records(files):
+    """The shards' serialized records, interleaved: no validation, no parsing."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def part_methods(args, pattern, clips_per_call, config):
     """(d): the pipeline's parts alone, each ending in a tiny per-clip output, batched."""
     import tensorflow as tf
@@ -96,10 +104,6 @@ def part_methods(args, pattern, clips_per_call, config):
 
     AUTOTUNE = tf.data.AUTOTUNE
     files = pipeline.resolve_files(pattern)
-
-    def raw():
-        return tf.data.Dataset.from_tensor_slices(files).interleave(
-            tf.data.TFRecordDataset, num_parallel_calls=AUTOTUNE)
 
     def parse(record):
         parsed = tf.io.parse_single_example(record, schema.FEATURES)
@@ -134,9 +138,9 @@ def part_methods(args, pattern, clips_per_call, config):
         return element["pcm16"][:1]
 
     return {
-        "(d) read records": run_of(lambda: raw().map(lambda record: tf.strings.length(record))),
-        "(d) read + parse": run_of(lambda: raw().map(parse, num_parallel_calls=AUTOTUNE)
-                                   .map(first)),
+        "(d) read records": run_of(lambda: raw_records(files).map(tf.strings.length)),
+        "(d) read + parse": run_of(lambda: raw_records(files).map(
+            parse, num_parallel_calls=AUTOTUNE).map(first)),
         "(d) read + parse + validate": run_of(lambda: validated(False).map(first)),
         "(d) ... + shuffle buffer": run_of(lambda: validated(True).map(first)),
         "(d) crop + front end, from memory": run_of(lambda: tf.data.Dataset.zip(
@@ -188,9 +192,8 @@ def benchmark(args, cores):
                 return features, pipeline._multi_hot(
                     tf.sparse.to_dense(parsed["labels"]), NUM_CLASSES)
 
-            records = tf.data.Dataset.from_tensor_slices(pipeline.resolve_files(pattern))
-            records = records.interleave(tf.data.TFRecordDataset, num_parallel_calls=AUTOTUNE)
-            records = tf.data.Dataset.zip(records, tf.data.Dataset.random(seed=0))
+            records = tf.data.Dataset.zip(raw_records(pipeline.resolve_files(pattern)),
+                                          tf.data.Dataset.random(seed=0))
             if shuffle_buffer > 1:
                 records = records.shuffle(shuffle_buffer, seed=0)
             return (records.repeat().map(process, num_parallel_calls=AUTOTUNE)
@@ -232,9 +235,8 @@ def benchmark(args, cores):
                     clips_per_call),
                 "(c) unvalidated reader, no shuffle": (
                     lambda: make_pipeline_run(unvalidated(1)), clips_per_call),
+                **part_methods(args, pattern, clips_per_call, config),
             })
-        if args.breakdown:
-            methods.update(part_methods(args, pattern, clips_per_call, config))
         rounds = []  # per round: {name: (wall rate, cpu rate)}
         for _ in range(args.rounds):
             rounds.append({name: measure(make_run, clips_per_call, args.seconds)
