@@ -15,7 +15,11 @@ pipeline without its shuffle buffer, and a reader with no validation (raw record
 parse, the same crop and front end), shuffled and not; and (d): each part alone, in CPU
 microseconds per clip (reading the records, parsing them, validating them, the shuffle
 buffer, and the per-clip work on clips already in memory), whose sum, set against (a),
-shows how much the parts cost when they share one core.
+shows how much the parts cost when they share one core. The bare math run as a tf.data map,
+and the front end without SpecAugment, split the per-clip work; "parts alone" is the bare math
+over reading + parsing + crop + front end, each timed alone: the ratio with nothing for
+validation, the shuffle buffer or sharing the core. `bench/profile_pipeline.py` shows, function
+by function, what sharing the core costs.
 
 The process is pinned to `--cores` cores (default 1) before TensorFlow starts, so that its
 thread pools and tf.data's AUTOTUNE see that many. Rates are clips per CPU-second of this
@@ -96,8 +100,12 @@ def raw_records(files):
         tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def part_methods(args, pattern, clips_per_call, config):
-    """(d): the pipeline's parts alone, each ending in a tiny per-clip output, batched."""
+def part_methods(args, pattern, clips_per_call, config, math, clips):
+    """(d): the pipeline's parts alone, each ending in a tiny per-clip output, batched.
+
+    `math` is (b)'s per-clip function and `clips` its float clips: run as a tf.data map,
+    they show what tf.data's per-element call adds to the math.
+    """
     import tensorflow as tf
 
     from keras_astpe.data import pipeline, schema
@@ -117,11 +125,15 @@ def part_methods(args, pattern, clips_per_call, config):
     in_memory = pipeline.read_records(files).map(lambda element: element["pcm16"]).batch(
         args.num_clips).get_single_element()
 
-    def front_end(pcm16, root):
-        return pipeline._clip_features(
+    def front_end(spec_augment):
+        return lambda pcm16, root: pipeline._clip_features(
             pcm16, root, clip_samples=CLIP_SAMPLES, frontend=config,
-            stats=pipeline.DEFAULT_STATS, spec_augment=pipeline.DEFAULT_SPEC_AUGMENT,
-            random_crop=True)
+            stats=pipeline.DEFAULT_STATS, spec_augment=spec_augment, random_crop=True)
+
+    def from_memory(samples, function):
+        return lambda: tf.data.Dataset.zip(
+            tf.data.Dataset.from_tensor_slices(samples), tf.data.Dataset.random(seed=0)).map(
+                function, num_parallel_calls=AUTOTUNE)
 
     def run_of(make):
         def make_run():
@@ -143,9 +155,11 @@ def part_methods(args, pattern, clips_per_call, config):
             parse, num_parallel_calls=AUTOTUNE).map(first)),
         "(d) read + parse + validate": run_of(lambda: validated(False).map(first)),
         "(d) ... + shuffle buffer": run_of(lambda: validated(True).map(first)),
-        "(d) crop + front end, from memory": run_of(lambda: tf.data.Dataset.zip(
-            tf.data.Dataset.from_tensor_slices(in_memory), tf.data.Dataset.random(seed=0)).map(
-                front_end, num_parallel_calls=AUTOTUNE)),
+        "(d) bare math as a tf.data map, from memory": run_of(
+            from_memory(clips, lambda waveform, root: math(waveform))),
+        "(d) crop + front end, no SpecAugment": run_of(from_memory(in_memory, front_end(None))),
+        "(d) crop + front end, from memory": run_of(
+            from_memory(in_memory, front_end(pipeline.DEFAULT_SPEC_AUGMENT))),
     }
 
 
@@ -235,7 +249,7 @@ def benchmark(args, cores):
                     clips_per_call),
                 "(c) unvalidated reader, no shuffle": (
                     lambda: make_pipeline_run(unvalidated(1)), clips_per_call),
-                **part_methods(args, pattern, clips_per_call, config),
+                **part_methods(args, pattern, clips_per_call, config, math, clips),
             })
         rounds = []  # per round: {name: (wall rate, cpu rate)}
         for _ in range(args.rounds):
@@ -298,9 +312,15 @@ def main():
         print(f"{'(b) best bare math':<52} {1e6 / best_math:>5.0f}")
         for name, micros in parts.items():
             print(f"{name:<52} {micros:>5.0f}")
-        alone = parts["(d) ... + shuffle buffer"] + parts["(d) crop + front end, from memory"]
+        front_end = parts["(d) crop + front end, from memory"]
+        alone = parts["(d) ... + shuffle buffer"] + front_end
         print(f"{'shuffled reader + front end, each alone (sum)':<52} {alone:>5.0f}")
         print(f"{'(a) full pipeline, the same work on one core':<52} {1e6 / pipeline_cpu:>5.0f}")
+        # TF's reader and parser, then the per-clip work, each alone: the ratio with nothing
+        # for validation, the shuffle buffer or sharing the core.
+        floor = parts["(d) read + parse"] + front_end
+        print(f"parts alone: bare math / (read + parse + crop + front end) = "
+              f"{1e6 / best_math:.0f} / {floor:.0f} = {1e6 / best_math / floor:.2f}")
     ok_ratio, ok_rate = ratio_cpu >= TARGET_RATIO, pipeline_cpu >= TARGET_PER_CORE
     print(f"targets (per CPU-second): (a) >= {TARGET_RATIO} x (b): "
           f"{'met' if ok_ratio else 'NOT met'}; (a) >= {TARGET_PER_CORE:.0f} clips/s per core: "
