@@ -42,9 +42,10 @@ def spec_augment_masks(seed, num_frames, num_bins, config, batch_shape=()):
 
     Multiplying a magnitude spectrogram by `keep_time[..., :, None] * keep_freq[..., None, :]`
     applies SpecAugment. With a `batch_shape`, one `seed` draws independent masks for every
-    example of the batch. Both axes are computed at once, as 2 x max_masks mask slots (time
-    slots first), in float32, with what is static in numpy: the op count is the cost per
-    example in tf.data.
+    example of the batch. Both axes are drawn at once, as 2 x max_masks mask slots (time
+    slots first), and drawn on one line of `frames + 1 + bins` positions (time, a gap,
+    frequency): +1 where a mask starts, -1 where it ends, and a running sum above 0 marks the
+    masked positions. That is a few ops on short vectors, whatever the mask count.
     """
     slots = config.max_masks
     max_widths = np.repeat(np.array([config.max_time_width, config.max_freq_width],
@@ -52,30 +53,37 @@ def spec_augment_masks(seed, num_frames, num_bins, config, batch_shape=()):
     if isinstance(num_frames, int) and isinstance(num_bins, int):
         size = np.repeat(np.array([num_frames, num_bins], np.float32), slots)
         widest = np.minimum(max_widths, size)
-        position = np.arange(max(num_frames, num_bins), dtype=np.float32)[:, None]
     else:
         size = tf.repeat(tf.cast(tf.stack([num_frames, num_bins]), tf.float32), slots)
         widest = tf.minimum(max_widths, size)
-        position = tf.range(tf.cast(tf.maximum(num_frames, num_bins), tf.float32))[:, None]
     # Draws: apply flag, a mask count per axis, then per slot a width and a start.
-    shape = tf.concat([tf.cast(batch_shape, tf.int32), [3 + 4 * slots]], axis=0)
-    u = tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
+    batch_shape = tf.cast(batch_shape, tf.int32)
+    u = tf.random.stateless_uniform(tf.concat([batch_shape, [3 + 4 * slots]], axis=0),
+                                    seed=seed, dtype=tf.float32)
+    u = tf.reshape(u, [-1, 3 + 4 * slots])  # [examples, draws]
     # Slot k of an axis is active when k < count = min + floor(u * n), n = max - min + 1,
     # that is when u >= (k - min + 1) / n.
     choices = slots - config.min_masks + 1
     threshold = np.tile((np.arange(slots) - config.min_masks + 1) / choices, 2).astype(
         np.float32)
     count_draw = tf.gather(u, tf.constant([1] * slots + [2] * slots, tf.int32), axis=-1)
-    active = tf.logical_and(count_draw >= threshold, u[..., :1] < config.probability)
+    active = tf.logical_and(count_draw >= threshold, u[:, :1] < config.probability)
     # Width uniform on 1..widest, start uniform on 0..size - width (the minimums guard
     # float32 rounding of u * n up to n).
-    width = tf.minimum(tf.floor(u[..., 3:3 + 2 * slots] * widest) + 1.0, widest)
-    start = tf.minimum(tf.floor(u[..., 3 + 2 * slots:] * (size - width + 1.0)), size - width)
-    end = start + width * tf.cast(active, tf.float32)
-    keep = tf.cast(tf.logical_or(position < start[..., None, :], position >= end[..., None, :]),
-                   tf.float32)  # [..., positions, slots]
-    return (tf.reduce_prod(keep[..., :num_frames, :slots], axis=-1),
-            tf.reduce_prod(keep[..., :num_bins, slots:], axis=-1))
+    width = tf.minimum(tf.floor(u[:, 3:3 + 2 * slots] * widest) + 1.0, widest)
+    start = tf.minimum(tf.floor(u[:, 3 + 2 * slots:] * (size - width + 1.0)), size - width)
+    end = start + width * tf.cast(active, tf.float32)  # an inactive slot ends where it starts
+    line = tf.repeat(tf.stack([0, num_frames + 1]), slots)  # where each slot's axis begins
+    edges = tf.cast(tf.concat([start, end], axis=-1), tf.int32) + tf.tile(line, [2])
+    examples = tf.shape(u)[0]
+    rows = tf.broadcast_to(tf.range(examples)[:, None], tf.shape(edges))
+    steps = np.repeat(np.array([1, -1], np.int32), 2 * slots)
+    marks = tf.scatter_nd(tf.stack([rows, edges], axis=-1),
+                          tf.broadcast_to(steps, tf.shape(edges)),
+                          tf.stack([examples, num_frames + num_bins + 2]))
+    keep = tf.cast(tf.cumsum(marks, axis=-1) <= 0, tf.float32)
+    keep = tf.reshape(keep, tf.concat([batch_shape, [-1]], axis=0))
+    return keep[..., :num_frames], keep[..., num_frames + 1:num_frames + 1 + num_bins]
 
 
 def spec_augment(magnitude, seed, config):
