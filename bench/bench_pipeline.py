@@ -100,6 +100,26 @@ def raw_records(files):
         tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def with_draws(dataset, spec_augment):
+    """`(element, draws)`: the training pipeline's per-clip crop seeds and SpecAugment masks."""
+    import tensorflow as tf
+
+    from keras_astpe.data import pipeline
+
+    config = pipeline.DEFAULT_FRONTEND
+    return tf.data.Dataset.zip(dataset, pipeline._augmentation_draws(
+        0, config.num_frames(CLIP_SAMPLES), config.num_spectrogram_bins, spec_augment))
+
+
+def clip_features(pcm16, draws):
+    """The training pipeline's per-clip work: random crop and front end."""
+    from keras_astpe.data import pipeline
+
+    return pipeline._clip_features(pcm16, draws, clip_samples=CLIP_SAMPLES,
+                                   frontend=pipeline.DEFAULT_FRONTEND,
+                                   stats=pipeline.DEFAULT_STATS)
+
+
 def part_methods(args, pattern, clips_per_call, config, math, clips):
     """(d): the pipeline's parts alone, each ending in a tiny per-clip output, batched.
 
@@ -125,15 +145,9 @@ def part_methods(args, pattern, clips_per_call, config, math, clips):
     in_memory = pipeline.read_records(files).map(lambda element: element["pcm16"]).batch(
         args.num_clips).get_single_element()
 
-    def front_end(spec_augment):
-        return lambda pcm16, root: pipeline._clip_features(
-            pcm16, root, clip_samples=CLIP_SAMPLES, frontend=config,
-            stats=pipeline.DEFAULT_STATS, spec_augment=spec_augment, random_crop=True)
-
-    def from_memory(samples, function):
-        return lambda: tf.data.Dataset.zip(
-            tf.data.Dataset.from_tensor_slices(samples), tf.data.Dataset.random(seed=0)).map(
-                function, num_parallel_calls=AUTOTUNE)
+    def from_memory(samples, function, spec_augment=None):
+        return lambda: with_draws(tf.data.Dataset.from_tensor_slices(samples).repeat(),
+                                  spec_augment).map(function, num_parallel_calls=AUTOTUNE)
 
     def run_of(make):
         def make_run():
@@ -156,10 +170,10 @@ def part_methods(args, pattern, clips_per_call, config, math, clips):
         "(d) read + parse + validate": run_of(lambda: validated(False).map(first)),
         "(d) ... + shuffle buffer": run_of(lambda: validated(True).map(first)),
         "(d) bare math as a tf.data map, from memory": run_of(
-            from_memory(clips, lambda waveform, root: math(waveform))),
-        "(d) crop + front end, no SpecAugment": run_of(from_memory(in_memory, front_end(None))),
+            from_memory(clips, lambda waveform, draws: math(waveform))),
+        "(d) crop + front end, no SpecAugment": run_of(from_memory(in_memory, clip_features)),
         "(d) crop + front end, from memory": run_of(
-            from_memory(in_memory, front_end(pipeline.DEFAULT_SPEC_AUGMENT))),
+            from_memory(in_memory, clip_features, pipeline.DEFAULT_SPEC_AUGMENT)),
     }
 
 
@@ -197,20 +211,17 @@ def benchmark(args, cores):
 
         def unvalidated(shuffle_buffer):
             """Raw shard records, one parse, the pipeline's per-clip work: no validation."""
-            def process(record, root):
+            def process(record, draws):
                 parsed = tf.io.parse_single_example(record, schema.FEATURES)
-                features = pipeline._clip_features(
-                    schema.decode_pcm16(parsed["audio/pcm16"]), root,
-                    clip_samples=CLIP_SAMPLES, frontend=config, stats=pipeline.DEFAULT_STATS,
-                    spec_augment=pipeline.DEFAULT_SPEC_AUGMENT, random_crop=True)
+                features = clip_features(schema.decode_pcm16(parsed["audio/pcm16"]), draws)
                 return features, pipeline._multi_hot(
                     tf.sparse.to_dense(parsed["labels"]), NUM_CLASSES)
 
-            records = tf.data.Dataset.zip(raw_records(pipeline.resolve_files(pattern)),
-                                          tf.data.Dataset.random(seed=0))
+            records = raw_records(pipeline.resolve_files(pattern))
             if shuffle_buffer > 1:
                 records = records.shuffle(shuffle_buffer, seed=0)
-            return (records.repeat().map(process, num_parallel_calls=AUTOTUNE)
+            return (with_draws(records.repeat(), pipeline.DEFAULT_SPEC_AUGMENT)
+                    .map(process, num_parallel_calls=AUTOTUNE)
                     .batch(args.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
 
         def make_pipeline_run(dataset=dataset):

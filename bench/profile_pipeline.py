@@ -43,6 +43,7 @@ def child(mode, pattern, seconds, ready_path, result_path):
     from keras_astpe.data import pipeline
 
     sys.path.insert(0, BENCH)
+    import bench_pipeline
     from bench_pipeline import CLIP_SAMPLES, NUM_CLASSES
 
     batch_size = 64
@@ -54,16 +55,9 @@ def child(mode, pattern, seconds, ready_path, result_path):
         rng = np.random.default_rng(0)
         pcm16 = tf.constant((3000 * rng.standard_normal((256, CLIP_SAMPLES + 1040)))
                             .astype(np.int16))
-
-        def front_end(clip, root):
-            return pipeline._clip_features(
-                clip, root, clip_samples=CLIP_SAMPLES, frontend=pipeline.DEFAULT_FRONTEND,
-                stats=pipeline.DEFAULT_STATS, spec_augment=pipeline.DEFAULT_SPEC_AUGMENT,
-                random_crop=True)
-
-        dataset = (tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(pcm16),
-                                       tf.data.Dataset.random(seed=0))
-                   .repeat().map(front_end, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = (bench_pipeline.with_draws(tf.data.Dataset.from_tensor_slices(pcm16).repeat(),
+                                             pipeline.DEFAULT_SPEC_AUGMENT)
+                   .map(bench_pipeline.clip_features, num_parallel_calls=tf.data.AUTOTUNE)
                    .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     iterator = iter(dataset)
     for _ in range(4):

@@ -10,7 +10,7 @@ from keras_astpe import frontend
 from keras_astpe.data import pipeline, schema
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.normalization import NormalizationStats
-from keras_astpe.spec_augment import SpecAugmentConfig, spec_augment
+from keras_astpe.spec_augment import SpecAugmentConfig, spec_augment, spec_augment_masks
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -129,8 +129,9 @@ def test_fused_spec_augment_equals_masking_the_magnitude(batched):
     config = SpecAugmentConfig(probability=1.0)
     waveform = np.stack([_noise(RATE, seed) for seed in range(4)]) if batched else _noise(RATE)
     seed = tf.constant([7, 11])
-    features = frontend.waveform_to_features(waveform, CONFIG, STATS, spec_augment=config,
-                                             seed=seed).numpy()
+    masks = spec_augment_masks(seed, CONFIG.num_frames(RATE), CONFIG.num_spectrogram_bins,
+                               config, batch_shape=waveform.shape[:-1])
+    features = frontend.waveform_to_features(waveform, CONFIG, STATS, masks=masks).numpy()
     masked = spec_augment(frontend.magnitude_spectrogram(waveform, CONFIG), seed, config)
     reference = frontend.scale(frontend.log_mel(masked, CONFIG), STATS).numpy()
     np.testing.assert_allclose(features, reference, rtol=1e-6, atol=1e-6)
@@ -139,10 +140,15 @@ def test_fused_spec_augment_equals_masking_the_magnitude(batched):
     assert not np.allclose(features, unaugmented)
 
 
-def test_spec_augment_needs_a_seed():
-    with pytest.raises(ValueError, match="seed"):
-        frontend.waveform_to_features(_noise(RATE), CONFIG, STATS,
-                                      spec_augment=SpecAugmentConfig())
+def test_int16_pcm_gives_the_features_of_its_float_waveform_exactly():
+    """PCM is scaled by 2**-15 inside the window: bit-identical to scaling the samples."""
+    pcm = np.round(_noise(RATE, seed=3) * 32767.0).astype(np.int16)
+    pcm[:400] = [-32768, 32767] * 200  # full scale
+    from_pcm = frontend.waveform_to_features(pcm, CONFIG, STATS).numpy()
+    from_float = frontend.waveform_to_features(pcm / np.float32(32768.0), CONFIG, STATS)
+    np.testing.assert_array_equal(from_pcm, from_float.numpy())
+    np.testing.assert_array_equal(frontend.magnitude_spectrogram(pcm, CONFIG).numpy(),
+                                  frontend.magnitude_spectrogram(pcm / 32768.0, CONFIG).numpy())
 
 
 def test_cross_check_with_tensorflow_io():
@@ -192,5 +198,6 @@ def test_no_train_serve_skew(tmp_path):
     padded = np.pad(_as_stored(short_clip), (0, clip_samples - RATE))
     served_short = frontend.waveform_to_features(padded, CONFIG, STATS)
     assert features.shape == (2, 992, 64)
-    np.testing.assert_allclose(features[0], served_long, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(features[1], served_short, rtol=1e-6, atol=1e-6)
+    # Exactly equal: the pipeline's int16 path scales inside the window, by a power of two.
+    np.testing.assert_array_equal(features[0], served_long)
+    np.testing.assert_array_equal(features[1], served_short)

@@ -2,10 +2,12 @@
 
 Per clip: read, parse and validate (each record is parsed once), (balanced resampling),
 shuffle, crop or pad, then the front end of `keras_astpe.frontend` (STFT, SpecAugment,
-log-mel, scaling) in one parallel map. The front end runs per clip rather than on whole
-batches: the ~2 MB of STFT intermediates of one 10 s clip stay in cache, which measured
-several times faster on CPU than the same math on a [64, 158960] batch
-(`bench/bench_pipeline.py`).
+log-mel, scaling) in one parallel map, on the int16 samples. The front end runs per clip
+rather than on whole batches: the ~2 MB of STFT intermediates of one 10 s clip stay in
+cache, which measured several times faster on CPU than the same math on a [64, 158960]
+batch (`bench/bench_pipeline.py`). The SpecAugment masks are the exception: they are drawn
+for blocks of 64 clips and zipped to the clips, as small per-clip ops cost more than the
+masking itself.
 
 Bad data never passes silently. A shard that cannot be read, a truncated or corrupted shard
 (detected by counting the bytes its records cover against the file size) and a record that
@@ -26,13 +28,14 @@ import tensorflow as tf
 from keras_astpe.data import schema
 from keras_astpe.frontend import FrontEndConfig, waveform_to_features
 from keras_astpe.normalization import NormalizationStats
-from keras_astpe.spec_augment import SpecAugmentConfig
+from keras_astpe.spec_augment import SpecAugmentConfig, spec_augment_masks
 
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 _RECORD_OVERHEAD = 16  # TFRecord framing: uint64 length + 2 x uint32 masked CRC
 _CYCLE_LENGTH = 16  # shards read concurrently
+_DRAW_BLOCK = 64  # clips whose SpecAugment masks are drawn together
 _GLOB_CHARS = "*?["
 # The paper's settings (frozen dataclasses, so sharing one instance is safe).
 DEFAULT_FRONTEND = FrontEndConfig()
@@ -244,7 +247,7 @@ def _class_counts(records, num_classes):
     return counts.numpy(), int(clips)
 
 
-def _balanced(records, class_counts, num_clips, num_classes):
+def _balanced(records, class_counts, num_clips, num_classes, seed):
     """Weighted sampling with replacement, streamed, as the balanced sampler of AST/PSLA.
 
     A clip's weight is the sum over its labels of 1 / (clips of that class). Each epoch a clip
@@ -252,7 +255,7 @@ def _balanced(records, class_counts, num_clips, num_classes):
     independent counts are the Poisson form of drawing N clips with replacement
     (`WeightedRandomSampler`), so each clip keeps its sampling frequency while the shards
     are still read sequentially. The copies of a clip leave together; the shuffle buffer
-    downstream spreads them. `records` yields `(element, seed root)` pairs.
+    downstream spreads them.
     """
     inverse = tf.constant([1.0 / count if count > 0 else 0.0 for count in class_counts],
                           tf.float32)
@@ -262,10 +265,32 @@ def _balanced(records, class_counts, num_clips, num_classes):
         weight = tf.reduce_sum(_multi_hot(element["labels"], num_classes) * inverse)
         rate = num_clips * weight / total_weight
         count = tf.random.stateless_poisson([], tf.stack([root, 0]), rate, dtype=tf.int64)
-        # Copy k of a clip gets its own seed root, root + k.
-        return tf.data.Dataset.range(count).map(lambda copy: (element, root + copy))
+        return tf.data.Dataset.from_tensors(element).repeat(count)
 
-    return records.flat_map(copies)
+    # One random int64 per clip and epoch seeds its count.
+    roots = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(records, roots).flat_map(copies)
+
+
+def _augmentation_draws(seed, num_frames, num_bins, spec_augment):
+    """Per-clip random draws for training, in processing order: dicts of `root`, an int64
+    that seeds the clip's random crop, and with `spec_augment` the clip's SpecAugment
+    keep-masks `keep_time` [frames] and `keep_freq` [bins].
+
+    The masks are drawn for a block of clips at once, from the block's first root: one clip
+    at a time, their ~25 small ops cost as much as the rest of the per-clip work around the
+    STFT (`bench/bench_pipeline.py`).
+    """
+    def draw(roots):
+        draws = {"root": roots}
+        if spec_augment is not None:
+            draws["keep_time"], draws["keep_freq"] = spec_augment_masks(
+                tf.stack([roots[0], 2]), num_frames, num_bins, spec_augment,
+                batch_shape=[_DRAW_BLOCK])
+        return draws
+
+    return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            .batch(_DRAW_BLOCK).map(draw).unbatch())
 
 
 def _crop_or_pad(waveform, clip_samples, seed):
@@ -283,17 +308,18 @@ def _crop_or_pad(waveform, clip_samples, seed):
     return tf.ensure_shape(waveform, [clip_samples])
 
 
-def _clip_features(pcm16, root, *, clip_samples, frontend, stats, spec_augment, random_crop):
-    """One clip's int16 samples -> `[frames, mel_bins]` features, seeded by `root`.
+def _clip_features(pcm16, draws, *, clip_samples, frontend, stats):
+    """One clip's int16 samples -> `[frames, mel_bins]` features.
 
-    Crops the int16 samples first (only the kept ones are converted to float), at random
-    with `random_crop`, then runs the front end (with `spec_augment` unless None).
+    Crops the int16 samples first (only the kept ones are converted to float): at random
+    with `draws` (from `_augmentation_draws`), which also bring the SpecAugment masks if
+    any, at the start without. Then runs the front end.
     """
-    waveform = schema.pcm_to_waveform(_crop_or_pad(
-        pcm16, clip_samples, tf.stack([root, 1]) if random_crop else None))
-    features = waveform_to_features(
-        waveform, frontend, stats, spec_augment=spec_augment,
-        seed=None if spec_augment is None else tf.stack([root, 2]))
+    seed = None if draws is None else tf.stack([draws["root"], 1])
+    masks = None if draws is None or "keep_time" not in draws else (
+        draws["keep_time"], draws["keep_freq"])
+    features = waveform_to_features(_crop_or_pad(pcm16, clip_samples, seed), frontend, stats,
+                                    masks=masks)
     return tf.ensure_shape(features, [frontend.num_frames(clip_samples), frontend.num_mel_bins])
 
 
@@ -366,23 +392,23 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
         return stream if folds is None else _keep_folds(stream, folds)
 
     dataset = records(seed if training else None, report)
-    # One random int64 per element and epoch: the root of its crop and mask seeds.
-    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(
-        seed=seed, rerandomize_each_iteration=True))
     if balanced_sampling:
         # A pass over the data first; bad data it skips are counted when training reads them.
         class_counts, num_clips = _class_counts(
             records(None, None if report is None else BadRecordReport()), num_classes)
-        dataset = _balanced(dataset, class_counts, num_clips, num_classes)
+        dataset = _balanced(dataset, class_counts, num_clips, num_classes, seed)
     if training:  # before repeat: every clip once per epoch (a new order each epoch)
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     if repeat:
         dataset = dataset.repeat()
+    if training:  # draws for the clips in the order they are processed
+        dataset = tf.data.Dataset.zip(dataset, _augmentation_draws(
+            seed, frontend.num_frames(clip_samples), frontend.num_spectrogram_bins,
+            spec_augment))
 
-    def process(element, root):
-        features = _clip_features(element["pcm16"], root, clip_samples=clip_samples,
-                                  frontend=frontend, stats=stats, spec_augment=spec_augment,
-                                  random_crop=training)
+    def process(element, draws=None):
+        features = _clip_features(element["pcm16"], draws, clip_samples=clip_samples,
+                                  frontend=frontend, stats=stats)
         if multi_label:
             targets = _multi_hot(element["labels"], num_classes)
         else:  # the reader checked that there is exactly one label

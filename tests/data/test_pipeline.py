@@ -11,6 +11,7 @@ from keras_astpe import frontend
 from keras_astpe.data import pipeline, schema
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.normalization import NormalizationStats
+from keras_astpe.spec_augment import SpecAugmentConfig
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -136,9 +137,32 @@ def test_training_takes_random_crops(tmp_path):
     starts = set()
     for features, _ in dataset.take(12):  # one clip per epoch, a new crop each time
         errors = np.abs(candidates - features.numpy()[0]).max(axis=(1, 2))
-        assert errors.min() < 1e-5
+        assert errors.min() == 0.0  # exactly the features of one crop
         starts.add(int(errors.argmin()))
     assert len(starts) >= 6
+
+
+def test_training_applies_new_spec_augment_masks_to_every_clip(tmp_path):
+    """Time masks zero whole frames; frequency masks lower the mel energy of the others."""
+    clip_samples = 16000  # 98 frames, room for masks of up to 100 frames
+    record = _example("one", [0], samples=clip_samples, seed=6)
+    path = _write(tmp_path / "one.tfrecord", [record])
+    waveform = schema.decode_example(record)["waveform"].numpy()
+    clean = frontend.waveform_to_features(waveform, FrontEndConfig(), NormalizationStats())
+    clean = clean.numpy()
+    dataset = pipeline.make_dataset(
+        path, num_classes=1, batch_size=1, training=True, clip_samples=clip_samples,
+        spec_augment=SpecAugmentConfig(probability=1.0, max_time_width=20), seed=7)
+    masked_frames = set()
+    for features, _ in dataset.take(8):  # the one clip, 8 epochs
+        features = features.numpy()[0]
+        zero = (features == 0).all(axis=-1)
+        assert zero.any() and not zero.all() and (clean[zero] > 0).any()
+        kept = features[~zero]
+        assert (kept <= clean[~zero] + 1e-6).all()
+        assert (kept < clean[~zero] - 1e-3).any()  # energy removed by a frequency mask
+        masked_frames.add(zero.tobytes())
+    assert len(masked_frames) == 8
 
 
 def _training(shards, **kwargs):
