@@ -120,7 +120,7 @@ def clip_features(pcm16, draws):
                                    stats=pipeline.DEFAULT_STATS)
 
 
-def part_methods(args, pattern, clips_per_call, config, math, clips):
+def part_methods(args, pattern, clips_per_call, math, clips):
     """(d): the pipeline's parts alone, each ending in a tiny per-clip output, batched.
 
     `math` is (b)'s per-clip function and `clips` its float clips: run as a tf.data map,
@@ -260,7 +260,7 @@ def benchmark(args, cores):
                     clips_per_call),
                 "(c) unvalidated reader, no shuffle": (
                     lambda: make_pipeline_run(unvalidated(1)), clips_per_call),
-                **part_methods(args, pattern, clips_per_call, config, math, clips),
+                **part_methods(args, pattern, clips_per_call, math, clips),
             })
         rounds = []  # per round: {name: (wall rate, cpu rate)}
         for _ in range(args.rounds):

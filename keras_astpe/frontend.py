@@ -102,6 +102,9 @@ def magnitude_spectrogram(waveform, config):
     a power of two is exact) without a pass over the samples.
     """
     waveform = tf.convert_to_tensor(waveform)
+    if waveform.dtype.is_integer and waveform.dtype != tf.int16:
+        raise ValueError(f"an integer waveform must be int16 PCM, got {waveform.dtype.name}; "
+                         f"convert other formats to float in [-1, 1]")
     scale = 2.0**-15 if waveform.dtype == tf.int16 else 1.0
     window = _window(config.frame_length, scale)
     stft = tf.signal.stft(tf.cast(waveform, tf.float32), frame_length=config.frame_length,

@@ -42,10 +42,10 @@ def spec_augment_masks(seed, num_frames, num_bins, config, batch_shape=()):
 
     Multiplying a magnitude spectrogram by `keep_time[..., :, None] * keep_freq[..., None, :]`
     applies SpecAugment. With a `batch_shape`, one `seed` draws independent masks for every
-    example of the batch. Both axes are drawn at once, as 2 x max_masks mask slots (time
-    slots first), and drawn on one line of `frames + 1 + bins` positions (time, a gap,
-    frequency): +1 where a mask starts, -1 where it ends, and a running sum above 0 marks the
-    masked positions. That is a few ops on short vectors, whatever the mask count.
+    example of the batch. Both axes are handled at once, as 2 x max_masks mask slots (time
+    slots first) on one line of `frames + 1 + bins` positions (time, a gap, frequency): +1
+    where a mask starts, -1 where it ends, and a running sum above 0 marks the masked
+    positions. That is a few ops on short vectors, whatever the mask count.
     """
     slots = config.max_masks
     max_widths = np.repeat(np.array([config.max_time_width, config.max_freq_width],

@@ -149,6 +149,8 @@ def test_int16_pcm_gives_the_features_of_its_float_waveform_exactly():
     np.testing.assert_array_equal(from_pcm, from_float.numpy())
     np.testing.assert_array_equal(frontend.magnitude_spectrogram(pcm, CONFIG).numpy(),
                                   frontend.magnitude_spectrogram(pcm / 32768.0, CONFIG).numpy())
+    with pytest.raises(ValueError, match="int16 PCM"):
+        frontend.magnitude_spectrogram(pcm.astype(np.int32), CONFIG)
 
 
 def test_cross_check_with_tensorflow_io():

@@ -278,8 +278,8 @@ def _augmentation_draws(seed, num_frames, num_bins, spec_augment):
     keep-masks `keep_time` [frames] and `keep_freq` [bins].
 
     The masks are drawn for a block of clips at once, from the block's first root: one clip
-    at a time, their ~25 small ops cost as much as the rest of the per-clip work around the
-    STFT (`bench/bench_pipeline.py`).
+    at a time, their ~25 small ops cost ~35 us of CPU per clip, in blocks ~10
+    (`bench/bench_pipeline.py --breakdown`).
     """
     def draw(roots):
         draws = {"root": roots}
