@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from keras_astpe.data import schema
 from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
 
 STATS_FILENAME = "normalization_stats.json"
@@ -112,8 +111,7 @@ def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None, progr
     value_range = histogram_range(config)
 
     def histogram(element):
-        waveform = schema.pcm_to_waveform(element["pcm16"])
-        values = log_mel(magnitude_spectrogram(waveform, config), config)
+        values = log_mel(magnitude_spectrogram(element["pcm16"], config), config)
         return tf.histogram_fixed_width(values, value_range, nbins=HISTOGRAM_BINS,
                                         dtype=tf.int32)
 

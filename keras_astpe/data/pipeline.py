@@ -207,7 +207,7 @@ def read_records(files, *, sample_rate=schema.SAMPLE_RATE, num_classes=None,
                  single_label=False, report=None, shuffle_seed=None):
     """Valid records of `files` (from `resolve_files`), shards interleaved.
 
-    Elements are dicts: `pcm16` (the int16 samples; `schema.pcm_to_waveform` scales them),
+    Elements are dicts: `pcm16` (the int16 samples, which the front end takes as they are),
     `path`, `index` (position in the shard), `clip_id`, `labels` and `fold`. Labels are
     checked against
     `num_classes` (unless None) and, with `single_label`, to be exactly one per clip.
