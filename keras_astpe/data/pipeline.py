@@ -10,16 +10,19 @@ for blocks of 64 clips and zipped to the clips, as small per-clip ops cost more 
 masking itself.
 
 Bad data never passes silently. A shard that cannot be read, a truncated or corrupted shard
-(detected by counting the bytes its records cover against the file size) and a record that
-is not a valid schema example raise an error naming the file and record. With
+and a record that is not a valid schema example (found by counting the bytes the valid
+records cover against the file size, then named by reading the shard again) raise an error
+naming the file and the records. With
 `skip_bad_records=True` they are skipped instead, logged as warnings and counted in the
 `BadRecordReport` at `dataset.bad_records`. A wrong sample rate or a label outside
 `[0, num_classes)` means the data do not fit the configuration and always raises.
 """
 
+import functools
 import logging
 import os
 import random
+import re
 import threading
 
 import numpy as np
@@ -107,25 +110,77 @@ def resolve_files(file_pattern):
     return files
 
 
-def _log_event(report, path, records, shards, description):
-    """Records a skipped bad record or damaged shard in `report` (runs as a py_function)."""
-    def record_event(path, records, shards, description):
-        report._add(path.numpy().decode(), int(records), int(shards),
-                    description.numpy().decode())
-        return True
-    return tf.py_function(record_event, [path, records, shards, description], tf.bool)
+def _parse_record(record):
+    """A serialized record -> what the reader keeps of it. Fails on a record that is not a
+    schema example: not an Example, a feature missing or of the wrong type, an odd number of
+    PCM bytes."""
+    parsed = tf.io.parse_single_example(record, _READ_FEATURES)
+    return {"pcm16": schema.decode_pcm16(parsed["audio/pcm16"]),
+            "sample_rate": parsed["audio/sample_rate"], "clip_id": parsed["clip_id"],
+            "labels": tf.sparse.to_dense(parsed["labels"]), "fold": parsed["fold"]}
+
+
+def _short_message(error):
+    """A TensorFlow error's message without its op and function decorations."""
+    message = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]", "", error.message)
+    return " ".join(message.split()).removesuffix(" name:").rstrip(".")
+
+
+def _find_damage(path):
+    """Reads one shard again, eagerly, as the reader does: `(invalid, cut)`, the records that
+    are not schema examples as `(index, reason)` pairs, and why reading stopped before the
+    end of the file (None if it did not)."""
+    invalid, cut, index = [], None, 0
+    records = iter(tf.data.TFRecordDataset(path))
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            break
+        except tf.errors.OpError as error:  # DataLossError: a corrupt or truncated record
+            cut = f"reading stops at record {index}: {_short_message(error)}"
+            break
+        try:
+            _parse_record(record)
+        except tf.errors.InvalidArgumentError as error:
+            invalid.append((index, _short_message(error)))
+        except UnicodeDecodeError:  # TensorFlow's message quotes the record's bytes
+            invalid.append((index, "cannot parse it as a tf.train.Example"))
+        index += 1
+    return invalid, cut
+
+
+def _describe_damage(path, size, covered, report=None):
+    """What is wrong with a shard whose valid records do not add up to its size (runs as a
+    py_function, only then). With a `report`, records the damage in it."""
+    path, size, covered = path.numpy().decode(), int(size), int(covered)
+    invalid, cut = _find_damage(path)
+    parts = []
+    if invalid:
+        shown = "; ".join(f"record {index}: {reason}" for index, reason in invalid[:3])
+        parts.append(f"{len(invalid)} record(s) are not keras_astpe examples (corrupt, or not "
+                     f"written with keras_astpe.data.schema): {shown}"
+                     + ("; ..." if len(invalid) > 3 else ""))
+        if report is not None:
+            report._add(path, len(invalid), 0, parts[-1])
+    if cut or not invalid:
+        parts.append(f"corrupt or truncated, {cut}" if cut else
+                     f"its records cover {covered} of {size} bytes (changed while read?)")
+        if report is not None:
+            report._add(path, 0, 1, parts[-1])
+    return "; ".join(parts)
 
 
 def _shard_records(path, size, *, sample_rate, num_classes, single_label, report):
     """The valid records of one shard (`path`, `size`: scalar tensors), in order.
 
     Reading goes on past damage (`ignore_errors`), so the damage is found by bookkeeping:
-    each record gets its index and byte offset before parsing, and its position after
-    parsing; an index ahead of the position means records that failed to parse, and an
-    end-of-shard marker compares the bytes read with the file size. The checks are `Assert`
-    ops in the filter that drops the marker, built from string and int32 pieces that are
-    formatted only when they fail, so a clean record costs one parse and three cheap
-    stages. With a `report`, a shard's bad records are counted once, at its end.
+    one `scan` parses each record and adds up the bytes of those that parse, and an
+    end-of-shard marker compares that sum with the file size. A record that fails to parse
+    or a read that stops early leaves a shortfall; only then is the shard read again to say
+    which records are bad and why. The other checks are `Assert` ops in the filter that drops
+    the marker, built from string and int32 pieces that are formatted only when they fail,
+    so a clean record costs one parse and one cheap filter.
     """
     # TFRecordDataset moves on to the next file after a read error, but retries a file it
     # cannot open forever under ignore_errors: check that the shard still exists.
@@ -133,28 +188,22 @@ def _shard_records(path, size, *, sample_rate, num_classes, single_label, report
                                  ["keras_astpe: TFRecord file not found:", path])
     with tf.control_dependencies([exists]):
         path = tf.identity(path)
-    records = tf.data.TFRecordDataset(path).ignore_errors().concatenate(
-        tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
+    records = tf.data.TFRecordDataset(path).ignore_errors()
+    records = records.concatenate(tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
 
-    def locate(state, record):
+    def read(state, record):
+        # A record that fails to parse fails the whole step: `ignore_errors` drops it and the
+        # state stays as it was, so its bytes are missing at the marker.
         index, offset = state
         length = _RECORD_OVERHEAD + tf.cast(tf.strings.length(record), tf.int64)
-        return (index + 1, offset + length), (record, index, offset)
+        element = _parse_record(record)
+        element.update(is_end=tf.equal(element["clip_id"], _END_OF_SHARD_ID), path=path,
+                       index=index, offset=offset)
+        return (index + 1, offset + length), element
 
-    def parse(record, index, offset):
-        # A record that fails here (not an Example, missing feature, odd byte count) is
-        # dropped by `ignore_errors`: its index is then ahead of its position.
-        parsed = tf.io.parse_single_example(record, _READ_FEATURES)
-        return {"pcm16": schema.decode_pcm16(parsed["audio/pcm16"]),
-                "is_end": tf.equal(parsed["clip_id"], _END_OF_SHARD_ID), "path": path,
-                "index": index, "offset": offset, "sample_rate": parsed["audio/sample_rate"],
-                "clip_id": parsed["clip_id"], "labels": tf.sparse.to_dense(parsed["labels"]),
-                "fold": parsed["fold"]}
-
-    def check(position, element):
+    def check(element):
         index, is_end, labels = element["index"], element["is_end"], element["labels"]
-        index32 = tf.cast(index, tf.int32)
-        where = [path, "record", index32, "clip_id", element["clip_id"]]
+        where = [path, "record", tf.cast(index, tf.int32), "clip_id", element["clip_id"]]
         checks = [tf.debugging.Assert(
             tf.logical_or(is_end, tf.equal(element["sample_rate"], sample_rate)),
             ["keras_astpe: wrong audio/sample_rate in", *where, "sample_rate",
@@ -169,38 +218,23 @@ def _shard_records(path, size, *, sample_rate, num_classes, single_label, report
                 tf.logical_or(is_end, tf.equal(tf.size(labels), 1)),
                 ["keras_astpe: multi_label=False needs exactly one label per clip; in", *where,
                  "labels", tf.cast(labels, tf.int32)]))
-        missing = index - position  # records before this one that failed to parse
         damaged = tf.logical_and(is_end, tf.not_equal(element["offset"], size))
+        describe = functools.partial(_describe_damage, report=report)
+        description = tf.cond(damaged, lambda: tf.py_function(
+            describe, [path, size, element["offset"]], tf.string), lambda: tf.constant(""))
         if report is None:
-            hint = "make_dataset(skip_bad_records=True) skips and counts bad data"
-            checks += [
-                tf.debugging.Assert(tf.equal(missing, 0), [
-                    "keras_astpe: invalid record(s) in TFRecord file", path,
-                    "before record index", index32, ":", tf.cast(missing, tf.int32),
-                    "record(s) are not keras_astpe examples: corrupt, or not written with "
-                    "keras_astpe.data.schema.", hint]),
-                tf.debugging.Assert(tf.logical_not(damaged), [
-                    "keras_astpe: corrupt or truncated TFRecord file", path,
-                    "reading stopped after this many records:", index32,
-                    "(the bytes read do not add up to the file size).", hint])]
+            checks.append(tf.debugging.Assert(tf.logical_not(damaged), [
+                "keras_astpe: damaged TFRecord file", path, ":", description,
+                "(make_dataset(skip_bad_records=True) skips and counts bad data)"]))
         else:
-            checks += [
-                tf.cond(tf.logical_and(is_end, missing > 0), lambda: _log_event(
-                    report, path, missing, 0, tf.strings.join(
-                        [tf.strings.as_string(missing), "invalid record(s) among",
-                         tf.strings.as_string(index)], " ")), lambda: True),
-                tf.cond(damaged, lambda: _log_event(report, path, 0, 1, tf.strings.join(
-                    ["corrupt or truncated: reading stopped after",
-                     tf.strings.as_string(element["offset"]), "of", tf.strings.as_string(size),
-                     "bytes"], " ")), lambda: True)]
+            checks.append(description)
         with tf.control_dependencies(checks):
             return tf.logical_not(is_end)
 
-    return (records.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), locate)
-            .map(parse).ignore_errors()
-            .enumerate()
+    return (records.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), read)
+            .ignore_errors()
             .filter(check)
-            .map(lambda position, element: {key: element[key] for key in _RECORD_KEYS}))
+            .map(lambda element: {key: element[key] for key in _RECORD_KEYS}))
 
 
 def read_records(files, *, sample_rate=schema.SAMPLE_RATE, num_classes=None,
@@ -208,9 +242,9 @@ def read_records(files, *, sample_rate=schema.SAMPLE_RATE, num_classes=None,
     """Valid records of `files` (from `resolve_files`), shards interleaved.
 
     Elements are dicts: `pcm16` (the int16 samples, which the front end takes as they are),
-    `path`, `index` (position in the shard), `clip_id`, `labels` and `fold`. Labels are
-    checked against
-    `num_classes` (unless None) and, with `single_label`, to be exactly one per clip.
+    `path`, `index` (position among the shard's valid records), `clip_id`, `labels` and
+    `fold`. Labels are checked against `num_classes` (unless None) and, with `single_label`,
+    to be exactly one per clip.
     `report`: a `BadRecordReport` to skip and count bad data, None to raise.
     `shuffle_seed`: shuffle the shard order (again on each iteration), None keeps it.
     """
@@ -220,9 +254,9 @@ def read_records(files, *, sample_rate=schema.SAMPLE_RATE, num_classes=None,
     if shuffle_seed is not None:
         shards = shards.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
     return shards.interleave(
-        lambda path, size: _shard_records(path, size, sample_rate=sample_rate,
-                                          num_classes=num_classes, single_label=single_label,
-                                          report=report),
+        lambda path, size: _shard_records(
+            path, size, sample_rate=sample_rate, num_classes=num_classes,
+            single_label=single_label, report=report),
         cycle_length=min(len(files), _CYCLE_LENGTH), block_length=1,
         num_parallel_calls=AUTOTUNE)
 

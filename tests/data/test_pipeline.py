@@ -238,13 +238,19 @@ def test_balanced_sampling_oversamples_a_rare_class(tmp_path):
 
 @pytest.fixture
 def bad_shards(tmp_path):
+    """A good shard; one cut inside its last record; one with a bit flipped inside a record
+    (its CRC fails); one holding a record that is not an Example, between two good ones."""
     good = _write(tmp_path / "good.tfrecord", [_example(f"g{i}", [0]) for i in range(4)])
     content = open(good, "rb").read()
     truncated = tmp_path / "truncated.tfrecord"
-    truncated.write_bytes(content[:-100])  # the last record is cut
+    truncated.write_bytes(content[:-100])
+    flipped = bytearray(content)
+    flipped[len(content) // 2] ^= 1  # in the samples of record 2 of 4
+    corrupt = tmp_path / "corrupt.tfrecord"
+    corrupt.write_bytes(bytes(flipped))
     garbage = _write(tmp_path / "garbage.tfrecord",
                      [_example("x0", [0]), b"\x08\x96 not an example", _example("x2", [0])])
-    return good, str(truncated), garbage
+    return good, str(truncated), str(corrupt), garbage
 
 
 def _evaluate(paths, num_classes=2, **kwargs):
@@ -252,32 +258,51 @@ def _evaluate(paths, num_classes=2, **kwargs):
                                  clip_samples=CLIP, **kwargs)
 
 
-def test_corrupt_shard_error_names_the_file(bad_shards):
-    good, truncated, garbage = bad_shards
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"corrupt or truncated TFRecord file\] \[.*truncated\.tfrecord"):
-        list(_evaluate([good, truncated]))
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"invalid record\(s\) in TFRecord file\] \[.*garbage\.tfrecord"):
-        list(_evaluate([good, garbage]))
+def test_damaged_shard_error_names_the_file_and_the_damage(bad_shards):
+    good, truncated, corrupt, garbage = bad_shards
+    expected = {
+        truncated: r"truncated\.tfrecord\] \[:\] \[corrupt or truncated, reading stops at "
+                   r"record 3: truncated record",
+        corrupt: r"corrupt\.tfrecord\] \[:\] \[corrupt or truncated, reading stops at "
+                 r"record 2: corrupted record at \d+",
+        garbage: r"garbage\.tfrecord\] \[:\] \[1 record\(s\) are not keras_astpe examples "
+                 r".*record 1: ",
+    }
+    for path, message in expected.items():
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"damaged TFRecord file\] \[.*" + message):
+            list(_evaluate([good, path]))
 
 
 def test_skip_bad_records_counts_and_reports(bad_shards, caplog):
-    good, truncated, garbage = bad_shards
-    dataset = _evaluate([good, truncated, garbage], skip_bad_records=True,
+    good, truncated, corrupt, garbage = bad_shards
+    dataset = _evaluate([good, truncated, corrupt, garbage], skip_bad_records=True,
                         return_clip_ids=True)
     with caplog.at_level(logging.WARNING, logger="keras_astpe.data.pipeline"):
         _, _, ids = _collect(dataset)
-    assert sorted(ids) == ["g0", "g0", "g1", "g1", "g2", "g2", "g3", "x0", "x2"]
+    assert sorted(ids) == ["g0", "g0", "g0", "g1", "g1", "g1", "g2", "g2", "g3", "x0", "x2"]
     report = dataset.bad_records
-    assert (report.records, report.shards) == (1, 1)
+    assert (report.records, report.shards) == (1, 2)
     assert sorted(path.rsplit("/", 1)[-1] for path, _ in report.events) == [
-        "garbage.tfrecord", "truncated.tfrecord"]
-    assert "1 bad records and 1 damaged shards" in str(report)
+        "corrupt.tfrecord", "garbage.tfrecord", "truncated.tfrecord"]
+    assert "1 bad records and 2 damaged shards" in str(report)
     logged = " ".join(record.getMessage() for record in caplog.records)
-    assert "garbage.tfrecord" in logged and "truncated.tfrecord" in logged
+    assert all(name in logged for name in ("garbage.tfrecord", "truncated.tfrecord",
+                                           "corrupt.tfrecord", "corrupted record at"))
     assert pipeline.make_dataset(good, num_classes=2, batch_size=2,
                                  training=False).bad_records is None
+
+
+def test_records_after_a_bad_one_are_read_and_the_damage_counted_once(tmp_path):
+    """Bad records anywhere in a shard, and a cut at its end: every good record is kept."""
+    records = [_example("a0", [0]), b"junk", _example("a2", [1]), b"more junk",
+               _example("a4", [0])]
+    path = _write(tmp_path / "mixed.tfrecord", records)
+    content = open(path, "rb").read()
+    (tmp_path / "mixed.tfrecord").write_bytes(content[:-3])  # cuts a4
+    dataset = _evaluate(path, skip_bad_records=True, return_clip_ids=True)
+    assert sorted(_collect(dataset)[2]) == ["a0", "a2"]
+    assert (dataset.bad_records.records, dataset.bad_records.shards) == (2, 1)
 
 
 def test_wrong_sample_rate_raises_even_when_skipping(tmp_path):
