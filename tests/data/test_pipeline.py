@@ -347,3 +347,20 @@ def test_file_list_of_paths_and_globs(tmp_path, shards):
     extra = _write(tmp_path / "extra.tfrecord", [_example("e0", [0])])
     _, _, ids = _collect(_evaluate([shards, extra], num_classes=6, return_clip_ids=True))
     assert len(ids) == 9 and "e0" in ids
+
+
+def test_remote_shards_are_read_through_a_buffer_with_the_same_results(tmp_path):
+    """`ram://` stands in for a remote file system: buffered reads, the same batches and the
+    same damage detection as local (unbuffered) reads."""
+    records = [_example(f"r{i}", [i % 2]) for i in range(5)]
+    local = _write(tmp_path / "local.tfrecord", records)
+    remote = f"ram://{tmp_path.name}/remote.tfrecord"
+    tf.io.gfile.makedirs(remote.rsplit("/", 1)[0])
+    _write(remote, records)
+    for expected, got in zip(_evaluate(local), _evaluate(remote), strict=True):
+        np.testing.assert_array_equal(expected[0].numpy(), got[0].numpy())
+    with tf.io.gfile.GFile(remote, "wb") as file:
+        file.write(open(local, "rb").read()[:-100])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"remote\.tfrecord\] \[:\] \[corrupt or truncated"):
+        list(_evaluate(remote))
