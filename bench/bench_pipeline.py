@@ -19,7 +19,8 @@ shows how much the parts cost when they share one core. The bare math run as a t
 and the front end without SpecAugment, split the per-clip work; "parts alone" is the bare math
 over reading + parsing + crop + front end, each timed alone: the ratio with nothing for
 validation, the shuffle buffer or sharing the core. `bench/profile_pipeline.py` shows, function
-by function, what sharing the core costs.
+by function, what sharing the core costs. Every tf.data method runs with the pipeline's
+options (autotuning's model off) and reads the local shards unbuffered, as the pipeline does.
 
 The process is pinned to `--cores` cores (default 1) before TensorFlow starts, so that its
 thread pools and tf.data's AUTOTUNE see that many. Rates are clips per CPU-second of this
@@ -97,7 +98,8 @@ def raw_records(files):
     import tensorflow as tf
 
     return tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE)
+        lambda path: tf.data.TFRecordDataset(path, buffer_size=0),  # local, as the pipeline
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def with_draws(dataset, spec_augment):
@@ -151,7 +153,8 @@ def part_methods(args, pattern, clips_per_call, math, clips):
 
     def run_of(make):
         def make_run():
-            iterator = iter(make().repeat().batch(args.batch_size).prefetch(AUTOTUNE))
+            iterator = iter(make().repeat().batch(args.batch_size).prefetch(AUTOTUNE)
+                            .with_options(pipeline._dataset_options(deterministic=False)))
 
             def run():
                 for _ in range(clips_per_call // args.batch_size):
@@ -222,7 +225,8 @@ def benchmark(args, cores):
                 records = records.shuffle(shuffle_buffer, seed=0)
             return (with_draws(records.repeat(), pipeline.DEFAULT_SPEC_AUGMENT)
                     .map(process, num_parallel_calls=AUTOTUNE)
-                    .batch(args.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+                    .batch(args.batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+                    .with_options(pipeline._dataset_options(deterministic=False)))
 
         def make_pipeline_run(dataset=dataset):
             iterator = iter(dataset)

@@ -58,7 +58,8 @@ def child(mode, pattern, seconds, ready_path, result_path):
         dataset = (bench_pipeline.with_draws(tf.data.Dataset.from_tensor_slices(pcm16).repeat(),
                                              pipeline.DEFAULT_SPEC_AUGMENT)
                    .map(bench_pipeline.clip_features, num_parallel_calls=tf.data.AUTOTUNE)
-                   .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+                   .batch(batch_size).prefetch(tf.data.AUTOTUNE)
+                   .with_options(pipeline._dataset_options(deterministic=False)))
     iterator = iter(dataset)
     for _ in range(4):
         next(iterator)
