@@ -14,10 +14,10 @@ stage times its every element.
 Bad data never passes silently. A shard that cannot be read, a truncated or corrupted shard
 and a record that is not a valid schema example (found by counting the bytes the valid
 records cover against the file size, then named by reading the shard again) raise an error
-naming the file and the records. With
-`skip_bad_records=True` they are skipped instead, logged as warnings and counted in the
-`BadRecordReport` at `dataset.bad_records`. A wrong sample rate or a label outside
-`[0, num_classes)` means the data do not fit the configuration and always raises.
+naming the file and the records. With `skip_bad_records=True` they are skipped instead,
+logged as warnings and counted in the `BadRecordReport` at `dataset.bad_records`. A wrong
+sample rate or a label outside `[0, num_classes)` means the data do not fit the
+configuration and always raises.
 """
 
 import functools
