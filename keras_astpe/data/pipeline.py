@@ -130,10 +130,10 @@ def _short_message(error):
 
 
 def _find_damage(path):
-    """Reads one shard again, eagerly, as the reader does: `(invalid, cut)`, the records that
-    are not schema examples as `(index, reason)` pairs, and why reading stopped before the
-    end of the file (None if it did not)."""
-    invalid, cut, index = [], None, 0
+    """Reads one shard again, eagerly, as the reader does: `(invalid, cut, end)`, the records
+    that are not schema examples as `(index, reason)` pairs, why reading stopped before the
+    end of the file (None if it did not), and the byte where the records read end."""
+    invalid, cut, index, end = [], None, 0, 0
     records = iter(tf.data.TFRecordDataset(path))
     while True:
         try:
@@ -143,6 +143,7 @@ def _find_damage(path):
         except tf.errors.OpError as error:  # DataLossError: a corrupt or truncated record
             cut = f"reading stops at record {index}: {_short_message(error)}"
             break
+        end += _RECORD_OVERHEAD + len(record.numpy())
         try:
             _parse_record(record)
         except tf.errors.InvalidArgumentError as error:
@@ -150,14 +151,16 @@ def _find_damage(path):
         except UnicodeDecodeError:  # TensorFlow's message quotes the record's bytes
             invalid.append((index, "cannot parse it as a tf.train.Example"))
         index += 1
-    return invalid, cut
+    return invalid, cut, end
 
 
 def _describe_damage(path, size, covered, report=None):
     """What is wrong with a shard whose valid records do not add up to its size (runs as a
     py_function, only then). With a `report`, records the damage in it."""
     path, size, covered = path.numpy().decode(), int(size), int(covered)
-    invalid, cut = _find_damage(path)
+    invalid, cut, end = _find_damage(path)
+    if cut is None and end < size:  # TensorFlow's reader takes a cut header for the end
+        cut = f"the {size - end} bytes after the last record (at byte {end}) are a cut header"
     parts = []
     if invalid:
         shown = "; ".join(f"record {index}: {reason}" for index, reason in invalid[:3])
