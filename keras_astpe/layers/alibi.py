@@ -8,7 +8,20 @@ from keras_astpe.layers.grid import patch_coordinates
 
 ALIBI_MODES = ("2d", "time")
 SLOPE_RULES = ("paper", "code")
+# Which heads block patch queries from the [CLS] key. Configs saved before this option had
+# three values used a bool: True meant every head, False none.
+CLS_BLOCKING = ("time_heads", "all_heads", "none")
 BLOCKED = -1e9
+
+
+def _cls_blocking(value):
+    """`block_patches_to_cls` as one of `CLS_BLOCKING`, mapping the old booleans."""
+    if isinstance(value, bool):
+        return "all_heads" if value else "none"
+    if value not in CLS_BLOCKING:
+        raise ValueError(f"Unknown block_patches_to_cls {value!r}; expected one of "
+                         f"{CLS_BLOCKING}.")
+    return value
 
 
 def alibi_slopes(num_heads, heads_per_axis, rule="paper"):
@@ -33,9 +46,13 @@ class ALiBiBias(keras.layers.Layer):
 
     `mode="2d"` (`alibi_2d`): the first half of the heads use R = -m |dt|, the second
     half R = -m |df|. `mode="time"` (`time_alibi`): every head uses R = -m |dt|.
-    [CLS] is at distance 0 from every token; with `block_patches_to_cls` (the original
-    code) patch queries cannot attend to [CLS] (R = -1e9 in its column) while [CLS]
-    attends to every patch. R is added to the logits before the 1/sqrt(d) scaling.
+    [CLS] is at distance 0 from every token and attends to every patch. Patch queries
+    are blocked from the [CLS] key (R = -1e9 in its column) in the heads chosen by
+    `block_patches_to_cls`: `"time_heads"` (default) does what the original code does,
+    which corrects its time-distance matrix alone, so in `alibi_2d` the time heads block
+    [CLS] and the frequency heads let patches attend it with R = 0 (in `time_alibi` every
+    head is a time head); `"all_heads"` blocks it everywhere, `"none"` nowhere. The paper
+    is silent on [CLS]. R is added to the logits before the 1/sqrt(d) scaling.
 
     Called on the queries `[batch, length, heads, head_dim]` (only their length is used),
     it returns R as `[1, heads, length, length]` in float32.
@@ -45,11 +62,13 @@ class ALiBiBias(keras.layers.Layer):
         freq_patches: frequency bands F of the patch grid.
         mode: `"2d"` or `"time"`.
         slopes: `"paper"` or `"code"`, see `alibi_slopes`.
-        block_patches_to_cls: mask the [CLS] column for patch queries.
+        block_patches_to_cls: heads that mask the [CLS] column for patch queries,
+            `"time_heads"`, `"all_heads"` or `"none"` (a bool from an older config: True
+            is `"all_heads"`, False `"none"`).
     """
 
     def __init__(self, num_heads, freq_patches, mode="2d", slopes="paper",
-                 block_patches_to_cls=True, **kwargs):
+                 block_patches_to_cls="time_heads", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if mode not in ALIBI_MODES:
@@ -61,14 +80,17 @@ class ALiBiBias(keras.layers.Layer):
         self.freq_patches = int(freq_patches)
         self.mode = mode
         self.slopes = slopes
-        self.block_patches_to_cls = bool(block_patches_to_cls)
+        self.block_patches_to_cls = _cls_blocking(block_patches_to_cls)
         if mode == "2d":
             half = alibi_slopes(num_heads, num_heads // 2, slopes)
             head_slopes, uses_time = np.concatenate([half, half]), np.arange(num_heads) < half.size
         else:
             head_slopes, uses_time = alibi_slopes(num_heads, num_heads, slopes), np.ones(num_heads)
+        blocks_cls = {"time_heads": uses_time, "all_heads": np.ones(num_heads),
+                      "none": np.zeros(num_heads)}[self.block_patches_to_cls]
         self._head_slopes = head_slopes.astype("float32")
         self._uses_time = uses_time.astype("float32")
+        self._blocks_cls = np.asarray(blocks_cls, "float32")
 
     def call(self, query):
         length = ops.shape(query)[1]
@@ -79,10 +101,11 @@ class ALiBiBias(keras.layers.Layer):
         distance = uses_time * dt[None] + (1.0 - uses_time) * df[None]
         bias = -ops.convert_to_tensor(self._head_slopes)[:, None, None] * distance
         bias = ops.pad(bias, ((0, 0), (1, 0), (1, 0)))
-        if self.block_patches_to_cls:
+        if self.block_patches_to_cls != "none":
             position = ops.arange(length, dtype="int32")
             patch_to_cls = ops.logical_and(position[:, None] > 0, position[None, :] == 0)
-            bias = bias + ops.where(patch_to_cls, BLOCKED, 0.0)[None]
+            blocks_cls = ops.convert_to_tensor(self._blocks_cls)[:, None, None]
+            bias = bias + blocks_cls * ops.where(patch_to_cls, BLOCKED, 0.0)[None]
         return bias[None]
 
     def get_config(self):

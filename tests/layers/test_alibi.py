@@ -33,10 +33,23 @@ def test_slopes_paper_and_code_rules():
 
 @pytest.mark.parametrize("slopes, m", [("paper", [1 / 16, 1 / 256]), ("code", [0.5, 1 / 256])])
 def test_2d_bias_equals_hand_computed(slopes, m):
+    """Default, as the original code: time heads block [CLS], frequency heads do not."""
     bias = _bias(ALiBiBias(4, freq_patches=2, mode="2d", slopes=slopes))
     assert bias.shape == (1, 4, 5, 5)
     expected = [_with_cls(-m[0] * DT, True), _with_cls(-m[1] * DT, True),
-                _with_cls(-m[0] * DF, True), _with_cls(-m[1] * DF, True)]
+                _with_cls(-m[0] * DF, False), _with_cls(-m[1] * DF, False)]
+    np.testing.assert_allclose(bias[0], np.stack(expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("blocking, blocked_heads", [("time_heads", [1, 1, 0, 0]),
+                                                     ("all_heads", [1, 1, 1, 1]),
+                                                     ("none", [0, 0, 0, 0])])
+def test_2d_cls_blocking_options(blocking, blocked_heads):
+    bias = _bias(ALiBiBias(4, freq_patches=2, mode="2d", slopes="code",
+                           block_patches_to_cls=blocking))
+    m = [0.5, 1 / 256]
+    distances = [-m[0] * DT, -m[1] * DT, -m[0] * DF, -m[1] * DF]
+    expected = [_with_cls(d, b) for d, b in zip(distances, blocked_heads, strict=True)]
     np.testing.assert_allclose(bias[0], np.stack(expected), rtol=1e-6)
 
 
@@ -47,11 +60,33 @@ def test_time_bias_uses_time_distance_in_every_head():
 
 
 def test_cls_rule():
-    blocked = _bias(ALiBiBias(2, freq_patches=2, mode="2d"))[0, 0]
-    np.testing.assert_array_equal(blocked[0], 0.0)  # [CLS] attends to every patch
-    np.testing.assert_array_equal(blocked[1:, 0], -1e9)  # patches cannot attend to [CLS]
-    open_ = _bias(ALiBiBias(2, freq_patches=2, mode="2d", block_patches_to_cls=False))[0, 0]
-    np.testing.assert_array_equal(open_[:, 0], 0.0)
+    time_head, freq_head = _bias(ALiBiBias(2, freq_patches=2, mode="2d"))[0]
+    np.testing.assert_array_equal(time_head[0], 0.0)  # [CLS] attends to every patch
+    np.testing.assert_array_equal(freq_head[0], 0.0)
+    np.testing.assert_array_equal(time_head[1:, 0], -1e9)  # patches cannot attend to [CLS]
+    np.testing.assert_array_equal(freq_head[1:, 0], 0.0)  # ... except in frequency heads
+    open_ = _bias(ALiBiBias(2, freq_patches=2, mode="2d", block_patches_to_cls="none"))[0]
+    np.testing.assert_array_equal(open_[:, :, 0], 0.0)
+
+
+@pytest.mark.parametrize("mode", ["2d", "time"])
+def test_time_heads_are_all_heads_in_time_mode_only(mode):
+    time_heads, all_heads = (_bias(ALiBiBias(4, 2, mode=mode, block_patches_to_cls=b))
+                             for b in ("time_heads", "all_heads"))
+    assert np.array_equal(time_heads, all_heads) == (mode == "time")
+
+
+@pytest.mark.parametrize("old, new", [(True, "all_heads"), (False, "none")])
+def test_boolean_config_from_before_the_option_keeps_its_bias(old, new):
+    """Configs saved when the option was a bool (True: every head) load as they trained."""
+    layer = ALiBiBias(4, freq_patches=2, mode="2d", slopes="code")
+    config = dict(layer.get_config(), block_patches_to_cls=old)
+    restored = ALiBiBias.from_config(config)
+    assert restored.get_config()["block_patches_to_cls"] == new
+    m = [0.5, 1 / 256]
+    old_bias = np.stack([_with_cls(-m[0] * DT, old), _with_cls(-m[1] * DT, old),
+                         _with_cls(-m[0] * DF, old), _with_cls(-m[1] * DF, old)])
+    np.testing.assert_array_equal(_bias(restored)[0], old_bias)
 
 
 def test_any_grid_length():
@@ -67,8 +102,13 @@ def test_invalid_arguments():
         ALiBiBias(4, 2, mode="freq")
     with pytest.raises(ValueError, match="slope rule"):
         _bias(ALiBiBias(4, 2, slopes="linear"))
+    with pytest.raises(ValueError, match="block_patches_to_cls 'freq_heads'"):
+        ALiBiBias(4, 2, block_patches_to_cls="freq_heads")
 
 
-def test_config_round_trip():
-    assert_config_round_trip(ALiBiBias(4, 2, mode="time", slopes="code"),
-                             np.zeros((1, 9, 4, 2), "float32"))
+@pytest.mark.parametrize("blocking", ["time_heads", "all_heads", "none"])
+def test_config_round_trip(blocking):
+    restored = assert_config_round_trip(
+        ALiBiBias(4, 2, mode="2d", slopes="code", block_patches_to_cls=blocking),
+        np.zeros((1, 9, 4, 2), "float32"))
+    assert restored.block_patches_to_cls == blocking
