@@ -3,6 +3,11 @@
 import keras
 from keras import ops
 
+# How a distance maps to a row of E^t / E^f: row (t_j - t_i) + T - 1 for query i and key j
+# (the original code, Shaw et al., the Music Transformer), or (t_i - t_j) + T - 1 (what
+# keras-astpe used before; configs saved then have no `row_order` and load with it).
+ROW_ORDERS = ("key_minus_query", "query_minus_key")
+
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class LearnedRelativeBias(keras.layers.Layer):
@@ -10,9 +15,11 @@ class LearnedRelativeBias(keras.layers.Layer):
 
     E^t has one row per time distance (2T - 1 rows for a grid of T time chunks) and E^f
     one per frequency distance (2F - 1), each of size head_dim, shared by the heads of
-    the layer (paper: 12 x (61 + 15) x 64 = 58,368 parameters over 12 blocks). [CLS] is
-    at distance 0 from every token. Distances beyond the trained grid (longer clips) use
-    the row of the largest trained distance.
+    the layer (paper: 12 x (61 + 15) x 64 = 58,368 parameters over 12 blocks). As in the
+    original code, the rows are indexed by key minus query: for query i and key j, row
+    (t_j - t_i) + T - 1 of E^t and (f_j - f_i) + F - 1 of E^f, so row 0 is the key
+    T - 1 chunks before the query. [CLS] is at distance 0 from every token. Distances
+    beyond the trained grid (longer clips) use the row of the largest trained distance.
 
     Nothing larger than the `[batch, heads, L, L]` logits is built: the query of patch
     (t, f) only meets T rows of E^t and F rows of E^f, so the two terms are computed on
@@ -25,13 +32,19 @@ class LearnedRelativeBias(keras.layers.Layer):
     Args:
         grid_shape: `(time_patches, freq_patches)` of the training input; sizes the tables.
         initializer: initializer of E^t and E^f.
+        row_order: `"key_minus_query"` (the original code) or `"query_minus_key"` (the
+            reversed rows, for models saved before this option: their configs lack it).
     """
 
-    def __init__(self, grid_shape, initializer="truncated_normal", **kwargs):
+    def __init__(self, grid_shape, initializer="truncated_normal", row_order="key_minus_query",
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        if row_order not in ROW_ORDERS:
+            raise ValueError(f"Unknown row_order {row_order!r}; expected one of {ROW_ORDERS}.")
         self.grid_shape = tuple(int(v) for v in grid_shape)
         self.initializer = keras.initializers.get(initializer)
+        self.row_order = row_order
 
     def build(self, query_shape):
         head_dim = query_shape[-1]
@@ -44,7 +57,9 @@ class LearnedRelativeBias(keras.layers.Layer):
         )
 
     def _relative_logits(self, queries, table, trained_size):
-        """Entry (..., i, m, j) = queries[..., i, m, :] . table[row of distance i - j].
+        """Entry (..., i, m, j) = queries[..., i, m, :] . table[row of positions i, j].
+
+        The row is that of the distance j - i (i - j with `row_order="query_minus_key"`).
 
         `queries` is `[*lead, N, middle, head_dim]`: N positions along the axis, any
         `middle` axes flattened in between, so the queries keep their native layout. One
@@ -56,8 +71,10 @@ class LearnedRelativeBias(keras.layers.Layer):
         """
         size, middle = ops.shape(queries)[-3], ops.shape(queries)[-2]
         lead = ops.shape(queries)[:-3]
-        key_minus_query = ops.arange(2 * size - 1, dtype="int32") - (size - 1)
-        rows = ops.clip(-key_minus_query, 1 - trained_size, trained_size - 1) + trained_size - 1
+        distance = ops.arange(2 * size - 1, dtype="int32") - (size - 1)  # key minus query
+        if self.row_order == "query_minus_key":
+            distance = -distance
+        rows = ops.clip(distance, 1 - trained_size, trained_size - 1) + trained_size - 1
         logits = ops.matmul(queries, ops.transpose(ops.take(table, rows, axis=0)))
         # logits[..., i, m, c] is for key j = i + c - (N - 1): shift row i left by N - 1 - i.
         # Slices are `ops.slice`: TensorFlow's gradient of `x[a:b]` is slow on CPU.
@@ -114,5 +131,11 @@ class LearnedRelativeBias(keras.layers.Layer):
         config.update(
             grid_shape=self.grid_shape,
             initializer=keras.initializers.serialize(self.initializer),
+            row_order=self.row_order,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        """A config without `row_order` was saved before the option: query minus key."""
+        return cls(**{"row_order": "query_minus_key", **config})
