@@ -1,0 +1,187 @@
+"""Command lines generated from config dataclasses: one flag style for every recipe and tool.
+
+A recipe's settings are the fields of one frozen dataclass; each field declared with
+`setting(...)` becomes an absl flag of the same name, type, default and help, so a new
+setting is one edit:
+
+    @dataclasses.dataclass(frozen=True)
+    class PlotConfig:
+        model: str = setting(help="Saved model (.keras) to analyse.", required=True)
+        block: int | None = setting(None, help="Encoder block to plot.")
+
+    if __name__ == "__main__":
+        cli.run(main, PlotConfig)     # main(config) gets PlotConfig built from the flags
+
+Settings whose default depends on the mode (the paper's with `--data_dir`, the demo's
+without) are declared with default None and a `defaults={"paper": ..., "demo": ...}` note;
+the config's `create` classmethod fills them in.
+
+`run` also ends every failure a user can cause (a bad flag, a missing or damaged file, an
+unwritable folder, a full disk) with one line, `error: ...`, and exit code 1; `--verbose`
+shows the traceback instead.
+"""
+
+import dataclasses
+import errno
+import re
+import sys
+import types
+import typing
+
+from absl import app, flags
+
+_VERBOSE = "verbose"
+
+
+def setting(default=dataclasses.MISSING, *, help, choices=None, required=False,
+            defaults=None, flag=True):
+    """A dataclass field that is also a command-line flag.
+
+    Args:
+        default: the field's default (omit for a required positional field).
+        help: the flag's help text.
+        choices: allowed values (an enum flag).
+        required: the flag must be given.
+        defaults: mode-dependent defaults shown in the help, e.g.
+            `{"with --data_dir": 290000, "for the demo": 800}`.
+        flag: False keeps the field off the command line.
+    """
+    metadata = {"help": help, "choices": None if choices is None else tuple(choices),
+                "required": required, "defaults": defaults, "flag": flag}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _base_type(annotation):
+    """`(type, is_sequence)` of a field annotation: `int | None` -> int, `tuple[int, ...]`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        origin = typing.get_origin(annotation)
+    if origin in (tuple, list) or annotation in (tuple, list):
+        args = [arg for arg in typing.get_args(annotation) if arg is not Ellipsis]
+        return (args[0] if args else str), True
+    return annotation, False
+
+
+def flag_fields(config_cls):
+    """The fields of `config_cls` that are flags, with their resolved annotations."""
+    hints = typing.get_type_hints(config_cls)
+    return [(field, hints[field.name]) for field in dataclasses.fields(config_cls)
+            if field.metadata.get("flag")]
+
+
+def define_flags(config_cls, flag_values=flags.FLAGS):
+    """Defines one flag per `setting` field of `config_cls` (and `--verbose`)."""
+    for field, annotation in flag_fields(config_cls):
+        meta = field.metadata
+        kind, sequence = _base_type(annotation)
+        default = None if field.default is dataclasses.MISSING else field.default
+        help_text = meta["help"]
+        if meta["defaults"]:
+            shown = ", ".join(f"{value} {mode}" for mode, value in meta["defaults"].items())
+            help_text = f"{help_text} (default: {shown})"
+        common = {"flag_values": flag_values, "required": meta["required"]}
+        if meta["choices"] and not sequence:
+            flags.DEFINE_enum(field.name, default, [str(c) for c in meta["choices"]],
+                              help_text, **common)
+        elif sequence:
+            flags.DEFINE_list(field.name, None if default is None else
+                              [str(v) for v in default], help_text, **common)
+        elif kind is bool:
+            flags.DEFINE_bool(field.name, default, help_text, **common)
+        elif kind is int:
+            flags.DEFINE_integer(field.name, default, help_text, **common)
+        elif kind is float:
+            flags.DEFINE_float(field.name, default, help_text, **common)
+        else:
+            flags.DEFINE_string(field.name, default, help_text, **common)
+    if _VERBOSE not in flag_values:
+        flags.DEFINE_bool(_VERBOSE, False, "On an error, show the traceback instead of one "
+                          "line.", flag_values=flag_values)
+
+
+def values_from_flags(config_cls, flag_values=flags.FLAGS):
+    """`{field: value}` of the flags of `config_cls`, converted to the field types.
+
+    Sequence flags become tuples of the element type; a sequence element of the wrong type
+    or outside the field's `choices` is a `ValueError` naming the flag.
+    """
+    values = {}
+    for field, annotation in flag_fields(config_cls):
+        value = flag_values[field.name].value
+        kind, sequence = _base_type(annotation)
+        if sequence and value is not None:
+            try:
+                value = tuple(kind(item) for item in value)
+            except ValueError:
+                raise ValueError(f"--{field.name}: expected a comma-separated list of "
+                                 f"{kind.__name__}, got {','.join(value)!r}") from None
+            choices = field.metadata["choices"]
+            bad = [item for item in value if choices and item not in choices]
+            if bad:
+                raise ValueError(f"--{field.name}: {bad} not in {list(choices)}")
+        values[field.name] = value
+    return values
+
+
+def config_from_flags(config_cls, flag_values=flags.FLAGS):
+    """Builds `config_cls` from the flags: through its `create` classmethod when it has one
+    (which fills in mode-dependent defaults), else its constructor."""
+    values = values_from_flags(config_cls, flag_values)
+    factory = getattr(config_cls, "create", config_cls)
+    return factory(**values)
+
+
+def error_line(error):
+    """One line that says what went wrong, for the errors a user can cause."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = f" while writing {error.filename}" if error.filename else ""
+        return (f"no space left on the device{where}. Free some space and rerun the same "
+                "command: a training run resumes from its last checkpoint.")
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    # TensorFlow's runtime errors: keep what the assertion says, drop the graph context.
+    match = re.search(r"keras_astpe: (.*)", message, flags=re.S)
+    if match:
+        message = match.group(1)
+    message = re.sub(r"\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:[^\]]*\]", "", message)
+    message = re.sub(r"\] \[|^\[|\]$", " ", message.split("\n\n")[0])
+    message = " ".join(message.split())
+    if isinstance(error, OSError) and error.filename and error.filename not in message:
+        message = f"{error.filename}: {message}"
+    return message.replace("make_dataset(skip_bad_records=True)", "--skip_bad_records")
+
+
+def _user_errors():
+    """Exception types that bad input, files or flags cause (tracebacks of others stay)."""
+    kinds = [ValueError, OSError, RuntimeError, KeyError, EOFError]
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None:
+        kinds.append(tensorflow.errors.OpError)
+    return tuple(kinds)
+
+
+def run(main, config_cls, flag_values=flags.FLAGS):
+    """Defines the flags of `config_cls`, parses the command line and calls `main(config)`.
+
+    A usage error prints the usage; any other error a user can cause ends with
+    `error: <one line>` and exit code 1 (`--verbose`: the traceback).
+    """
+    define_flags(config_cls, flag_values)
+
+    def entry(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            config = config_from_flags(config_cls, flag_values)
+        except (ValueError, TypeError) as error:
+            raise app.UsageError(error_line(error)) from None
+        try:
+            return main(config)
+        except KeyboardInterrupt:
+            sys.exit("interrupted: rerun the same command to resume.")
+        except _user_errors() as error:
+            if flag_values[_VERBOSE].value:
+                raise
+            sys.exit(f"error: {error_line(error)}\n(--verbose shows the traceback)")
+
+    app.run(entry)
