@@ -1,0 +1,416 @@
+"""What a converted dataset holds, as its converter recorded it: `DatasetInfo`.
+
+The converters of `tfrecords_tools` write `dataset.json` next to the shards (format below)
+and update it, atomically, each time a split is complete: the class names, whether the
+labels are multi-label, the nominal clip length, and for each split its role, its shards
+with their byte sizes and record counts, its clips and its folds. Consumers read it instead
+of guessing from file names and constants, and the reader (`keras_astpe.data.pipeline`)
+checks every shard against it, so that a missing, empty, cut or changed shard is never
+read as if it were complete (`recorded_shards`).
+
+A folder converted before `dataset.json` existed is described from what the converters
+wrote then: `<split>-summary.json`, `<split>-manifest.json` and the class list; its folds
+are counted by reading the shards once, when first asked for.
+
+    {"format": 1, "name": "esc50", "kind": "esc50", "multi_label": false,
+     "clip_seconds": 5.0, "sample_rate": 16000, "class_names": ["dog", ...],
+     "converter": {"command": "python -m tfrecords_tools.esc50 ...", "version": "0.1.0"},
+     "splits": {"esc50": {
+         "role": "train", "cross_validation_folds": [1, 2, 3, 4, 5],
+         "num_clips": 2000, "clips_per_fold": {"1": 400, ...}, "skipped": 0, "missing": 0,
+         "shards": [{"file": "esc50-00000-of-00003.tfrecord", "bytes": 150011792,
+                     "records": 937}, ...],
+         "converter": {"command": "...", "version": "0.1.0"}}}}
+
+Roles: `train`, `eval`, `validation`, `test` (`ROLES`). ESC-50 is one split, `esc50`, of
+role `train` whose folds 1-5 are the folds of the paper's 5-fold cross-validation
+(`cross_validation_folds`): each fold is the test set once.
+"""
+
+import csv
+import dataclasses
+import fnmatch
+import json
+import os
+import posixpath
+import re
+
+import tensorflow as tf
+
+DATASET_FILE = "dataset.json"
+FORMAT = 1
+ROLES = ("train", "eval", "validation", "test")
+KINDS = ("audioset", "esc50", "folder")
+ESC50_FOLDS = (1, 2, 3, 4, 5)
+NOMINAL_CLIP_SECONDS = {"audioset": 10.0, "esc50": 5.0}
+CLASS_FILES = {"audioset": "class_labels_indices.csv", "esc50": "classes.csv",
+               "folder": "classes.csv"}
+SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
+# The command that writes each kind of dataset (`{data_dir}`, and `{split}` for AudioSet).
+_COMMANDS = {
+    "audioset": "python -m tfrecords_tools.audioset --input_dir=<AudioSet folder> "
+                "--output_dir={data_dir} --splits={split}",
+    "esc50": "python -m tfrecords_tools.esc50 --input_dir=<ESC-50-master> "
+             "--output_dir={data_dir}",
+    "folder": "python -m tfrecords_tools.folder --input_dir=<folder of class folders> "
+              "--output_dir={data_dir}",
+}
+_ROLE_OF_SPLIT = {"balanced_train": "train", "unbalanced_train": "train", "train": "train",
+                  "esc50": "train", "eval": "eval", "validation": "validation",
+                  "test": "test"}
+
+
+class DatasetInfoError(ValueError):
+    """A dataset description that cannot be read or does not fit the files."""
+
+
+def shard_pattern(data_dir, split):
+    """The glob of the shards of `split` in `data_dir`."""
+    return _join(data_dir, f"{split}-[0-9]*-of-[0-9]*.tfrecord")
+
+
+def converter_command(kind, data_dir, split=None):
+    """The command that writes split `split` (None: every split) of a `kind` dataset."""
+    if kind not in _COMMANDS:
+        return " or ".join(converter_command(known, data_dir) for known in KINDS)
+    command = _COMMANDS[kind].format(data_dir=data_dir, split=split)
+    return command.replace(" --splits=None", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    """One shard as the converter wrote it (`num_bytes`, `num_records`; None if unknown)."""
+
+    path: str
+    num_bytes: int | None
+    num_records: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    """One split: `role` (one of `ROLES`), its `shards` in order, its clips and folds.
+
+    `clips_per_fold` maps each fold present to its clips ({} for a dataset without folds,
+    None when not recorded: see `DatasetInfo.clips_per_fold`). `cross_validation_folds`:
+    the folds that take turns as the test set (ESC-50), () otherwise. `command`: what
+    (re)writes the split.
+    """
+
+    name: str
+    role: str
+    shards: tuple
+    num_clips: int
+    clips_per_fold: dict | None
+    cross_validation_folds: tuple
+    command: str
+
+    @property
+    def paths(self):
+        return [shard.path for shard in self.shards]
+
+    @property
+    def num_bytes(self):
+        return [shard.num_bytes for shard in self.shards]
+
+    @property
+    def num_records(self):
+        return [shard.num_records for shard in self.shards]
+
+
+class DatasetInfo:
+    """A converted dataset: `name`, `kind` (`KINDS`), `class_names`, `num_classes`,
+    `multi_label`, `clip_seconds` (the nominal clip length), `splits` ({name: SplitInfo}),
+    `converter` (command and version of the last conversion) and `source` (the file it was
+    read from, or `"<split>-summary.json"` for a conversion that predates `dataset.json`).
+    """
+
+    def __init__(self, data_dir, *, name, kind, class_names, multi_label, clip_seconds,
+                 splits, converter, source):
+        self.data_dir = data_dir
+        self.name = name
+        self.kind = kind
+        self.class_names = tuple(class_names)
+        self.multi_label = multi_label
+        self.clip_seconds = clip_seconds
+        self.splits = splits
+        self.converter = converter
+        self.source = source
+        self._counted_folds = {}
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def __repr__(self):
+        return (f"DatasetInfo({self.data_dir!r}, name={self.name!r}, kind={self.kind!r}, "
+                f"num_classes={self.num_classes}, multi_label={self.multi_label}, "
+                f"clip_seconds={self.clip_seconds}, splits={sorted(self.splits)})")
+
+    @classmethod
+    def load(cls, data_dir, kind=None):
+        """Reads `<data_dir>/dataset.json`, or derives the same from the files a converter
+        wrote before it existed. `kind` (`KINDS`, optional) names the converter to suggest
+        when `data_dir` holds no dataset."""
+        data_dir = os.fspath(data_dir)
+        path = _join(data_dir, DATASET_FILE)
+        if tf.io.gfile.exists(path):
+            return cls._from_manifest(data_dir, _read_json(path, kind, data_dir))
+        return cls._from_summaries(data_dir, kind)
+
+    def split(self, split):
+        """The `SplitInfo` of `split`; an error naming the splits there are and the command
+        that writes `split`."""
+        if split in self.splits:
+            return self.splits[split]
+        pattern = shard_pattern(self.data_dir, split)
+        held = (f"holds the splits {sorted(self.splits)}" if self.splits
+                else "holds no split")
+        raise FileNotFoundError(
+            f"No TFRecords of split {split!r}: expected {pattern}, but {self.data_dir} "
+            f"{held}. Write them with: {converter_command(self.kind, self.data_dir, split)}")
+
+    def split_files(self, split):
+        """The shard paths of `split`, sorted, as the converter recorded them (a shard that
+        is missing now is listed: the reader reports it). A `FileNotFoundError` naming the
+        expected pattern and the converter command when the split has no shard."""
+        info = self.split(split)
+        if not info.shards:
+            raise FileNotFoundError(
+                f"No TFRecords of split {split!r} in {self.data_dir}: the converter wrote no "
+                f"clip (expected {shard_pattern(self.data_dir, split)}; see "
+                f"{_join(self.data_dir, split + '-missing.txt')} and "
+                f"{_join(self.data_dir, split + '-skipped.csv')}). Rewrite it with: "
+                f"{info.command}")
+        return sorted(info.paths)
+
+    def splits_with_role(self, role):
+        """Names of the splits of `role` (one of `ROLES`), in sorted order."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        return sorted(name for name, info in self.splits.items() if info.role == role)
+
+    def clips_per_fold(self, split):
+        """{fold: clips} of `split` ({} when it has no folds). For a conversion that
+        predates `dataset.json`, the folds are counted by reading the shards once."""
+        info = self.split(split)
+        if info.clips_per_fold is not None:
+            return dict(info.clips_per_fold)
+        if split not in self._counted_folds:
+            self._counted_folds[split] = _count_folds(self.split_files(split))
+        return dict(self._counted_folds[split])
+
+    def num_clips(self, split, folds=None):
+        """Clips the converter wrote in `split`, or in its `folds` (e.g. ESC-50 folds)."""
+        info = self.split(split)
+        if folds is None:
+            return info.num_clips
+        per_fold = self.clips_per_fold(split)
+        if not per_fold:
+            raise ValueError(f"split {split!r} of {self.data_dir} has no folds; got "
+                             f"folds={list(folds)}")
+        unknown = sorted(set(folds) - set(per_fold))
+        if unknown:
+            raise ValueError(f"split {split!r} of {self.data_dir} has no clip in folds "
+                             f"{unknown} (it holds folds {sorted(per_fold)})")
+        return sum(per_fold[fold] for fold in set(folds))
+
+    @classmethod
+    def _from_manifest(cls, data_dir, content):
+        path = _join(data_dir, DATASET_FILE)
+        if not isinstance(content, dict) or content.get("format") != FORMAT:
+            found = content.get("format") if isinstance(content, dict) else None
+            raise DatasetInfoError(f"{path}: format {found!r}, this version of keras_astpe "
+                                   f"reads format {FORMAT}")
+        try:
+            kind = content["kind"]
+            splits = {name: _split_from_manifest(data_dir, name, entry)
+                      for name, entry in content["splits"].items()}
+            info = cls(data_dir, name=str(content["name"]), kind=kind,
+                       class_names=[str(name) for name in content["class_names"]],
+                       multi_label=bool(content["multi_label"]),
+                       clip_seconds=float(content["clip_seconds"]), splits=splits,
+                       converter=dict(content.get("converter", {})), source=path)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            what = f"no {error}" if isinstance(error, KeyError) else str(error)
+            raise DatasetInfoError(
+                f"{path}: not a dataset manifest of format {FORMAT} ({what}): reconvert the "
+                f"dataset ({converter_command(content.get('kind'), data_dir)}) or delete "
+                f"{path} to fall back to the <split>-summary.json files") from None
+        return info
+
+    @classmethod
+    def _from_summaries(cls, data_dir, kind):
+        """The description of a conversion made before `dataset.json` existed."""
+        if not tf.io.gfile.isdir(data_dir):
+            raise FileNotFoundError(
+                f"{data_dir} does not exist: write the dataset with: "
+                f"{converter_command(kind, data_dir)}")
+        summaries = {}
+        for path in sorted(tf.io.gfile.glob(_join(data_dir, "*-summary.json"))):
+            summaries[posixpath.basename(path)[:-len("-summary.json")]] = _read_json(
+                path, kind, data_dir)
+        shards = sorted(tf.io.gfile.glob(_join(data_dir, "*-[0-9]*-of-[0-9]*.tfrecord")))
+        if not summaries:
+            guess = kind or _guess_kind(data_dir, {SHARD_NAME.match(posixpath.basename(p))
+                                                   ["split"] for p in shards})
+            what = (f"holds {len(shards)} TFRecord file(s) but neither {DATASET_FILE} nor "
+                    f"<split>-summary.json" if shards else
+                    f"holds neither {DATASET_FILE} nor TFRecords")
+            raise FileNotFoundError(f"{data_dir} {what}: (re)write the dataset with: "
+                                    f"{converter_command(guess, data_dir)}")
+        kind = _guess_kind(data_dir, summaries)
+        class_names = _legacy_class_names(data_dir, summaries, kind)
+        recorded = recorded_shards(data_dir)
+        splits = {}
+        for split, summary in summaries.items():
+            folds = ESC50_FOLDS if split == "esc50" else ()
+            try:
+                paths = [_join(data_dir, name) for name in summary["shards"]]
+                num_clips = int(summary["clips_written"])
+                if "clips_per_fold" in summary:
+                    per_fold = {int(fold): int(count)
+                                for fold, count in summary["clips_per_fold"].items()}
+                else:  # before the summaries had them, only ESC-50 had folds
+                    per_fold = None if folds else {}
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise DatasetInfoError(
+                    f"{_join(data_dir, split + '-summary.json')}: not a converter summary "
+                    f"({error}): rewrite it with: {converter_command(kind, data_dir, split)}"
+                ) from None
+            splits[split] = SplitInfo(
+                name=split, role=_ROLE_OF_SPLIT.get(split, "train"),
+                shards=tuple(recorded.get(path, ShardInfo(path, None, None))
+                             for path in paths),
+                num_clips=num_clips, clips_per_fold=per_fold, cross_validation_folds=folds,
+                command=converter_command(kind, data_dir, split))
+        if kind in NOMINAL_CLIP_SECONDS:
+            clip_seconds = NOMINAL_CLIP_SECONDS[kind]
+        else:  # the mean clip duration, to 0.1 s
+            clips = sum(summary.get("clips_written", 0) for summary in summaries.values())
+            seconds = sum(summary.get("total_duration_seconds", 0.0)
+                          for summary in summaries.values())
+            clip_seconds = round(seconds / clips, 1) if clips else 0.0
+        return cls(data_dir, name=posixpath.basename(data_dir.rstrip("/")) or data_dir,
+                   kind=kind, class_names=class_names, multi_label=kind == "audioset",
+                   clip_seconds=clip_seconds, splits=splits, converter={},
+                   source="<split>-summary.json")
+
+
+def recorded_shards(directory):
+    """{path: ShardInfo} of every shard the converter recorded in `directory`: from
+    `dataset.json`, and for splits it does not list from `<split>-manifest.json` (the
+    converter's per-split record, which has every completed shard). {} when there is none.
+    """
+    directory = os.fspath(directory)
+    shards = {}
+    for path in sorted(tf.io.gfile.glob(_join(directory, "*-manifest.json"))):
+        content = _read_json(path, None, directory)
+        completed = content.get("completed") if isinstance(content, dict) else None
+        if not isinstance(completed, dict):
+            continue  # not a converter's manifest
+        for name, record in completed.items():
+            try:
+                shards[_join(directory, name)] = ShardInfo(
+                    _join(directory, name), int(record["bytes"]), int(record["records"]))
+            except (KeyError, TypeError, ValueError):
+                raise DatasetInfoError(f"{path}: shard {name!r} has no valid bytes and "
+                                       f"records; reconvert the split") from None
+    path = _join(directory, DATASET_FILE)
+    if tf.io.gfile.exists(path):
+        for split in DatasetInfo._from_manifest(
+                directory, _read_json(path, None, directory)).splits.values():
+            shards.update((shard.path, shard) for shard in split.shards)
+    return shards
+
+
+def recorded_shards_matching(pattern):
+    """The recorded shards (see `recorded_shards`) whose paths match the glob `pattern`."""
+    pattern = os.fspath(pattern)
+    folder = posixpath.dirname(pattern) if "://" in pattern else os.path.dirname(pattern)
+    folders = (tf.io.gfile.glob(folder) if any(char in folder for char in "*?[")
+               else [folder])
+    return {path: shard for folder in folders if tf.io.gfile.isdir(folder or ".")
+            for path, shard in recorded_shards(folder).items()
+            if fnmatch.fnmatchcase(path, pattern)}
+
+
+def _join(directory, name):
+    return posixpath.join(directory, name) if "://" in directory else os.path.join(
+        directory, name)
+
+
+def _read_json(path, kind, data_dir):
+    """The content of a JSON file the converter wrote; a one-line error if unreadable."""
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.loads(f.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetInfoError(
+            f"{path}: not valid JSON ({error}): the file is damaged; reconvert the dataset "
+            f"({converter_command(kind, data_dir)})") from None
+    except (OSError, tf.errors.OpError) as error:
+        message = getattr(error, "message", None) or str(error)
+        raise DatasetInfoError(f"{path}: cannot be read ({message})") from None
+
+
+def _split_from_manifest(data_dir, name, entry):
+    shards = tuple(ShardInfo(_join(data_dir, shard["file"]), int(shard["bytes"]),
+                             int(shard["records"])) for shard in entry["shards"])
+    role = entry["role"]
+    if role not in ROLES:
+        raise ValueError(f"split {name!r} has role {role!r}, not one of {ROLES}")
+    return SplitInfo(
+        name=name, role=role, shards=shards, num_clips=int(entry["num_clips"]),
+        clips_per_fold={int(fold): int(count)
+                        for fold, count in entry["clips_per_fold"].items()},
+        cross_validation_folds=tuple(int(fold) for fold in entry["cross_validation_folds"]),
+        command=str(entry.get("converter", {}).get("command", "")))
+
+
+def _guess_kind(data_dir, splits):
+    """The converter of a folder without `dataset.json`: by its class list, else by the
+    names of its splits."""
+    if tf.io.gfile.exists(_join(data_dir, CLASS_FILES["audioset"])):
+        return "audioset"
+    if "esc50" in splits:
+        return "esc50"
+    if tf.io.gfile.exists(_join(data_dir, CLASS_FILES["folder"])):
+        return "folder"
+    if {"balanced_train", "unbalanced_train", "eval"} & set(splits):
+        return "audioset"
+    return "folder" if splits else None
+
+
+def _legacy_class_names(data_dir, summaries, kind):
+    """Class names from the summaries (the converters wrote them there), else the class
+    list."""
+    for summary in summaries.values():
+        if isinstance(summary.get("class_names"), list):
+            return [str(name) for name in summary["class_names"]]
+    path = _join(data_dir, CLASS_FILES[kind])
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            rows = list(csv.reader(f.read().lstrip("\ufeff").splitlines()))
+        names = {int(row[0]): row[-1] for row in rows[1:] if row}
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"{data_dir}: no class names (neither in the summaries nor "
+                                f"in {path}); rewrite the dataset with: "
+                                f"{converter_command(kind, data_dir)}") from None
+    except (ValueError, IndexError):
+        raise DatasetInfoError(f"{path}: not an index,...,name class list; rewrite the "
+                               f"dataset with: {converter_command(kind, data_dir)}") from None
+    return [names[index] for index in sorted(names)]
+
+
+def _count_folds(paths):
+    """{fold: clips} of the shards at `paths`, from their `fold` features alone."""
+    fold = {"fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    counts = {}
+    records = tf.data.TFRecordDataset(paths).map(
+        lambda record: tf.io.parse_single_example(record, fold)["fold"],
+        num_parallel_calls=tf.data.AUTOTUNE)
+    for value in records.batch(4096).as_numpy_iterator():
+        for key in value.tolist():
+            if key >= 0:
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
