@@ -8,8 +8,10 @@
 `YTID, start_seconds, end_seconds, "mid1,mid2,..."`). Writes `<split>-*.tfrecord` with
 `clip_id` = YTID and the multi-hot label indices, the reports of `tfrecords_tools.common`
 (`<split>-missing.txt` lists the YTIDs without an audio file: real downloads are ~80%
-complete, so missing clips are reported, never fatal), and a copy of
-`class_labels_indices.csv`.
+complete, so missing clips are reported, never fatal), a copy of
+`class_labels_indices.csv`, and `dataset.json`: multi-label, 10 s clips, each split with
+its role (`*train` -> `train`, `eval` -> `eval`); splits converted in separate runs
+accumulate there.
 
 Audio files are found anywhere under `--audio_dir` (default: `--input_dir`), in
 sub-folders or not, by file name (extension: any of `common.AUDIO_EXTENSIONS`: wav, flac,
@@ -27,8 +29,9 @@ from the segment's (by more than 1 ms) belongs to another segment and is not use
 several files match a segment, the preferred one lies in a folder named like the split,
 then names the start time, then is lossless (wav, flac), then comes first by path. A file
 longer than its segment by more than 1 s is taken as the whole recording and the segment
-is cut out of it. Segments none of whose MIDs is in the class list are skipped (reason
-`no_known_labels`); unknown MIDs are counted in the summary (`unknown_mids`).
+is cut out of it. Each real file is taken once (a symlink loop under `--audio_dir` is
+reported, not followed). Segments none of whose MIDs is in the class list are skipped
+(reason `no_known_labels`); unknown MIDs are counted in the summary (`unknown_mids`).
 """
 
 import collections
@@ -36,15 +39,16 @@ import csv
 import dataclasses
 import os
 import re
-import shutil
 import sys
 
 from absl import app, flags
 
+from keras_astpe.data import dataset_info
 from tfrecords_tools import common
 
 DEFAULT_SPLITS = ("balanced_train", "unbalanced_train", "eval")
-CLASS_LABELS_FILE = "class_labels_indices.csv"
+CLASS_LABELS_FILE = dataset_info.CLASS_FILES["audioset"]
+CLIP_SECONDS = dataset_info.NOMINAL_CLIP_SECONDS["audioset"]
 _YTID_LENGTH = 11
 _NAME = re.compile(r"(?P<ytid>[A-Za-z0-9_-]{11})"
                    r"(?:_(?P<start>\d+(?:\.\d*)?)(?:_(?P<end>\d+(?:\.\d*)?))?)?")
@@ -72,12 +76,13 @@ class AudioFile:
 
 def read_class_labels(path):
     """[(index, mid, display_name)] from `class_labels_indices.csv`; indices 0..N-1."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"index", "mid", "display_name"} <= set(
-                reader.fieldnames):
-            raise common.ConversionError(f"{path}: expected columns index,mid,display_name")
-        rows = [(int(row["index"]), row["mid"], row["display_name"]) for row in reader]
+    rows = []
+    for line, row in common.read_csv(path, ("index", "mid", "display_name")):
+        try:
+            rows.append((int(row["index"]), row["mid"], row["display_name"]))
+        except ValueError:
+            raise common.ConversionError(
+                f"{path}:{line}: bad class index {row['index']!r}") from None
     if [index for index, _, _ in rows] != list(range(len(rows))):
         raise common.ConversionError(f"{path}: indices must be 0..N-1 in order")
     mids = [mid for _, mid, _ in rows]
@@ -89,7 +94,7 @@ def read_class_labels(path):
 def read_segments(path):
     """Segments of an AudioSet `*_segments.csv` (comment lines start with `#`)."""
     segments = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip() or line.startswith("#"):
                 continue
@@ -106,6 +111,11 @@ def read_segments(path):
             segments.append(Segment(ytid, start, end,
                                     tuple(mid.strip() for mid in mids.split(",") if mid.strip())))
     return segments
+
+
+def split_role(split):
+    """The role of an AudioSet split: `eval` for `eval`, else `train`."""
+    return "eval" if split == "eval" else "train"
 
 
 def parse_clip_name(file_name, known_ytids):
@@ -126,23 +136,29 @@ def parse_clip_name(file_name, known_ytids):
 
 
 def index_audio_files(audio_dir, known_ytids):
-    """Maps YTID -> [AudioFile] for the audio files under `audio_dir` (recursively).
+    """Maps YTID -> [AudioFile] for the audio files under `audio_dir` (recursively, each
+    real file once).
 
     Returns (index, unrecognised) where `unrecognised` lists audio files whose name names
-    no YTID of `known_ytids`.
+    no YTID of `known_ytids`. Files and folders reached again through a symlink (a loop, or
+    a second link; see `common.walk_files`) are taken once, and printed.
     """
     index, unrecognised = collections.defaultdict(list), []
-    for folder, subfolders, files in os.walk(audio_dir, followlinks=True):
-        subfolders.sort()
-        for name in sorted(files):
-            if not common.is_audio_file(name):
-                continue
-            path = os.path.abspath(os.path.join(folder, name))
-            parsed = parse_clip_name(name, known_ytids)
-            if parsed is None:
-                unrecognised.append(path)
-            else:
-                index[parsed[0]].append(AudioFile(path, *parsed))
+    files, repeats = common.walk_files(audio_dir, {})
+    for path in files:
+        name = os.path.basename(path)
+        if not common.is_audio_file(name):
+            continue
+        path = os.path.abspath(path)
+        parsed = parse_clip_name(name, known_ytids)
+        if parsed is None:
+            unrecognised.append(path)
+        else:
+            index[parsed[0]].append(AudioFile(path, *parsed))
+    if repeats:
+        print(f"note: {len(repeats)} files or folders under {audio_dir} are reached again "
+              f"through a symlink (a loop, or a second link) and taken once, e.g. "
+              f"{repeats[0][0]} (the same as {repeats[0][1]})", flush=True)
     return index, unrecognised
 
 
@@ -194,7 +210,12 @@ def convert_audioset(input_dir, output_dir, *, audio_dir=None, splits=DEFAULT_SP
               f"segment lists and are ignored, e.g. {unrecognised[0]}", flush=True)
 
     os.makedirs(output_dir, exist_ok=True)
-    shutil.copyfile(labels_path, os.path.join(output_dir, CLASS_LABELS_FILE))
+    common.copy_file(labels_path, os.path.join(output_dir, CLASS_LABELS_FILE))
+    dataset = common.DatasetDescription(
+        name="audioset", kind="audioset", class_names=tuple(class_names), multi_label=True,
+        clip_seconds=CLIP_SECONDS, command=common.command_line(
+            "tfrecords_tools.audioset", input_dir=input_dir, output_dir=output_dir,
+            audio_dir=audio_dir, splits=list(splits), shard_mb=shard_mb))
     summaries = {}
     for split, segments in segments_by_split.items():
         items, missing, skipped, unknown_mids = [], [], [], collections.Counter()
@@ -233,9 +254,9 @@ def convert_audioset(input_dir, output_dir, *, audio_dir=None, splits=DEFAULT_SP
                   f"that are not in {CLASS_LABELS_FILE}: {sorted(unknown_mids)[:5]}...",
                   flush=True)
         summaries[split] = common.convert_split(
-            items, output_dir=output_dir, split=split, class_names=class_names,
-            shard_mb=shard_mb, num_workers=num_workers, missing=missing, skipped=skipped,
-            overwrite=overwrite, progress=progress,
+            items, output_dir=output_dir, split=split, role=split_role(split),
+            dataset=dataset, shard_mb=shard_mb, num_workers=num_workers, missing=missing,
+            skipped=skipped, overwrite=overwrite, progress=progress,
             extra_summary={"segments": len(segments),
                            "unknown_mids": dict(sorted(unknown_mids.items())),
                            "segments_with_several_files": ambiguous,

@@ -9,35 +9,49 @@
   16 kHz audio (no file is opened to plan).
 - Decoding runs in `num_workers` processes (started from a fork server, so that the parent's
   TensorFlow threads are never forked); the parent writes the records in order.
-- Resumable: a shard is written to `<name>.partial` and renamed when complete; then
-  `<split>-manifest.json` (replaced atomically) records it with its size and statistics. A
-  re-run of the same command keeps every recorded shard whose file still has the recorded
-  size and writes only the others, so a killed run never leaves a half shard that looks
+- Resumable: every file is written atomically (`keras_astpe.io_utils.atomic_path`: under a
+  temporary name, fsynced, renamed when complete); once a shard is complete,
+  `<split>-manifest.json` records it with its size, record count and statistics. A re-run
+  of the same command keeps every recorded shard whose file still has the recorded size
+  and writes only the others, so a killed run never leaves a half shard that looks
   complete. A manifest made from a different item list is an error unless `overwrite`.
 - Nothing is lost silently: every file that could not be decoded is listed in
   `<split>-skipped.csv` (path, clip_id, reason, message), every expected clip without a
-  file in `<split>-missing.txt`, and `<split>-summary.json` holds the counts (clips
-  written, skipped per reason, missing, total duration, label counts per class) that the
-  training pipeline can use, e.g. for class weights.
+  file in `<split>-missing.txt`, every clip whose samples exceed full scale (clipped to 16
+  bit, as any 16-bit writer does; see `_decode`) in `<split>-clipped.csv`, and
+  `<split>-summary.json` holds the counts (clips written, skipped per reason, missing,
+  clipped, total duration, label counts per class).
+- The dataset describes itself: when a split is complete, `dataset.json` (see
+  `keras_astpe.data.dataset_info`) is updated under a lock, atomically, with the split's
+  role, shards (bytes, records), clips and folds, next to the dataset's class names,
+  labelling (multi-label or not), nominal clip length and converter command. Splits
+  converted in separate runs accumulate; the reader checks every shard against it.
 """
 
 import collections
+import contextlib
 import csv
 import dataclasses
+import datetime
+import fcntl
 import glob
 import hashlib
 import io
 import json
 import multiprocessing
 import os
+import shlex
+import shutil
 
 import numpy as np
 import tensorflow as tf
 from absl import flags
 from tqdm import tqdm
 
-from keras_astpe.data import schema
+import keras_astpe
+from keras_astpe.data import dataset_info, schema
 from keras_astpe.data.audio_io import AudioDecodeError, load_audio
+from keras_astpe.io_utils import atomic_path, atomic_write_text
 
 DEFAULT_SHARD_MB = 150.0
 # Bytes of one second of 16-bit mono audio at the schema's rate, and the per-record
@@ -55,6 +69,23 @@ AUDIO_EXTENSIONS = frozenset(
 
 class ConversionError(RuntimeError):
     """The inputs or the output directory are not in a state the converter can work with."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetDescription:
+    """What a converter knows of the whole dataset, for `dataset.json`.
+
+    `kind`: one of `dataset_info.KINDS`. `clip_seconds`: the nominal clip length; None
+    takes the most common clip duration (to 0.1 s) of the clips written. `command`: the
+    command line that converts the dataset (see `command_line`).
+    """
+
+    name: str
+    kind: str
+    class_names: tuple
+    multi_label: bool
+    clip_seconds: float | None
+    command: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +144,34 @@ def assign_shards(items, shard_mb):
 
 def write_classes_csv(path, names):
     """Writes `index,category` rows: the class list of ESC-50 and folder datasets."""
-    _atomic_write(path, _csv_text([("index", "category"), *enumerate(names)]))
+    atomic_write_text(path, _csv_text([("index", "category"), *enumerate(names)]))
+
+
+def copy_file(source, destination):
+    """Copies a file atomically (the copy is either absent, the previous one, or complete)."""
+    with atomic_path(destination) as temporary:
+        shutil.copyfile(source, temporary)
+
+
+def read_csv(path, columns):
+    """`(line, row)` pairs of a CSV file with a header, rows as dicts; `columns` must be in
+    the header. A UTF-8 byte order mark (Excel's "CSV UTF-8") is read as such; a row with
+    too few or too many fields is an error naming the file and line."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        absent = [column for column in columns if column not in header]
+        if absent:
+            raise ConversionError(f"{path}: missing columns {absent} (the header has "
+                                  f"{header})")
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():
+                fields = len(header) + len(row.get(None, ())) - list(row.values()).count(None)
+                raise ConversionError(f"{path}:{reader.line_num}: {fields} fields, the header "
+                                      f"has {len(header)} ({','.join(header)})")
+            rows.append((reader.line_num, row))
+    return rows
 
 
 def read_class_names(path):
@@ -121,14 +179,17 @@ def read_class_names(path):
 
     The name is the last column (`category` or `display_name`); indices must be 0..N-1.
     """
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))
-    if not rows or rows[0][0] != "index":
+    if not rows or not rows[0] or rows[0][0] != "index":
         raise ConversionError(f"{path}: expected a header starting with 'index'")
     names = {}
     for line, row in enumerate(rows[1:], start=2):
         if not row:
             continue
+        if len(row) != len(rows[0]):
+            raise ConversionError(f"{path}:{line}: {len(row)} fields, the header has "
+                                  f"{len(rows[0])} ({','.join(rows[0])})")
         try:
             names[int(row[0])] = row[-1]
         except ValueError:
@@ -138,36 +199,109 @@ def read_class_names(path):
     return [names[index] for index in range(len(names))]
 
 
-def convert_split(items, *, output_dir, split, class_names, shard_mb=DEFAULT_SHARD_MB,
-                  num_workers=None, missing=(), skipped=(), overwrite=False, progress=True,
-                  extra_summary=None):
-    """Writes the shards and reports of one split; returns the summary dict.
+def register_tree(root, seen):
+    """Enters in `seen` every real file and folder under `root` (symlinks not followed) with
+    its own path, so that `walk_files` takes each at its real place rather than through a
+    link that happens to be walked first."""
+    for folder, subfolders, names in os.walk(root):
+        _identity(folder, seen)
+        for name in subfolders + names:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                _identity(path, seen)
+
+
+def walk_files(root, seen):
+    """`(files, repeats)`: the files under `root`, sorted, following symlinks, each real
+    file and folder once.
+
+    `seen` maps each real file or folder (device, inode) to the path that takes it: its
+    real place (see `register_tree`, done here for `root`; for several roots that link to
+    each other, register them all first), else the first link walked. It is updated, so
+    that one `seen` shared by several walks takes each real file once across them.
+    `repeats` lists `(path, taken_path)` for the files and folders reached through another
+    path: a symlink loop (a folder linked into itself), or a second link to one file or
+    folder. They are not followed again.
+    """
+    register_tree(root, seen)
+    files, repeats = [], []
+
+    def taken_here(path):
+        taken = _identity(path, seen)
+        if taken is None:  # a dangling symlink: no file there
+            return False
+        if taken != path:
+            repeats.append((path, taken))
+        return taken == path
+
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = [name for name in sorted(subfolders)
+                         if taken_here(os.path.join(folder, name))]
+        files.extend(path for path in (os.path.join(folder, name) for name in sorted(names))
+                     if taken_here(path))
+    return files, repeats
+
+
+def _identity(path, seen):
+    """The path `seen` takes the real file or folder at `path` by (entering `path` if it is
+    the first), or None if there is none."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return seen.setdefault((stat.st_dev, stat.st_ino), path)
+
+
+def command_line(module, **flag_values):
+    """The shell command `python -m <module> --flag=value ...` (None values left out, lists
+    joined by commas): how a dataset was converted, for `dataset.json`."""
+    parts = ["python", "-m", module]
+    for name, value in flag_values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        parts.append(f"--{name}={value}")
+    return shlex.join(parts)
+
+
+def convert_split(items, *, output_dir, split, role, dataset, cross_validation_folds=(),
+                  shard_mb=DEFAULT_SHARD_MB, num_workers=None, missing=(), skipped=(),
+                  overwrite=False, progress=True, extra_summary=None):
+    """Writes the shards and reports of one split, records it in `dataset.json`; returns the
+    summary dict.
 
     Args:
-        items: `WorkItem`s; clip ids must be unique, labels in `range(len(class_names))`.
+        items: `WorkItem`s; clip ids must be unique, labels in
+            `range(len(dataset.class_names))`.
         output_dir: created if needed.
         split: file name prefix of the split's shards and reports.
-        class_names: names by class index (sizes the label counts).
+        role: the split's role, one of `dataset_info.ROLES`.
+        dataset: the `DatasetDescription` of the dataset the split belongs to.
+        cross_validation_folds: folds that take turns as the test set (ESC-50: 1-5).
         shard_mb: target shard size in MB (1e6 bytes).
         num_workers: decoding processes; None = `os.cpu_count()`, 1 = in this process.
         missing: clip ids expected by the dataset's lists that have no audio file.
         skipped: `Skipped` clips the converter rejected before decoding (e.g. no known label).
-        overwrite: replace shards of `split` made from a different item list.
+        overwrite: replace shards of `split` made from a different item list, and a
+            `dataset.json` of another dataset (other classes or kind).
         progress: show a tqdm progress bar.
         extra_summary: converter-specific entries added to the summary.
     """
+    if role not in dataset_info.ROLES:
+        raise ValueError(f"role must be one of {dataset_info.ROLES}, got {role!r}")
     items = sorted(items, key=lambda item: item.clip_id)
-    _check_items(items, split, len(class_names))
+    _check_items(items, split, len(dataset.class_names))
     os.makedirs(output_dir, exist_ok=True)
+    _check_dataset(output_dir, dataset, split, overwrite)
     shards = assign_shards(items, shard_mb)
     names = [shard_name(split, index, len(shards)) for index in range(len(shards))]
     manifest_path = os.path.join(output_dir, f"{split}-manifest.json")
+    # Leftovers of a killed run: a half-written shard, report or manifest.
+    for leftover in glob.glob(os.path.join(glob.escape(output_dir), f".tmp-{split}-*")):
+        os.remove(leftover)
     manifest = _open_manifest(manifest_path, output_dir, split,
                               _fingerprint(items, shard_mb), len(shards), overwrite)
-    # Leftovers of a killed run: a half-written shard, a half-written report or manifest.
-    for pattern in (f"{split}-*.partial", f"{split}-*.tmp[0-9]*"):
-        for leftover in glob.glob(os.path.join(glob.escape(output_dir), pattern)):
-            os.remove(leftover)
 
     pending = [index for index, name in enumerate(names)
                if not _shard_is_complete(manifest, output_dir, name)]
@@ -176,8 +310,11 @@ def convert_split(items, *, output_dir, split, class_names, shard_mb=DEFAULT_SHA
               "already complete", flush=True)
     _write_shards(shards, names, pending, output_dir, manifest, manifest_path, split,
                   num_workers, progress)
-    return _finish(manifest, names, output_dir, split, class_names, missing, skipped,
-                   extra_summary or {})
+    summary = _finish(manifest, names, output_dir, split, dataset.class_names, missing,
+                      skipped, extra_summary or {})
+    _record_split(output_dir, dataset, split, summary, manifest, role=role,
+                  cross_validation_folds=cross_validation_folds, overwrite=overwrite)
+    return summary
 
 
 def _check_items(items, split, num_classes):
@@ -215,11 +352,12 @@ def _open_manifest(path, output_dir, split, fingerprint, num_shards, overwrite):
         raise ConversionError(
             f"{output_dir} already holds split {split!r} ({what}): pass --overwrite to "
             "replace it, or choose another --output_dir")
+    _forget_split(output_dir, split)  # its shards are about to go
     for stale in existing:
         os.remove(stale)
     manifest = {"format": _MANIFEST_FORMAT, "split": split, "fingerprint": fingerprint,
                 "num_shards": num_shards, "completed": {}}
-    _atomic_write(path, json.dumps(manifest, indent=1))
+    atomic_write_text(path, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -250,7 +388,7 @@ def _write_shards(shards, names, pending, output_dir, manifest, manifest_path, s
         for index in pending:
             manifest["completed"][names[index]] = _write_one_shard(
                 shards[index], results, os.path.join(output_dir, names[index]), bar)
-            _atomic_write(manifest_path, json.dumps(manifest, indent=1))
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     finally:
         bar.close()
         if pool is not None:
@@ -259,27 +397,36 @@ def _write_shards(shards, names, pending, output_dir, manifest, manifest_path, s
 
 
 def _write_one_shard(items, results, path, bar):
-    """Writes one shard to `<path>.partial`, renames it, returns its manifest record."""
-    partial = path + ".partial"
-    written, duration, labels, skipped = 0, 0.0, collections.Counter(), []
-    with tf.io.TFRecordWriter(partial) as writer:
-        for item in items:
-            result = next(results)
-            bar.update()
-            if isinstance(result, Skipped):
-                skipped.append(dataclasses.astuple(result))
-                continue
-            waveform, original_sample_rate, clip_duration = result
-            writer.write(schema.encode_example(
-                waveform, item.clip_id, item.labels, original_sample_rate=original_sample_rate,
-                duration=clip_duration, fold=item.fold))
-            written += 1
-            duration += clip_duration
-            labels.update(item.labels)
-    os.replace(partial, path)
+    """Writes one shard atomically, returns its manifest record."""
+    written, duration, skipped, clipped = 0, 0.0, [], []
+    labels, folds, durations = (collections.Counter() for _ in range(3))
+    with atomic_path(path) as temporary:
+        with tf.io.TFRecordWriter(temporary) as writer:
+            for item in items:
+                result = next(results)
+                bar.update()
+                if isinstance(result, Skipped):
+                    skipped.append(dataclasses.astuple(result))
+                    continue
+                waveform, original_sample_rate, clip_duration, clipped_samples, peak = result
+                writer.write(schema.encode_example(
+                    waveform, item.clip_id, item.labels,
+                    original_sample_rate=original_sample_rate, duration=clip_duration,
+                    fold=item.fold))
+                written += 1
+                duration += clip_duration
+                labels.update(item.labels)
+                durations[f"{clip_duration:.1f}"] += 1
+                if item.fold != schema.NO_FOLD:
+                    folds[str(item.fold)] += 1
+                if clipped_samples:
+                    clipped.append((item.path, item.clip_id, clipped_samples, waveform.size,
+                                    round(peak, 4)))
     return {"records": written, "bytes": os.path.getsize(path), "duration_seconds": duration,
             "label_counts": {str(label): count for label, count in sorted(labels.items())},
-            "skipped": skipped}
+            "fold_counts": dict(sorted(folds.items())),
+            "duration_counts": dict(sorted(durations.items())),
+            "skipped": skipped, "clipped": clipped}
 
 
 def _worker_context():
@@ -292,7 +439,15 @@ def _worker_context():
 
 
 def _decode(item):
-    """Worker: (waveform, original_sample_rate, duration) or a `Skipped`."""
+    """Worker: `(waveform, original_sample_rate, duration, clipped_samples, peak)` or a
+    `Skipped`.
+
+    Samples beyond full scale (float files louder than 0 dBFS, or the overshoot of a
+    decoder or of resampling) are clipped to 16 bit when the clip is written, as by any
+    16-bit writer, and never rescaled (that would change the clip's level against the
+    others): `clipped_samples` counts them and `peak` is the largest magnitude, so that
+    the summary and `<split>-clipped.csv` report every clip concerned.
+    """
     try:
         audio = load_audio(item.path, schema.SAMPLE_RATE)
     except AudioDecodeError as error:
@@ -308,14 +463,18 @@ def _decode(item):
             rate = schema.SAMPLE_RATE
             waveform = waveform[round(start * rate):round(end * rate)]
             duration = min(end, duration) - start
-    return waveform, audio.original_sample_rate, duration
+    scaled = np.round(waveform * 32767.0)  # as schema.encode_example writes it
+    clipped = int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
+    peak = float(np.max(np.abs(waveform))) if waveform.size else 0.0
+    return waveform, audio.original_sample_rate, duration, clipped, peak
 
 
 def _finish(manifest, names, output_dir, split, class_names, missing, pre_skipped, extra):
-    """Writes the skipped/missing reports and the summary, prints it, returns it."""
+    """Writes the skipped/missing/clipped reports and the summary, prints it, returns it."""
     records = [manifest["completed"][name] for name in names]
     skipped = [dataclasses.astuple(entry) for entry in pre_skipped]
     skipped += [tuple(entry) for record in records for entry in record["skipped"]]
+    clipped = [tuple(entry) for record in records for entry in record.get("clipped", [])]
     label_counts = np.zeros(len(class_names), dtype=np.int64)
     for record in records:
         for label, count in record["label_counts"].items():
@@ -323,11 +482,13 @@ def _finish(manifest, names, output_dir, split, class_names, missing, pre_skippe
     by_reason = collections.Counter(entry[2] for entry in skipped)
     missing = sorted(missing)
 
-    skipped_path = os.path.join(output_dir, f"{split}-skipped.csv")
-    missing_path = os.path.join(output_dir, f"{split}-missing.txt")
-    _atomic_write(skipped_path, _csv_text([("path", "clip_id", "reason", "message"),
-                                           *skipped]))
-    _atomic_write(missing_path, "".join(f"{clip_id}\n" for clip_id in missing))
+    paths = {report: os.path.join(output_dir, f"{split}-{report}")
+             for report in ("skipped.csv", "missing.txt", "clipped.csv", "summary.json")}
+    atomic_write_text(paths["skipped.csv"], _csv_text(
+        [("path", "clip_id", "reason", "message"), *skipped]))
+    atomic_write_text(paths["missing.txt"], "".join(f"{clip_id}\n" for clip_id in missing))
+    atomic_write_text(paths["clipped.csv"], _csv_text(
+        [("path", "clip_id", "clipped_samples", "samples", "peak"), *clipped]))
     summary = {
         "split": split,
         "num_shards": len(names),
@@ -336,16 +497,19 @@ def _finish(manifest, names, output_dir, split, class_names, missing, pre_skippe
         "skipped": sum(by_reason.values()),
         "skipped_by_reason": dict(sorted(by_reason.items())),
         "missing": len(missing),
+        "clipped": {"clips": len(clipped),
+                    "samples": sum(entry[2] for entry in clipped)},
         "total_duration_seconds": sum(record["duration_seconds"] for record in records),
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "label_counts": label_counts.tolist(),
-        "skipped_report": os.path.basename(skipped_path),
-        "missing_report": os.path.basename(missing_path),
+        "clips_per_fold": _sum_counts(record.get("fold_counts", {}) for record in records),
+        "skipped_report": os.path.basename(paths["skipped.csv"]),
+        "missing_report": os.path.basename(paths["missing.txt"]),
+        "clipped_report": os.path.basename(paths["clipped.csv"]),
         **extra,
     }
-    _atomic_write(os.path.join(output_dir, f"{split}-summary.json"),
-                  json.dumps(summary, indent=1))
+    atomic_write_text(paths["summary.json"], json.dumps(summary, indent=1))
 
     reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(by_reason.items()))
     print(f"[{split}] wrote {summary['clips_written']} clips "
@@ -353,26 +517,164 @@ def _finish(manifest, names, output_dir, split, class_names, missing, pre_skippe
           f"{output_dir}; skipped {summary['skipped']}" + (f" ({reasons})" if reasons else "")
           + f"; missing {len(missing)}", flush=True)
     if skipped:
-        print(f"[{split}] skipped files and reasons: {skipped_path}", flush=True)
+        print(f"[{split}] skipped files and reasons: {paths['skipped.csv']}", flush=True)
     if missing:
-        print(f"[{split}] clips without an audio file: {missing_path}", flush=True)
+        print(f"[{split}] clips without an audio file: {paths['missing.txt']}", flush=True)
+    if clipped:
+        worst = max(clipped, key=lambda entry: entry[2] / max(entry[3], 1))
+        print(f"[{split}] {len(clipped)} clips exceed full scale: "
+              f"{summary['clipped']['samples']} samples clipped to 16 bit (worst: "
+              f"{worst[1]}, {worst[2] / max(worst[3], 1):.0%} of its samples, peak "
+              f"{worst[4]:g}); see {paths['clipped.csv']}", flush=True)
     return summary
+
+
+def _sum_counts(counters):
+    total = collections.Counter()
+    for counts in counters:
+        total.update(counts)
+    return {key: total[key] for key in sorted(total, key=float)}
+
+
+@contextlib.contextmanager
+def _dataset_lock(output_dir):
+    """Holds an exclusive lock on `output_dir` (runs converting other splits of one dataset
+    at the same time update `dataset.json` in turn)."""
+    descriptor = os.open(output_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _read_dataset_manifest(output_dir, split):
+    """The content of `<output_dir>/dataset.json`; for a folder converted before it existed,
+    built from the summaries of the splits there other than `split` (which is being
+    converted); None if there is nothing."""
+    path = os.path.join(output_dir, dataset_info.DATASET_FILE)
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConversionError(
+                f"{path} is damaged ({error}): delete it and convert every split of "
+                f"{output_dir} again (converted shards are kept)") from None
+    try:
+        info = dataset_info.DatasetInfo.load(output_dir)
+    except FileNotFoundError:
+        return None
+    except dataset_info.DatasetInfoError as error:
+        raise ConversionError(str(error)) from None
+    splits = {}
+    for name, other in info.splits.items():
+        if name == split:
+            continue
+        if None in other.num_bytes:  # no record of its shards: cannot be described
+            print(f"note: {output_dir}: split {name!r} has no {name}-manifest.json; convert "
+                  f"it again to list it in {dataset_info.DATASET_FILE}", flush=True)
+            continue
+        splits[name] = {
+            "role": other.role, "num_clips": other.num_clips,
+            "clips_per_fold": {str(fold): count
+                               for fold, count in info.clips_per_fold(name).items()},
+            "cross_validation_folds": list(other.cross_validation_folds),
+            "shards": [{"file": os.path.basename(shard.path), "bytes": shard.num_bytes,
+                        "records": shard.num_records} for shard in other.shards],
+            "converter": {"command": other.command, "version": None}}
+    return {"format": dataset_info.FORMAT, "name": info.name, "kind": info.kind,
+            "class_names": list(info.class_names), "multi_label": info.multi_label,
+            "clip_seconds": info.clip_seconds, "splits": splits}
+
+
+def _check_dataset(output_dir, dataset, split, overwrite):
+    """Stops before any work when `output_dir` holds another dataset (other classes, kind or
+    labelling), unless `overwrite`."""
+    with _dataset_lock(output_dir):
+        content = _read_dataset_manifest(output_dir, split)
+    if content is None or overwrite:
+        return
+    differences = [key for key, value in (("kind", dataset.kind),
+                                          ("class_names", list(dataset.class_names)),
+                                          ("multi_label", dataset.multi_label))
+                   if content.get(key) != value]
+    if differences:
+        raise ConversionError(
+            f"{output_dir} holds another dataset ({content.get('name')!r}, of other "
+            f"{' and '.join(differences)}): pass --overwrite to replace it, or choose "
+            "another --output_dir")
+
+
+def _forget_split(output_dir, split):
+    """Drops `split` from `dataset.json` (its shards are about to be replaced)."""
+    path = os.path.join(output_dir, dataset_info.DATASET_FILE)
+    with _dataset_lock(output_dir):
+        if not os.path.exists(path):
+            return
+        content = _read_dataset_manifest(output_dir, split)
+        if content.get("splits", {}).pop(split, None) is not None:
+            atomic_write_text(path, json.dumps(content, indent=1) + "\n")
+
+
+def _record_split(output_dir, dataset, split, summary, manifest, *, role,
+                  cross_validation_folds, overwrite):
+    """Adds (or replaces) `split` in `dataset.json`, keeping the other splits."""
+    path = os.path.join(output_dir, dataset_info.DATASET_FILE)
+    converter = {"command": dataset.command, "version": keras_astpe.__version__,
+                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                     timespec="seconds")}
+    records = [manifest["completed"][name] for name in summary["shards"]]
+    entry = {
+        "role": role,
+        "num_clips": summary["clips_written"],
+        "clips_per_fold": summary["clips_per_fold"],
+        "cross_validation_folds": list(cross_validation_folds),
+        "skipped": summary["skipped"],
+        "missing": summary["missing"],
+        "clipped_clips": summary["clipped"]["clips"],
+        "total_duration_seconds": summary["total_duration_seconds"],
+        "duration_counts": _sum_counts(record.get("duration_counts", {})
+                                       for record in records),
+        "shards": [{"file": name, "bytes": record["bytes"], "records": record["records"]}
+                   for name, record in zip(summary["shards"], records, strict=True)],
+        "summary": f"{split}-summary.json",
+        "converter": converter,
+    }
+    with _dataset_lock(output_dir):
+        for leftover in glob.glob(os.path.join(glob.escape(output_dir),
+                                               f".tmp-{dataset_info.DATASET_FILE}-*")):
+            os.remove(leftover)  # only a killed run leaves one: writers hold the lock
+        content = _read_dataset_manifest(output_dir, split) or {}
+        if overwrite and (content.get("kind"), content.get("class_names")) != (
+                dataset.kind, list(dataset.class_names)):
+            content = {}  # --overwrite replaces another dataset
+        splits = content.get("splits", {})
+        splits[split] = entry
+        content = {"format": dataset_info.FORMAT, "name": dataset.name, "kind": dataset.kind,
+                   "class_names": list(dataset.class_names),
+                   "multi_label": dataset.multi_label,
+                   "clip_seconds": _clip_seconds(dataset, splits.values()),
+                   "sample_rate": schema.SAMPLE_RATE, "converter": converter,
+                   "splits": dict(sorted(splits.items()))}
+        atomic_write_text(path, json.dumps(content, indent=1) + "\n")
+
+
+def _clip_seconds(dataset, splits):
+    """The nominal clip length: given, or the most common clip duration (to 0.1 s; the
+    longer one on a tie) of the splits."""
+    if dataset.clip_seconds is not None:
+        return float(dataset.clip_seconds)
+    counts = _sum_counts(split.get("duration_counts", {}) for split in splits)
+    if not counts:
+        return 0.0
+    return float(max(counts, key=lambda duration: (counts[duration], float(duration))))
 
 
 def _csv_text(rows):
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     return text.getvalue()
-
-
-def _atomic_write(path, text):
-    """Writes a text file through a temporary name, so it is never seen half written."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 def define_common_flags():

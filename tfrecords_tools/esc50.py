@@ -6,39 +6,42 @@ Reads `meta/esc50.csv` (filename, fold, target, category, esc10, src_file, take)
 `audio/<filename>` (44.1 kHz mono WAV, 5 s). Labels are the `target` column; the folds are
 kept in the `fold` field, which the training pipeline filters on for the 5-fold
 cross-validation, so one split serves every fold. Writes `esc50-*.tfrecord`, the reports of
-`tfrecords_tools.common` and `classes.csv` (index, category). Rows whose audio file does
-not exist are listed in `esc50-missing.txt`.
+`tfrecords_tools.common`, `classes.csv` (index, category) and `dataset.json`: single-label,
+5 s clips, the split `esc50` of role `train` with folds 1-5 as cross-validation folds and
+its clips per fold. Rows whose audio file does not exist are listed in `esc50-missing.txt`;
+a row with too few or too many fields, or a fold other than 1-5, is an error naming the
+line.
 """
 
-import csv
 import os
 import sys
 
 from absl import app, flags
 
+from keras_astpe.data import dataset_info
 from tfrecords_tools import common
 
 SPLIT = "esc50"
-CLIP_SECONDS = 5.0
+CLIP_SECONDS = dataset_info.NOMINAL_CLIP_SECONDS["esc50"]
+FOLDS = dataset_info.ESC50_FOLDS
 _COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 
 
 def read_metadata(csv_path):
-    """Rows of `meta/esc50.csv` as dicts, with `fold` and `target` as ints."""
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        absent = [column for column in _COLUMNS if column not in (reader.fieldnames or ())]
-        if absent:
-            raise common.ConversionError(f"{csv_path}: missing columns {absent}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                row["fold"], row["target"] = int(row["fold"]), int(row["target"])
-            except ValueError:
-                raise common.ConversionError(
-                    f"{csv_path}:{line}: fold and target must be integers, got "
-                    f"{row['fold']!r}, {row['target']!r}") from None
-            rows.append(row)
+    """Rows of `meta/esc50.csv` as dicts, with `fold` (1..5) and `target` as ints."""
+    rows = []
+    for line, row in common.read_csv(csv_path, _COLUMNS):
+        try:
+            row["fold"], row["target"] = int(row["fold"]), int(row["target"])
+        except ValueError:
+            raise common.ConversionError(
+                f"{csv_path}:{line}: fold and target must be integers, got "
+                f"{row['fold']!r}, {row['target']!r}") from None
+        if row["fold"] not in FOLDS:
+            raise common.ConversionError(
+                f"{csv_path}:{line}: fold {row['fold']} of {row['filename']!r} is not one of "
+                f"the ESC-50 folds {FOLDS[0]}-{FOLDS[-1]}")
+        rows.append(row)
     return rows
 
 
@@ -79,9 +82,15 @@ def convert_esc50(input_dir, output_dir, *, shard_mb=common.DEFAULT_SHARD_MB, nu
                                      expected_seconds=CLIP_SECONDS))
     os.makedirs(output_dir, exist_ok=True)
     common.write_classes_csv(os.path.join(output_dir, "classes.csv"), names)
+    dataset = common.DatasetDescription(
+        name="esc50", kind="esc50", class_names=tuple(names), multi_label=False,
+        clip_seconds=CLIP_SECONDS, command=common.command_line(
+            "tfrecords_tools.esc50", input_dir=input_dir, output_dir=output_dir,
+            shard_mb=shard_mb))
     return common.convert_split(
-        items, output_dir=output_dir, split=SPLIT, class_names=names, shard_mb=shard_mb,
-        num_workers=num_workers, missing=missing, overwrite=overwrite, progress=progress,
+        items, output_dir=output_dir, split=SPLIT, role="train", dataset=dataset,
+        cross_validation_folds=FOLDS, shard_mb=shard_mb, num_workers=num_workers,
+        missing=missing, overwrite=overwrite, progress=progress,
         extra_summary={"folds": sorted({row["fold"] for row in rows})})
 
 

@@ -9,7 +9,14 @@ class; `clip_id` is its path relative to `--input_dir` with `/` separators, the 
 `validation_list.txt` and `testing_list.txt`. The clips listed there form the `validation`
 and `test` splits, all others `train`; a list file that does not exist means that split is
 not written. Listed clips without a file are reported in `<split>-missing.txt`. Also writes
-`classes.csv` (index, category).
+`classes.csv` (index, category) and `dataset.json`: single-label, the splits with their
+roles (`train`, `validation`, `test`), and the nominal clip length: `--clip_seconds` when
+given, else the most common clip duration (to 0.1 s).
+
+Symlinks are followed, each real file and folder once: a file reached again (a second link
+to it, possibly from another class) is not a second clip but skipped, reported in
+`train-skipped.csv` (reason `same_file`), and a folder reached again (a symlink loop) is
+not walked again; both are printed and counted in the summaries (`symlink_repeats`).
 """
 
 import os
@@ -20,7 +27,8 @@ from absl import app, flags
 from tfrecords_tools import common
 
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
-DEFAULT_CLIP_SECONDS = 1.0
+# Sizes the shards when --clip_seconds is not given (Speech Commands' clips last 1 s).
+PLANNING_CLIP_SECONDS = 1.0
 
 
 def find_classes(input_dir):
@@ -34,29 +42,49 @@ def find_classes(input_dir):
 
 def read_list(path):
     """Relative clip paths of a split list file (one per line, `/` separators), deduplicated."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         return list(dict.fromkeys(line.strip() for line in f if line.strip()))
 
 
-def convert_folder(input_dir, output_dir, *, clip_seconds=DEFAULT_CLIP_SECONDS,
+def convert_folder(input_dir, output_dir, *, clip_seconds=None,
                    shard_mb=common.DEFAULT_SHARD_MB, num_workers=None, overwrite=False,
                    progress=True):
-    """Converts a class-per-folder dataset; returns {split: summary}."""
+    """Converts a class-per-folder dataset; returns {split: summary}.
+
+    `clip_seconds`: the nominal clip length for `dataset.json`, also used to plan the shard
+    sizes; None derives it from the clips (the most common duration).
+    """
     if not os.path.isdir(input_dir):
         raise common.ConversionError(f"{input_dir} is not a folder")
     classes = find_classes(input_dir)
-    clips = {}
+    clips, same_file, seen, repeated_folders = {}, [], {}, []
+    common.register_tree(input_dir, seen)  # a file belongs to the folder it really is in
     for label, name in enumerate(classes):
-        class_dir = os.path.join(input_dir, name)
-        for folder, subfolders, files in os.walk(class_dir, followlinks=True):
-            subfolders.sort()
-            for file_name in sorted(files):
-                if common.is_audio_file(file_name):
-                    path = os.path.join(folder, file_name)
-                    clip_id = os.path.relpath(path, input_dir).replace(os.sep, "/")
-                    clips[clip_id] = common.WorkItem(
-                        path=os.path.abspath(path), clip_id=clip_id, labels=(label,),
-                        expected_seconds=clip_seconds)
+        files, repeats = common.walk_files(os.path.join(input_dir, name), seen)
+        for path, first in repeats:
+            if os.path.isdir(path):
+                repeated_folders.append((path, first))
+            elif common.is_audio_file(os.path.basename(path)):
+                same_file.append(common.Skipped(
+                    os.path.abspath(path), _clip_id(path, input_dir), "same_file",
+                    f"the same file as {_clip_id(first, input_dir)} (reached through a "
+                    "symlink): taken once"))
+        for path in files:
+            if common.is_audio_file(os.path.basename(path)):
+                clip_id = _clip_id(path, input_dir)
+                clips[clip_id] = common.WorkItem(
+                    path=os.path.abspath(path), clip_id=clip_id, labels=(label,),
+                    expected_seconds=clip_seconds or PLANNING_CLIP_SECONDS)
+    repeats = [(_clip_id(path, input_dir), _clip_id(first, input_dir))
+               for path, first in repeated_folders]
+    if repeats:
+        print(f"note: {len(repeats)} folders under {input_dir} are reached again through a "
+              f"symlink (a loop, or a second link) and walked once: "
+              + ", ".join(f"{path} -> {first}" for path, first in repeats[:3]), flush=True)
+    if same_file:
+        print(f"note: {len(same_file)} audio files are reached again through a symlink and "
+              f"taken once (listed in train-skipped.csv), e.g. {same_file[0].clip_id}",
+              flush=True)
 
     listed = {}
     for split, file_name in LIST_FILES.items():
@@ -72,17 +100,31 @@ def convert_folder(input_dir, output_dir, *, clip_seconds=DEFAULT_CLIP_SECONDS,
                 f"{len(both)} clips are in both {LIST_FILES['validation']} and "
                 f"{LIST_FILES['test']}, e.g. {sorted(both)[0]}")
     assigned = {clip_id for ids in listed.values() for clip_id in ids}
-    members = {"train": ([clips[c] for c in clips if c not in assigned], [])}
+    members = {"train": ([clips[c] for c in clips if c not in assigned], [], same_file)}
     for split, ids in listed.items():
         members[split] = ([clips[c] for c in ids if c in clips],
-                          [c for c in ids if c not in clips])
+                          [c for c in ids if c not in clips], [])
 
     os.makedirs(output_dir, exist_ok=True)
     common.write_classes_csv(os.path.join(output_dir, "classes.csv"), classes)
+    dataset = common.DatasetDescription(
+        name=os.path.basename(os.path.abspath(input_dir)), kind="folder",
+        class_names=tuple(classes), multi_label=False, clip_seconds=clip_seconds,
+        command=common.command_line("tfrecords_tools.folder", input_dir=input_dir,
+                                    output_dir=output_dir, clip_seconds=clip_seconds,
+                                    shard_mb=shard_mb))
+    extra = {"symlink_repeats": {"folders": [list(pair) for pair in repeats],
+                                 "files": len(same_file)}}
     return {split: common.convert_split(
-        items, output_dir=output_dir, split=split, class_names=classes, shard_mb=shard_mb,
-        num_workers=num_workers, missing=missing, overwrite=overwrite, progress=progress)
-        for split, (items, missing) in members.items()}
+        items, output_dir=output_dir, split=split, role=split, dataset=dataset,
+        shard_mb=shard_mb, num_workers=num_workers, missing=missing, skipped=skipped,
+        overwrite=overwrite, progress=progress, extra_summary=extra)
+        for split, (items, missing, skipped) in members.items()}
+
+
+def _clip_id(path, input_dir):
+    """A clip's id: its path relative to `input_dir`, with `/` separators."""
+    return os.path.relpath(path, input_dir).replace(os.sep, "/")
 
 
 def main(argv):
@@ -101,8 +143,9 @@ if __name__ == "__main__":
     flags.DEFINE_string("input_dir", None, "Folder with one sub-folder of audio files per "
                         "class, and optionally validation_list.txt and testing_list.txt.",
                         required=True)
-    flags.DEFINE_float("clip_seconds", DEFAULT_CLIP_SECONDS, "Typical clip duration in "
-                       "seconds, used only to plan the shard sizes (Speech Commands: 1).")
+    flags.DEFINE_float("clip_seconds", None, "Nominal clip duration in seconds, recorded in "
+                       "dataset.json and used to plan the shard sizes (default: the most "
+                       "common duration of the clips).", lower_bound=0.001)
     common.define_common_flags()
     flags.adopt_module_key_flags(common)
     app.run(main)

@@ -12,6 +12,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from keras_astpe.data import schema
+from keras_astpe.data.dataset_info import DatasetInfo
 from tfrecords_tools import audioset, common
 
 pytestmark = pytest.mark.backend_agnostic
@@ -192,3 +193,58 @@ def test_cli(tmp_path, audioset_dir):
     assert "[eval] wrote 2 clips" in result.stdout
     assert sorted(_records(output, "eval")) == ["-evalClip01", "-evalClip02"]
     assert not (output / "balanced_train-summary.json").exists()
+
+
+def test_splits_converted_in_separate_runs_accumulate_in_dataset_json(tmp_path,
+                                                                       audioset_dir):
+    output = tmp_path / "out"
+    for split in ("eval", "balanced_train"):
+        audioset.convert_audioset(str(audioset_dir), str(output), splits=[split],
+                                  audio_dir=str(audioset_dir / "audio"), num_workers=1,
+                                  progress=False)
+    info = DatasetInfo.load(output)
+    assert (info.kind, info.multi_label, info.clip_seconds, info.num_classes) == (
+        "audioset", True, 10.0, 527)
+    assert info.class_names[481] == "Beep, bleep"
+    assert info.splits_with_role("train") == ["balanced_train"]
+    assert info.splits_with_role("eval") == ["eval"]
+    assert (info.num_clips("eval"), info.num_clips("balanced_train")) == (2, 7)
+    assert "--splits=balanced_train" in info.splits["balanced_train"].command
+    assert "--splits=eval" in info.splits["eval"].command
+    for split in ("eval", "balanced_train"):
+        paths = info.split_files(split)
+        assert info.splits[split].num_bytes == [os.path.getsize(p) for p in paths]
+        assert sum(info.splits[split].num_records) == info.num_clips(split)
+    with pytest.raises(FileNotFoundError, match=r"--splits=unbalanced_train"):
+        info.split_files("unbalanced_train")
+
+
+def test_a_byte_order_mark_is_read_as_such(tmp_path, audioset_dir):
+    for name in ("class_labels_indices.csv", "eval_segments.csv"):
+        path = audioset_dir / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    summaries = audioset.convert_audioset(str(audioset_dir), str(tmp_path / "out"),
+                                          splits=["eval"], num_workers=1, progress=False)
+    assert summaries["eval"]["clips_written"] == 2
+    assert audioset.read_class_labels(audioset_dir / "class_labels_indices.csv")[0] == (
+        0, "/m/09x0r", "Speech")
+
+
+def test_a_row_with_too_few_fields_is_an_error_naming_the_line(audioset_dir):
+    path = audioset_dir / "class_labels_indices.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = "2,/m/02zsn\n"
+    path.write_text("".join(lines))
+    with pytest.raises(common.ConversionError,
+                       match=r"class_labels_indices\.csv:4: 2 fields, the header has 3 "
+                             r"\(index,mid,display_name\)"):
+        audioset.read_class_labels(path)
+
+
+def test_a_symlink_loop_is_followed_once(audioset_dir, capsys):
+    audio = audioset_dir / "audio"
+    (audio / "eval" / "loop").symlink_to(audio, target_is_directory=True)
+    files, _ = audioset.index_audio_files(audio, set(EVAL))
+    assert sorted(os.path.basename(f.path) for f in files["-evalClip02"]) == [
+        "-evalClip02.flac", "-evalClip02.wav"]
+    assert "reached again through a symlink" in capsys.readouterr().out

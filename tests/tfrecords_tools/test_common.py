@@ -1,6 +1,7 @@
 """convert_split: sharding, parallel decoding, skip reports, summary, resuming, overwrite."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -16,6 +17,9 @@ pytestmark = pytest.mark.backend_agnostic
 
 CLASSES = ["tone", "noise", "silence"]
 SPLIT = "train"
+DATASET = common.DatasetDescription(name="test", kind="folder", class_names=tuple(CLASSES),
+                                    multi_label=False, clip_seconds=None,
+                                    command="python -m tfrecords_tools.folder --input_dir=x")
 
 
 def _read_split(output_dir, split=SPLIT):
@@ -67,9 +71,9 @@ def dataset(tmp_path):
 
 
 def _convert(items, output_dir, **kwargs):
-    kwargs = {"shard_mb": 0.1, "num_workers": 2, "progress": False, **kwargs}
-    return common.convert_split(items, output_dir=str(output_dir), split=SPLIT,
-                                class_names=CLASSES, **kwargs)
+    kwargs = {"shard_mb": 0.1, "num_workers": 2, "progress": False, "split": SPLIT,
+              "role": "train", "dataset": DATASET, **kwargs}
+    return common.convert_split(items, output_dir=str(output_dir), **kwargs)
 
 
 def test_assign_shards_is_deterministic_and_sized():
@@ -90,9 +94,9 @@ def test_convert_writes_shards_reports_and_summary(tmp_path, dataset):
                        skipped=[common.Skipped("x.wav", "x", "no_known_labels", "no label")])
     assert summary["num_shards"] == 5
     assert sorted(os.listdir(output)) == sorted(
-        [common.shard_name(SPLIT, i, 5) for i in range(5)]
+        [common.shard_name(SPLIT, i, 5) for i in range(5)] + ["dataset.json"]
         + [f"{SPLIT}-{name}" for name in ("manifest.json", "missing.txt", "skipped.csv",
-                                          "summary.json")])
+                                          "clipped.csv", "summary.json")])
     summary, records = _read_split(output)
     assert sorted(records) == [f"clip{i:02d}" for i in range(12)]
     assert summary["clips_written"] == 12
@@ -148,15 +152,15 @@ def test_resume_after_a_killed_run(tmp_path, dataset):
     del manifest["completed"][lost]
     manifest_path.write_text(json.dumps(manifest))
     (output / lost).unlink()
-    (output / (lost + ".partial")).write_bytes(complete[lost][:100])
-    (output / f"{SPLIT}-manifest.json.tmp4242").write_text('{"half": ')
+    (output / f".tmp-{lost}-x1y2z3.tfrecord").write_bytes(complete[lost][:100])
+    (output / f".tmp-{SPLIT}-manifest.json-a1b2c3.json").write_text('{"half": ')
     # A shard file cut short after the manifest recorded it is not trusted either.
     (output / truncated).write_bytes(complete[truncated][:-10])
     before = _shard_stats(output)
 
     summary = _convert(dataset, output)
     after = _shard_stats(output)
-    assert not list(output.glob("*.partial")) and not list(output.glob("*.tmp*"))
+    assert not list(output.glob(".tmp*"))
     assert {name for name in after if after[name] != before.get(name)} == {lost, truncated}
     assert {name: (output / name).read_bytes() for name in after} == complete
     assert summary["clips_written"] == 12 and summary["skipped"] == 3
@@ -224,3 +228,101 @@ def test_class_lists_round_trip(tmp_path):
     real = os.path.join(os.path.dirname(schema.__file__), "audioset_class_labels_indices.csv")
     audioset = common.read_class_names(real)
     assert len(audioset) == 527 and audioset[1] == "Male speech, man speaking"
+
+
+def test_samples_beyond_full_scale_are_clipped_and_reported(tmp_path, capsys):
+    """A float WAV at twice full scale (two thirds of its samples clipped) and one just
+    over."""
+    t = np.arange(16000) / 16000
+    loud = (2.0 * np.sin(2 * np.pi * 100 * t)).astype(np.float32)
+    sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
+    slightly = np.full(16000, 0.5, np.float32)
+    slightly[[10, 20]] = 1.01
+    sf.write(tmp_path / "slightly.wav", slightly, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "clean.wav", 0.25 * loud, 16000, subtype="FLOAT")
+    items = [common.WorkItem(str(tmp_path / f"{name}.wav"), name, (0,), expected_seconds=1.0)
+             for name in ("loud", "slightly", "clean")]
+    summary = _convert(items, tmp_path / "out", num_workers=1)
+    expected = int(np.count_nonzero(np.abs(np.round(loud * 32767.0)) > 32767))
+    assert 0.6 < expected / loud.size < 0.7
+    assert summary["clipped"] == {"clips": 2, "samples": expected + 2}
+    with open(tmp_path / "out" / f"{SPLIT}-clipped.csv", newline="") as f:
+        rows = {row["clip_id"]: row for row in csv.DictReader(f)}
+    assert sorted(rows) == ["loud", "slightly"]
+    assert int(rows["loud"]["clipped_samples"]) == expected
+    assert int(rows["loud"]["samples"]) == 16000
+    assert float(rows["loud"]["peak"]) == pytest.approx(2.0, abs=1e-3)
+    assert rows["slightly"]["clipped_samples"] == "2"
+    printed = capsys.readouterr().out
+    assert f"2 clips exceed full scale: {expected + 2} samples clipped to 16 bit (worst: " \
+           f"loud, 66% of its samples, peak 2)" in printed
+    _, records = _read_split(tmp_path / "out")
+    assert np.abs(records["loud"]["waveform"]).max() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_dataset_json_accumulates_splits_and_refuses_another_dataset(tmp_path, dataset):
+    output = tmp_path / "out"
+    _convert(dataset[:4], output)
+    _convert(dataset[4:8], output, split="eval", role="eval")
+    content = json.loads((output / "dataset.json").read_text())
+    assert sorted(content["splits"]) == ["eval", "train"]
+    assert (content["splits"]["eval"]["role"], content["splits"]["eval"]["num_clips"]) == (
+        "eval", 4)
+    assert content["clip_seconds"] == 1.0 and content["class_names"] == CLASSES
+    other = dataclasses.replace(DATASET, class_names=("x", "y", "z"))
+    with pytest.raises(common.ConversionError,
+                       match=r"holds another dataset \('test', of other class_names\): pass "
+                             r"--overwrite"):
+        _convert(dataset[:4], output, dataset=other)
+    _convert(dataset[:4], output, dataset=other, overwrite=True)
+    content = json.loads((output / "dataset.json").read_text())
+    assert list(content["splits"]) == ["train"] and content["class_names"] == ["x", "y", "z"]
+
+
+def test_a_split_converted_again_from_other_items_leaves_dataset_json(tmp_path, dataset,
+                                                                     monkeypatch):
+    """Its old shards are deleted: dataset.json lists it again only once it is complete."""
+    output = tmp_path / "out"
+    _convert(dataset[:4], output)
+    _convert(dataset[4:6], output, split="eval", role="eval")
+    decode = common._decode
+
+    def killed(item):
+        if item.clip_id == "clip03":
+            raise KeyboardInterrupt
+        return decode(item)
+
+    monkeypatch.setattr(common, "_decode", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _convert(dataset[:6], output, overwrite=True, num_workers=1)
+    assert sorted(json.loads((output / "dataset.json").read_text())["splits"]) == ["eval"]
+    monkeypatch.setattr(common, "_decode", decode)
+    _convert(dataset[:6], output, overwrite=True)
+    splits = json.loads((output / "dataset.json").read_text())["splits"]
+    assert sorted(splits) == ["eval", "train"] and splits["train"]["num_clips"] == 6
+
+
+def test_written_files_respect_the_umask(tmp_path, dataset):
+    previous = os.umask(0o022)
+    try:
+        _convert(dataset[:2], tmp_path / "out", num_workers=1)
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "out").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_read_csv_reads_a_byte_order_mark_and_names_short_rows(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_bytes(b"\xef\xbb\xbfname,value\r\na,1\r\n\r\n\"b,c\",2\r\n")
+    assert common.read_csv(path, ("name",)) == [(2, {"name": "a", "value": "1"}),
+                                                (4, {"name": "b,c", "value": "2"})]
+    path.write_text("name,value\na,1\nb\n")
+    with pytest.raises(common.ConversionError,
+                       match=r"table\.csv:3: 1 fields, the header has 2 \(name,value\)"):
+        common.read_csv(path, ("name",))
+    path.write_text("index,category\n0,dog\n1\n")
+    with pytest.raises(common.ConversionError, match=r"table\.csv:3: 1 fields, the header"):
+        common.read_class_names(path)
+    path.write_bytes(b"\xef\xbb\xbfindex,category\n0,dog\n1,cat\n")
+    assert common.read_class_names(path) == ["dog", "cat"]

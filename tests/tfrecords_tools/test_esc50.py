@@ -12,6 +12,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from keras_astpe.data import schema
+from keras_astpe.data.dataset_info import DatasetInfo
 from tfrecords_tools import common, esc50
 
 pytestmark = pytest.mark.backend_agnostic
@@ -86,7 +87,7 @@ def test_bad_metadata(tmp_path, esc50_dir):
     with pytest.raises(common.ConversionError, match="both"):
         esc50.convert_esc50(str(esc50_dir), str(tmp_path / "out"))
     csv_path.write_text("filename,fold,target\n")
-    with pytest.raises(common.ConversionError, match="missing columns"):
+    with pytest.raises(common.ConversionError, match=r"missing columns \['category', "):
         esc50.convert_esc50(str(esc50_dir), str(tmp_path / "out"))
 
 
@@ -109,3 +110,62 @@ def test_cli(tmp_path, esc50_dir):
                                cwd=ROOT, env=env, capture_output=True, text=True).stdout
     for flag in ("--input_dir", "--output_dir", "--shard_mb", "--num_workers", "overwrite"):
         assert flag in help_text
+
+
+# Written clips per fold: 3 per fold, less the corrupt clip of fold 2, the truncated clip of
+# fold 3 and the missing file of fold 5.
+CLIPS_PER_FOLD = {1: 3, 2: 2, 3: 2, 4: 3, 5: 2}
+
+
+def test_dataset_json_describes_the_cross_validation_split(tmp_path, esc50_dir):
+    output = tmp_path / "out"
+    esc50.convert_esc50(str(esc50_dir), str(output), num_workers=1, progress=False)
+    info = DatasetInfo.load(output)
+    assert (info.name, info.kind, info.multi_label, info.clip_seconds) == (
+        "esc50", "esc50", False, 5.0)
+    assert info.class_names == tuple(CATEGORIES)
+    split = info.splits["esc50"]
+    assert (split.role, split.cross_validation_folds) == ("train", (1, 2, 3, 4, 5))
+    assert info.clips_per_fold("esc50") == CLIPS_PER_FOLD
+    assert info.num_clips("esc50") == 12 and info.num_clips("esc50", folds=[2, 4]) == 5
+    assert split.command.startswith(f"python -m tfrecords_tools.esc50 --input_dir={esc50_dir}")
+
+
+def test_a_conversion_without_dataset_json_counts_its_folds(tmp_path, esc50_dir):
+    """As converted before dataset.json and the folds in the summary existed."""
+    output = tmp_path / "out"
+    esc50.convert_esc50(str(esc50_dir), str(output), num_workers=1, progress=False)
+    (output / "dataset.json").unlink()
+    summary = json.loads((output / "esc50-summary.json").read_text())
+    del summary["clips_per_fold"]
+    (output / "esc50-summary.json").write_text(json.dumps(summary))
+    info = DatasetInfo.load(output)
+    assert (info.kind, info.multi_label, info.clip_seconds) == ("esc50", False, 5.0)
+    assert info.splits["esc50"].cross_validation_folds == (1, 2, 3, 4, 5)
+    assert info.clips_per_fold("esc50") == CLIPS_PER_FOLD
+    # A new conversion into the folder writes dataset.json again.
+    esc50.convert_esc50(str(esc50_dir), str(output), num_workers=1, progress=False)
+    assert DatasetInfo.load(output).source.endswith("dataset.json")
+
+
+def test_excel_csv_with_a_byte_order_mark(tmp_path, esc50_dir):
+    csv_path = esc50_dir / "meta" / "esc50.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes().replace(b"\n", b"\r\n"))
+    summary = esc50.convert_esc50(str(esc50_dir), str(tmp_path / "out"), num_workers=1,
+                                  progress=False)
+    assert summary["clips_written"] == 12
+
+
+@pytest.mark.parametrize("row, message", [
+    ("1-100-A-0.wav,1,0,dog,True\n", r"esc50\.csv:3: 5 fields, the header has 7"),
+    ("1-100-A-0.wav,1,0,dog,True,100,A,extra\n", r"esc50\.csv:3: 8 fields, the header has 7"),
+    ("6-100-A-0.wav,6,0,dog,True,100,A\n",
+     r"esc50\.csv:3: fold 6 of '6-100-A-0\.wav' is not one of the ESC-50 folds 1-5"),
+    ("0-100-A-0.wav,0,0,dog,True,100,A\n", r"esc50\.csv:3: fold 0 "),
+])
+def test_bad_rows_are_errors_naming_the_line(tmp_path, esc50_dir, row, message):
+    csv_path = esc50_dir / "meta" / "esc50.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text(lines[0] + lines[1] + row + "".join(lines[2:]))
+    with pytest.raises(common.ConversionError, match=message):
+        esc50.convert_esc50(str(esc50_dir), str(tmp_path / "out"))

@@ -10,6 +10,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from keras_astpe.data import schema
+from keras_astpe.data.dataset_info import DatasetInfo
 from tfrecords_tools import common, folder
 
 pytestmark = pytest.mark.backend_agnostic
@@ -100,3 +101,50 @@ def test_cli(tmp_path, speech_commands):
     assert "[train] wrote 7 clips" in result.stdout
     assert "[validation] wrote 2 clips" in result.stdout
     assert len(_records(output, "test")) == 2
+
+
+def test_dataset_json_has_the_roles_and_the_clip_length(tmp_path, speech_commands):
+    output = tmp_path / "out"
+    folder.convert_folder(str(speech_commands), str(output), num_workers=1, progress=False)
+    info = DatasetInfo.load(output)
+    assert (info.name, info.kind, info.multi_label) == ("speech_commands_v0.02", "folder",
+                                                        False)
+    assert info.class_names == tuple(WORDS)
+    assert info.clip_seconds == 1.0  # the most common duration
+    assert [info.splits_with_role(role) for role in ("train", "validation", "test")] == [
+        ["train"], ["validation"], ["test"]]
+    assert [info.num_clips(split) for split in ("train", "validation", "test")] == [7, 2, 2]
+    assert info.clips_per_fold("train") == {}
+    given = tmp_path / "given"
+    folder.convert_folder(str(speech_commands), str(given), clip_seconds=2.5, num_workers=1,
+                          progress=False)
+    assert DatasetInfo.load(given).clip_seconds == 2.5
+    assert "--clip_seconds=2.5" in DatasetInfo.load(given).converter["command"]
+
+
+def test_symlinks_take_each_real_file_once_in_its_own_class(tmp_path, speech_commands,
+                                                            capsys):
+    """A folder linked into itself (a loop), a class folder linked into another class, and
+    a file linked into another class: every real file once, in the class it is in."""
+    (speech_commands / "yes" / "loop").symlink_to("..", target_is_directory=True)
+    (speech_commands / "no" / "up_too").symlink_to("../up", target_is_directory=True)
+    (speech_commands / "no" / "yes_copy.wav").symlink_to("../yes/00000002_nohash_0.wav")
+    summaries = folder.convert_folder(str(speech_commands), str(tmp_path / "out"),
+                                      num_workers=1, progress=False)
+    assert summaries["train"]["clips_written"] == 7  # as without the links
+    train = _records(tmp_path / "out", "train")
+    assert not any("loop" in clip or "up_too" in clip or "copy" in clip for clip in train)
+    assert summaries["train"]["symlink_repeats"] == {
+        "folders": [["no/up_too", "up"], ["yes/loop", "."]], "files": 1}
+    assert summaries["train"]["skipped_by_reason"] == {"same_file": 1, "unreadable": 1}
+    output = capsys.readouterr().out
+    assert "2 folders under" in output and "no/up_too -> up" in output
+    assert "1 audio files are reached again through a symlink" in output
+
+
+def test_split_lists_with_a_byte_order_mark(tmp_path, speech_commands):
+    path = speech_commands / "validation_list.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    summaries = folder.convert_folder(str(speech_commands), str(tmp_path / "out"),
+                                      num_workers=1, progress=False)
+    assert summaries["validation"]["clips_written"] == 2
