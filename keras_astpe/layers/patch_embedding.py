@@ -18,6 +18,10 @@ class PatchEmbedding(keras.layers.Layer):
     position of every token; flattening it row by row gives the paper's time-major order
     (token index = t * freq_patches + f). Frames past the last whole patch are dropped
     (a 5 s clip of 498 frames gives 15 patches of 32 frames; its last 18 frames are unused).
+    An input smaller than one patch is an error that says how many frames (mel bins) one
+    patch needs, on every backend, eagerly and compiled: checked in Python where the
+    shape is known while tracing, by an assertion in the graph where it is not (a
+    TensorFlow graph traced for any number of frames).
 
     Args:
         hidden_dim: width of each token.
@@ -41,22 +45,37 @@ class PatchEmbedding(keras.layers.Layer):
 
     def num_patches(self, frames, mel_bins):
         """Grid size `(time_patches, freq_patches)` for an input of this size."""
+        self._check_size(frames, mel_bins)
         time = (frames - self.patch_size[0]) // self.patch_stride[0] + 1
         freq = (mel_bins - self.patch_size[1]) // self.patch_stride[1] + 1
         return time, freq
+
+    def _needs(self, axis):
+        """What an input needs along frames (axis 0) or mel bins (axis 1), for errors."""
+        unit = ("frames", "mel bins")[axis]
+        return (f"Too few {unit}: the AST needs at least {self.patch_size[axis]} {unit} (one "
+                f"patch of {self.patch_size[0]} frames x {self.patch_size[1]} mel bins), got")
+
+    def _check_size(self, frames, mel_bins):
+        """Raises if a size known now (not None) is smaller than one patch."""
+        for axis, size in enumerate((frames, mel_bins)):
+            if size is not None and size < self.patch_size[axis]:
+                raise ValueError(f"{self._needs(axis)} {size}.")
 
     def build(self, input_shape):
         frames, mel_bins = input_shape[1], input_shape[2]
         if mel_bins is None:
             raise ValueError("PatchEmbedding needs a known number of mel bins.")
-        if mel_bins < self.patch_size[1] or (frames is not None and frames < self.patch_size[0]):
-            raise ValueError(
-                f"Input of {frames} frames x {mel_bins} mel bins is smaller than one patch "
-                f"{self.patch_size}."
-            )
+        self._check_size(frames, mel_bins)
         self.projection.build((None, frames, mel_bins, 1))
 
     def call(self, features):
+        frames, mel_bins = ops.shape(features)[1], ops.shape(features)[2]
+        if keras.backend.backend() == "tensorflow" and not isinstance(frames, int):
+            # A graph traced for any number of frames: the check runs with the graph.
+            features = _assert_at_least(features, frames, self.patch_size[0], self._needs(0))
+        else:
+            self._check_size(frames, mel_bins)
         return self.projection(ops.expand_dims(features, -1))
 
     def compute_output_shape(self, input_shape):
@@ -73,3 +92,15 @@ class PatchEmbedding(keras.layers.Layer):
             patch_stride=self.patch_stride,
         )
         return config
+
+
+def _assert_at_least(features, size, minimum, message):
+    """`features`, after a run-time check that `size >= minimum` (TensorFlow graphs only).
+
+    The error reads `message` followed by the size received.
+    """
+    import tensorflow as tf
+
+    check = tf.debugging.Assert(size >= minimum, [message, size])
+    with tf.control_dependencies([check]):
+        return tf.identity(features)

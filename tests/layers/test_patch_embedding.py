@@ -45,9 +45,60 @@ def test_overlapping_ast_patches():
     np.testing.assert_allclose(sums[0, 2, 3, 0], features[0, 20:36, 30:46].sum(), rtol=1e-5)
 
 
-def test_too_small_input_is_a_clear_error():
-    with pytest.raises(ValueError, match="smaller than one patch"):
-        PatchEmbedding(4, (32, 8))(np.zeros((1, 20, 64), "float32"))
+FEW_FRAMES = (r"Too few frames: the AST needs at least 32 frames \(one patch of 32 frames x 8 "
+              r"mel bins\), got {}")
+
+
+@pytest.mark.parametrize("frames", [20, 0])
+def test_too_few_frames_is_a_clear_error(frames):
+    layer = _patch_sum_layer((32, 8))  # built for any number of frames
+    with pytest.raises(ValueError, match=FEW_FRAMES.format(frames)):
+        layer(np.zeros((1, frames, 64), "float32"))
+    with pytest.raises(ValueError, match=FEW_FRAMES.format(frames)):
+        PatchEmbedding(4, (32, 8))(np.zeros((1, frames, 64), "float32"))
+    with pytest.raises(ValueError, match=FEW_FRAMES.format(frames)):
+        layer.num_patches(frames, 64)
+
+
+def test_too_few_mel_bins_is_a_clear_error():
+    message = (r"Too few mel bins: the AST needs at least 8 mel bins \(one patch of 32 frames x "
+               r"8 mel bins\), got 4\.")
+    with pytest.raises(ValueError, match=message):
+        PatchEmbedding(4, (32, 8))(np.zeros((1, 64, 4), "float32"))
+    with pytest.raises(ValueError, match=message):
+        PatchEmbedding(4, (32, 8)).num_patches(64, 4)
+
+
+def test_too_few_frames_in_a_compiled_function():
+    """jax.jit, torch.compile (symbolic frame count) and tf.function with a known frame
+    count check while tracing; a TensorFlow graph traced for any number of frames checks
+    when it runs."""
+    layer = _patch_sum_layer((32, 8))
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        with pytest.raises(ValueError, match=FEW_FRAMES.format(10)):
+            jax.jit(layer)(np.zeros((1, 10, 64), "float32"))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        traced = tf.function(layer)
+        with pytest.raises(ValueError, match=FEW_FRAMES.format(10)):
+            traced(np.zeros((1, 10, 64), "float32"))
+        any_length = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 64))])
+        assert any_length(np.zeros((1, 64, 64), "float32")).shape == (1, 2, 8, 1)
+        runtime = (r"assertion failed: \[Too few frames: the AST needs at least 32 frames "
+                   r"\(one patch of 32 frames x 8 mel bins\), got\] \[10\]")
+        with pytest.raises(tf.errors.InvalidArgumentError, match=runtime):
+            any_length(np.zeros((1, 10, 64), "float32"))
+    else:
+        import torch
+
+        compiled = torch.compile(layer, backend="eager", dynamic=True)
+        assert compiled(torch.zeros(1, 64, 64)).shape == (1, 2, 8, 1)
+        with pytest.raises(ValueError, match=FEW_FRAMES.format(10)):
+            compiled(torch.zeros(1, 10, 64))
 
 
 def test_config_round_trip():
