@@ -7,7 +7,16 @@ study, as Keras 3 layers and models for the TensorFlow, JAX and PyTorch backends
 tensorflow-io is deliberately not imported here (see README, "tensorflow-io").
 """
 
-from keras_astpe.models import PE_KINDS, PRESETS, ASTBackbone, ASTClassifier, get_preset
+import inspect
+
+from keras_astpe.models import (
+    PE_KINDS,
+    POSITION_ENCODINGS,
+    PRESETS,
+    ASTBackbone,
+    ASTClassifier,
+    get_preset,
+)
 
 __version__ = "0.1.0"
 
@@ -28,12 +37,21 @@ def build_model(pe, preset="ast-pe", num_classes=527, activation="sigmoid", **ov
         An `ASTClassifier` (a `keras.Model`); `model.backbone` is the `ASTBackbone`.
     """
     config = get_preset(preset)
-    unknown = set(overrides) - set(ASTBackbone.__init__.__code__.co_varnames)
+    unknown = set(overrides) - _backbone_arguments()
     if unknown:
-        raise TypeError(f"Unknown model arguments {sorted(unknown)}.")
+        raise TypeError(f"Unknown model arguments {sorted(unknown)}; expected any of "
+                        f"{sorted(_backbone_arguments())}.")
     config.update(overrides)
     backbone = ASTBackbone(position_encoding=pe, **config)
     return ASTClassifier(backbone, num_classes, activation=activation)
 
 
-__all__ = ["PE_KINDS", "PRESETS", "ASTBackbone", "ASTClassifier", "build_model", "get_preset"]
+def _backbone_arguments():
+    """The named arguments of `ASTBackbone` that `build_model` passes on."""
+    parameters = inspect.signature(ASTBackbone.__init__).parameters.values()
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            } - {"self", "position_encoding"}
+
+
+__all__ = ["PE_KINDS", "POSITION_ENCODINGS", "PRESETS", "ASTBackbone", "ASTClassifier",
+           "build_model", "get_preset"]

@@ -11,18 +11,12 @@ from keras_astpe.layers import (
     PositionEncodingGenerator,
     TransformerEncoderBlock,
 )
+from keras_astpe.layers.alibi import check_cls_blocking
+from keras_astpe.layers.relative_attention import ROW_ORDERS
 from keras_astpe.models.functional import FunctionalModel
+from keras_astpe.models.position_encodings import get_position_encoding
 
-# The seven rows of Table 1 of the paper.
-PE_KINDS = (
-    "none",
-    "absolute",
-    "alibi_2d",
-    "time_alibi",
-    "learned_relative",
-    "conditional",
-    "conditional_absolute",
-)
+_ALIBI_MODES = {"alibi_2d": "2d", "alibi_time": "time"}
 
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
@@ -30,16 +24,16 @@ class ASTBackbone(FunctionalModel):
     """Log-mel features `[batch, frames, mel_bins]` -> token states `[batch, 1 + T * F, dim]`.
 
     The data path, top to bottom: patches (`PatchEmbedding`, a `T x F` grid) -> absolute
-    position embeddings (`absolute`, `conditional_absolute`; frequency-only for
-    `time_alibi`) -> flatten to a time-major sequence -> prepend [CLS] -> LayerNorm ->
-    encoder blocks, whose attention carries ALiBi (`alibi_2d`, `time_alibi`) or learned
-    relative biases (`learned_relative`), with a PEG after each of the first
-    `num_peg_layers` blocks (`conditional`, `conditional_absolute`) -> final LayerNorm
-    (pre-norm only). State 0 is [CLS].
+    position embeddings (full grid or frequency-only) -> flatten to a time-major sequence
+    -> prepend [CLS] -> LayerNorm -> encoder blocks, whose attention may carry a position
+    bias (ALiBi or learned relative), with a PEG after each of the first `num_peg_layers`
+    blocks -> final LayerNorm (pre-norm only). State 0 is [CLS]. Which of these parts a
+    positional encoding uses is its `PositionEncoding` in `POSITION_ENCODINGS`.
 
-    Any number of frames is accepted: learned tables are sized by the training grid
-    (`num_frames`) and adapted to other lengths (see `AbsolutePositionEmbedding` and
-    `LearnedRelativeBias`).
+    Any number of frames from one patch up is accepted: learned tables are sized by the
+    training grid (`num_frames`) and adapted to other lengths (see
+    `AbsolutePositionEmbedding` and `LearnedRelativeBias`); fewer frames than one patch
+    are an error that says how many one patch needs.
 
     Args:
         position_encoding: one of `PE_KINDS`.
@@ -52,7 +46,13 @@ class ASTBackbone(FunctionalModel):
         num_peg_layers: blocks followed by a PEG in the conditional kinds (paper: 5).
         peg_cls_embedding: the first PEG also learns a [CLS] embedding.
         alibi_slopes: `"paper"` or `"code"` slope rule, see `alibi_slopes`.
-        alibi_block_cls: patches cannot attend to [CLS] in the ALiBi kinds (original code).
+        alibi_block_cls: heads in which patches cannot attend to [CLS] in the ALiBi kinds:
+            `"time_heads"` (the original code: in `alibi_2d` the time heads block it, the
+            frequency heads do not), `"all_heads"` or `"none"`; see `ALiBiBias`. Configs
+            saved when this was a bool load as `"all_heads"` (True) or `"none"` (False).
+        relative_row_order: row order of the learned relative tables, `"key_minus_query"`
+            (the original code) or `"query_minus_key"`; configs saved before this
+            argument existed load with `"query_minus_key"`, the order they trained with.
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
     """
 
@@ -60,11 +60,13 @@ class ASTBackbone(FunctionalModel):
                  hidden_dim, num_layers, num_heads, intermediate_dim, patch_stride=None,
                  activation="relu", dropout=0.1, norm_first=True, layer_norm_epsilon=1e-6,
                  use_attention_bias=False, num_peg_layers=5, peg_cls_embedding=False,
-                 alibi_slopes="paper", alibi_block_cls=True, dtype=None, **kwargs):
-        if position_encoding not in PE_KINDS:
-            raise ValueError(f"Unknown position_encoding {position_encoding!r}; "
-                             f"expected one of {PE_KINDS}.")
-        pe = position_encoding
+                 alibi_slopes="paper", alibi_block_cls="time_heads",
+                 relative_row_order="key_minus_query", dtype=None, **kwargs):
+        pe = get_position_encoding(position_encoding)
+        alibi_block_cls = check_cls_blocking(alibi_block_cls, "alibi_block_cls")
+        if relative_row_order not in ROW_ORDERS:
+            raise ValueError(f"Unknown relative_row_order {relative_row_order!r}; expected "
+                             f"one of {ROW_ORDERS}.")
 
         # === Layers ===
         self.patch_embedding = PatchEmbedding(
@@ -72,9 +74,9 @@ class ASTBackbone(FunctionalModel):
         )
         grid_shape = self.patch_embedding.num_patches(num_frames, num_mel_bins)
         self.position_embedding = None
-        if pe in ("absolute", "conditional_absolute", "time_alibi"):
+        if pe.absolute_table != "none":
             self.position_embedding = AbsolutePositionEmbedding(
-                grid_shape, frequency_only=pe == "time_alibi", dtype=dtype,
+                grid_shape, frequency_only=pe.absolute_table == "frequency", dtype=dtype,
                 name="position_embedding",
             )
         self.flatten_grid = keras.layers.Reshape((-1, hidden_dim), dtype=dtype,
@@ -86,12 +88,12 @@ class ASTBackbone(FunctionalModel):
 
         def position_bias(index):
             name = f"block_{index}_position_bias"
-            if pe in ("alibi_2d", "time_alibi"):
-                return ALiBiBias(num_heads, grid_shape[1], mode="2d" if pe == "alibi_2d" else
-                                 "time", slopes=alibi_slopes,
-                                 block_patches_to_cls=alibi_block_cls, name=name)
-            if pe == "learned_relative":
-                return LearnedRelativeBias(grid_shape, name=name)
+            if pe.attention_bias in _ALIBI_MODES:
+                return ALiBiBias(num_heads, grid_shape[1], mode=_ALIBI_MODES[pe.attention_bias],
+                                 slopes=alibi_slopes, block_patches_to_cls=alibi_block_cls,
+                                 name=name)
+            if pe.attention_bias == "learned_relative":
+                return LearnedRelativeBias(grid_shape, row_order=relative_row_order, name=name)
             return None
 
         self.blocks = [
@@ -104,7 +106,7 @@ class ASTBackbone(FunctionalModel):
             for i in range(num_layers)
         ]
         self.pegs = []
-        if pe in ("conditional", "conditional_absolute"):
+        if pe.peg:
             self.pegs = [
                 PositionEncodingGenerator(grid_shape[1], cls_embedding=peg_cls_embedding and
                                           i == 0, dtype=dtype, name=f"peg_{i}")
@@ -132,7 +134,7 @@ class ASTBackbone(FunctionalModel):
         super().__init__(inputs=features, outputs=x, dtype=dtype, **kwargs)
 
         # === Config ===
-        self.position_encoding = pe
+        self.position_encoding = pe.name
         self.num_mel_bins = num_mel_bins
         self.num_frames = num_frames
         self.patch_size = tuple(patch_size)
@@ -150,6 +152,7 @@ class ASTBackbone(FunctionalModel):
         self.peg_cls_embedding = peg_cls_embedding
         self.alibi_slopes = alibi_slopes
         self.alibi_block_cls = alibi_block_cls
+        self.relative_row_order = relative_row_order
         self.grid_shape = grid_shape
 
     def get_config(self):
@@ -175,8 +178,10 @@ class ASTBackbone(FunctionalModel):
             "peg_cls_embedding": self.peg_cls_embedding,
             "alibi_slopes": self.alibi_slopes,
             "alibi_block_cls": self.alibi_block_cls,
+            "relative_row_order": self.relative_row_order,
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """A config without `relative_row_order` was saved before it: query minus key."""
+        return cls(**{"relative_row_order": "query_minus_key", **config})

@@ -83,10 +83,95 @@ def test_unknown_arguments_are_clear_errors():
         build_model("none", preset="ast-huge")
     with pytest.raises(TypeError, match="num_layer"):
         build_model("none", num_layer=3, **TINY)
+    with pytest.raises(ValueError, match="Unknown alibi_block_cls 'frequency_heads'"):
+        build_model("alibi_2d", alibi_block_cls="frequency_heads", **TINY)
+    with pytest.raises(ValueError, match="relative_row_order"):
+        build_model("learned_relative", relative_row_order="reversed", **TINY)
 
 
-def test_backbone_config_round_trip():
-    backbone = build_model("time_alibi", alibi_slopes="code", **TINY).backbone
+@pytest.mark.parametrize("name", ["features", "block", "position_encoding", "kwargs"])
+def test_build_model_rejects_names_that_are_not_backbone_arguments(name):
+    """Local variables of `ASTBackbone.__init__` (and the `pe` it sets itself) are refused."""
+    assert name in ASTBackbone.__init__.__code__.co_varnames
+    with pytest.raises(TypeError, match=f"Unknown model arguments \\['{name}'\\]"):
+        build_model("none", **{name: 1}, **TINY)
+
+
+def test_alibi_cls_blocking_default_and_options():
+    """Default as the original code: in alibi_2d only the time heads block [CLS]."""
+    for option, blocked in [(None, [1, 1, 0, 0]), ("all_heads", [1, 1, 1, 1]),
+                            ("none", [0, 0, 0, 0])]:
+        extra = {} if option is None else {"alibi_block_cls": option}
+        backbone = build_model("alibi_2d", **TINY, **extra).backbone
+        bias = backbone.blocks[0].attention.position_bias
+        assert bias.block_patches_to_cls == (option or "time_heads")
+        r = keras.ops.convert_to_numpy(bias(np.zeros((1, 17, 4, 16), "float32")))[0]
+        np.testing.assert_array_equal(r[:, 1:, 0].min(axis=1), -1e9 * np.array(blocked))
+        np.testing.assert_array_equal(r[:, 0], 0.0)  # [CLS] attends to every patch
+    time_alibi = build_model("time_alibi", **TINY).backbone.blocks[0].attention.position_bias
+    r = keras.ops.convert_to_numpy(time_alibi(np.zeros((1, 17, 4, 16), "float32")))[0]
+    np.testing.assert_array_equal(r[:, 1:, 0], -1e9)
+
+
+@pytest.mark.parametrize("old, new", [(True, "all_heads"), (False, "none")])
+def test_backbone_config_with_boolean_alibi_block_cls(old, new):
+    """Configs saved when `alibi_block_cls` was a bool keep the masking they trained with."""
+    config = build_model("alibi_2d", **TINY).backbone.get_config()
+    restored = ASTBackbone.from_config(dict(config, alibi_block_cls=old))
+    assert restored.get_config()["alibi_block_cls"] == new
+    assert all(block.attention.position_bias.block_patches_to_cls == new
+               for block in restored.blocks)
+
+
+def test_backbone_config_without_relative_row_order():
+    """A config saved before `relative_row_order` existed keeps the order it trained with."""
+    config = build_model("learned_relative", **TINY).backbone.get_config()
+    assert config["relative_row_order"] == "key_minus_query"
+    del config["relative_row_order"]
+    restored = ASTBackbone.from_config(config)
+    assert restored.get_config()["relative_row_order"] == "query_minus_key"
+    assert all(block.attention.position_bias.row_order == "query_minus_key"
+               for block in restored.blocks)
+
+
+FEW_FRAMES = (r"Too few frames: the AST needs at least 32 frames \(one patch of 32 frames x 8 "
+              r"mel bins\), got {}")
+
+
+@pytest.mark.parametrize("pe", PE_KINDS)
+def test_fewer_frames_than_one_patch_is_a_clear_error(pe):
+    """Eagerly, in `predict` and, on TensorFlow and JAX, compiled with XLA."""
+    model = build_model(pe, num_layers=1, **TINY)
+    compiled = [False] + ([True] if keras.backend.backend() != "torch" else [])
+    for frames in (10, 0):
+        features = np.zeros((2, frames, 64), "float32")
+        with pytest.raises(ValueError, match=FEW_FRAMES.format(frames)):
+            model(features)
+        for jit_compile in compiled:
+            # A fresh model each time: on JAX, Keras leaves the variables of a model whose
+            # `predict` raised emptied.
+            predictor = build_model(pe, num_layers=1, **TINY)
+            predictor.compile(jit_compile=jit_compile)
+            with pytest.raises(ValueError, match=FEW_FRAMES.format(frames)):
+                predictor.predict(features, verbose=0)
+    scores = keras.ops.convert_to_numpy(model(np.zeros((2, 32, 64), "float32")))
+    assert scores.shape == (2, 3) and np.all(np.isfinite(scores))
+
+
+def test_training_clips_shorter_than_one_patch_are_a_clear_error():
+    with pytest.raises(ValueError, match=FEW_FRAMES.format(20)):
+        build_model("absolute", num_frames=20, **TINY)
+    with pytest.raises(ValueError, match="Too few mel bins: .* at least 8 mel bins"):
+        build_model("none", num_mel_bins=4, **TINY)
+
+
+@pytest.mark.parametrize("pe, options", [
+    ("time_alibi", {"alibi_slopes": "code"}),
+    ("alibi_2d", {"alibi_block_cls": "all_heads"}),
+    ("learned_relative", {"relative_row_order": "query_minus_key"}),
+])
+def test_backbone_config_round_trip(pe, options):
+    backbone = build_model(pe, **options, **TINY).backbone
     restored = ASTBackbone.from_config(backbone.get_config())
     assert restored.get_config() == backbone.get_config()
     assert keras_astpe.get_preset("ast-pe")["hidden_dim"] == 768
