@@ -10,12 +10,15 @@ The paper reads its learned position tables through cosine-similarity matrices:
   matrix compares those embeddings directly.
 - Learned relative attention (`learned_relative`): the pairwise cosine similarity of the
   rows of `E^t` (one per time distance, `2T-1` rows) and of `E^f` (`2F-1` rows) of a block
-  (Figure 3c, 3d). Row `r` is the distance `query - key = r - (N - 1)`: positive distances
-  are keys in the past (lower frequencies), negative in the future (higher frequencies).
+  (Figure 3c, 3d). As in the original code, row `r` is the distance
+  `key - query = r - (N - 1)`: negative distances are keys in the past (lower frequency
+  bands), positive in the future (higher bands). A model saved when keras-astpe indexed
+  the rows by `query - key` (its layers' `row_order`) has its rows reversed here, so the
+  ticks always read `key - query`.
 
-The `none`, `alibi_2d` and `conditional` encodings have no learned position table: ALiBi
-biases are fixed functions of the distance, and the PEG of CPVT computes its embeddings
-from the input.
+Which tables a model has comes from its `PositionEncoding` (`keras_astpe.models`): the
+`none`, `alibi_2d` and `conditional` encodings have none (ALiBi biases are fixed functions
+of the distance, and the PEG of CPVT computes its embeddings from the input).
 
     model = keras.saving.load_model("model.keras")
     for panel in position_similarities(model):   # numpy matrices
@@ -36,13 +39,8 @@ from matplotlib.figure import Figure
 
 from keras_astpe.layers import LearnedRelativeBias
 from keras_astpe.models.backbone import ASTBackbone
+from keras_astpe.models.position_encodings import PE_KINDS, get_position_encoding
 
-# Encodings without learned position tables, and why.
-_NO_TABLES = {
-    "none": "the model has no positional information",
-    "alibi_2d": "ALiBi biases are fixed functions of the time and frequency distances",
-    "conditional": "the PEG computes position embeddings from the input itself",
-}
 _AXIS_SYMBOL = {"time": "t", "frequency": "f"}
 _COLORMAP = "RdBu_r"  # diverging: +1 red, 0 white, -1 blue
 
@@ -54,7 +52,7 @@ class SimilarityMatrix:
     Attributes:
         matrix: `(n, n)` float64 cosine similarities, symmetric, in [-1, 1].
         ticks: `(n,)` what each row stands for: the position (`0..n-1`) for absolute
-            embeddings, the distance `query - key` (`-(N-1)..N-1`) for relative ones.
+            embeddings, the distance `key - query` (`-(N-1)..N-1`) for relative ones.
         axis: `"time"` or `"frequency"`.
         table: `"absolute"` (a position table added to the patches) or `"relative"`
             (`E^t`/`E^f` of a learned relative attention block).
@@ -115,8 +113,9 @@ def absolute_similarity(embeddings):
 def relative_similarity(time_embeddings, freq_embeddings, block=None):
     """Figure 3c/3d: similarities of the rows of `E^t` `(2T-1, d)` and `E^f` `(2F-1, d)`.
 
-    Returns `[time, frequency]` `SimilarityMatrix`es whose ticks are the distances
-    `query - key`, from `-(N-1)` to `N-1`.
+    The rows are in key-minus-query order (`LearnedRelativeBias`'s default `row_order`):
+    row `r` is the distance `key - query = r - (N - 1)`. Returns `[time, frequency]`
+    `SimilarityMatrix`es whose ticks are these distances, from `-(N-1)` to `N-1`.
     """
     panels = []
     for axis, table in (("time", time_embeddings), ("frequency", freq_embeddings)):
@@ -151,6 +150,12 @@ def _relative_biases(backbone):
             if isinstance(block.attention.position_bias, LearnedRelativeBias)]
 
 
+def _key_minus_query_rows(bias, table):
+    """The rows of `table` (`E^t` or `E^f` of `bias`) in key-minus-query order."""
+    rows = _to_numpy(table)
+    return rows[::-1] if bias.row_order == "query_minus_key" else rows
+
+
 def _check_block(block, num_blocks):
     if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
         raise TypeError(f"`block` must be an integer. Received: {block!r}")
@@ -172,33 +177,36 @@ def position_similarities(model, block=None):
     Returns:
         `absolute`, `conditional_absolute`: `[time, frequency]` of the absolute table.
         `time_alibi`: `[frequency]` of its per-band table. `learned_relative`:
-        `[time, frequency]` per block, blocks in order.
+        `[time, frequency]` per block, blocks in order. (An encoding with both kinds of
+        table would give the absolute panels first.)
 
     Raises:
         ValueError: the encoding (`none`, `alibi_2d`, `conditional`) has no learned position
             table, or `block` is out of range or given for a non-relative encoding.
     """
     backbone = get_backbone(model)
-    pe = backbone.position_encoding
-    if pe in _NO_TABLES:
-        raise ValueError(f"position_encoding {pe!r} has no position embeddings to plot: "
-                         f"{_NO_TABLES[pe]}. Figure 3 applies to 'absolute', "
-                         "'conditional_absolute', 'time_alibi' (frequency embeddings) and "
-                         "'learned_relative'.")
-    if pe == "learned_relative":
+    pe = get_position_encoding(backbone.position_encoding)
+    if not pe.learned_tables:
+        plottable = [kind for kind in PE_KINDS if get_position_encoding(kind).learned_tables]
+        raise ValueError(f"position_encoding {pe.name!r} has no position embeddings to plot: "
+                         f"{pe.no_table_reason}. Figure 3 applies to "
+                         f"{', '.join(repr(kind) for kind in plottable)}.")
+    if block is not None and "relative" not in pe.learned_tables:
+        raise ValueError(f"`block` selects a learned_relative block, but position_encoding "
+                         f"{pe.name!r} has one position table for the whole model. Received: "
+                         f"block={block}")
+    panels = []
+    if "absolute" in pe.learned_tables:
+        panels += absolute_similarity(_to_numpy(backbone.position_embedding.embeddings))
+    if "relative" in pe.learned_tables:
         biases = _relative_biases(backbone)
         indices = range(len(biases)) if block is None else [_check_block(block, len(biases))]
-        panels = []
         for index in indices:
-            panels += relative_similarity(_to_numpy(biases[index].time_embeddings),
-                                          _to_numpy(biases[index].freq_embeddings),
+            bias = biases[index]
+            panels += relative_similarity(_key_minus_query_rows(bias, bias.time_embeddings),
+                                          _key_minus_query_rows(bias, bias.freq_embeddings),
                                           block=index)
-        return panels
-    if block is not None:
-        raise ValueError(f"`block` selects a learned_relative block, but position_encoding "
-                         f"{pe!r} has one position table for the whole model. Received: "
-                         f"block={block}")
-    return absolute_similarity(_to_numpy(backbone.position_embedding.embeddings))
+    return panels
 
 
 def _to_numpy(variable):
@@ -230,26 +238,30 @@ def plot_position_similarities(model, output_dir, block=None, model_name=None):
     backbone = get_backbone(model)
     panels = position_similarities(backbone, block=block)
     os.makedirs(output_dir, exist_ok=True)
-    pe = backbone.position_encoding
-    heading = f"{model_name} \N{EM DASH} {pe}" if model_name else pe
-    if pe != "learned_relative":
+    pe = get_position_encoding(backbone.position_encoding)
+    heading = f"{model_name} \N{EM DASH} {pe.name}" if model_name else pe.name
+    paths = []
+    absolute = [panel for panel in panels if panel.table == "absolute"]
+    if absolute:
         shape = " x ".join(str(size) for size in backbone.position_embedding.embeddings.shape)
-        if pe == "time_alibi":
+        if pe.absolute_table == "frequency":
             title = [f"{heading}: frequency position embeddings ({shape})",
-                     "cosine similarity between bands (time positions come from ALiBi)"]
+                     "cosine similarity between bands"
+                     + (" (time positions come from ALiBi)" if pe.attention_bias.startswith(
+                         "alibi") else "")]
         else:
             title = [f"{heading}: absolute position embeddings ({shape})",
                      "cosine similarity of the embeddings concatenated per time chunk / "
                      "per frequency band"]
-            if pe == "conditional_absolute":
-                title.append("(the PEG's input-dependent encodings are not shown)")
+        if pe.peg:
+            title.append("(the PEG's input-dependent encodings are not shown)")
         path = os.path.join(output_dir, "position_similarity_absolute.png")
-        return [_plot_grid(panels, title, path, num_cols=len(panels))]
+        paths.append(_plot_grid(absolute, title, path, num_cols=len(absolute)))
 
+    relative = [panel for panel in panels if panel.table == "relative"]
     num_blocks = backbone.num_layers
     head_dim = backbone.hidden_dim // backbone.num_heads
-    paths = []
-    pairs = [panels[i:i + 2] for i in range(0, len(panels), 2)]
+    pairs = [relative[i:i + 2] for i in range(0, len(relative), 2)]
     for time_panel, freq_panel in pairs:
         index = time_panel.block
         title = [f"{heading}: block {index} (of blocks 0-{num_blocks - 1})",
@@ -261,7 +273,7 @@ def plot_position_similarities(model, output_dir, block=None, model_name=None):
         for axis, symbol in (("time", "t"), ("frequency", "f")):
             title = [f"{heading}: $E^{symbol}$ of each of the {num_blocks} blocks",
                      f"cosine similarity of the rows ({axis} distances)"]
-            grid = [panel for panel in panels if panel.axis == axis]
+            grid = [panel for panel in relative if panel.axis == axis]
             path = os.path.join(output_dir, f"position_similarity_{axis}_all_blocks.png")
             paths.append(_plot_grid(grid, title, path, num_cols=min(4, len(grid)),
                                     compact=True))
@@ -306,9 +318,9 @@ def _draw_panel(ax, panel, compact, y_label, x_label):
     ax.set_yticks(positions, labels, fontsize=fontsize)
     symbol = _AXIS_SYMBOL[panel.axis]
     if relative:
-        label = f"$\\Delta {symbol} = {symbol}_\\mathrm{{query}} - {symbol}_\\mathrm{{key}}$"
+        label = f"$\\Delta {symbol} = {symbol}_\\mathrm{{key}} - {symbol}_\\mathrm{{query}}$"
         heading = (f"block {panel.block}: $E^{symbol}$" if compact else
-                   f"$E^{symbol}$: {panel.axis} distance ($\\Delta {symbol}$ > 0: key "
+                   f"$E^{symbol}$: {panel.axis} distance ($\\Delta {symbol}$ < 0: key "
                    f"{'in the past' if panel.axis == 'time' else 'in a lower band'})")
     else:
         unit = "time chunk" if panel.axis == "time" else "frequency band"

@@ -14,13 +14,12 @@ CLS_BLOCKING = ("time_heads", "all_heads", "none")
 BLOCKED = -1e9
 
 
-def _cls_blocking(value):
-    """`block_patches_to_cls` as one of `CLS_BLOCKING`, mapping the old booleans."""
+def check_cls_blocking(value, name="block_patches_to_cls"):
+    """The argument `name` as one of `CLS_BLOCKING`, mapping the old booleans."""
     if isinstance(value, bool):
         return "all_heads" if value else "none"
     if value not in CLS_BLOCKING:
-        raise ValueError(f"Unknown block_patches_to_cls {value!r}; expected one of "
-                         f"{CLS_BLOCKING}.")
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {CLS_BLOCKING}.")
     return value
 
 
@@ -47,7 +46,8 @@ class ALiBiBias(keras.layers.Layer):
     `mode="2d"` (`alibi_2d`): the first half of the heads use R = -m |dt|, the second
     half R = -m |df|. `mode="time"` (`time_alibi`): every head uses R = -m |dt|.
     [CLS] is at distance 0 from every token and attends to every patch. Patch queries
-    are blocked from the [CLS] key (R = -1e9 in its column) in the heads chosen by
+    are blocked from the [CLS] key (R = -1e9 in its column; the code's -1e9 m is the
+    same after the softmax) in the heads chosen by
     `block_patches_to_cls`: `"time_heads"` (default) does what the original code does,
     which corrects its time-distance matrix alone, so in `alibi_2d` the time heads block
     [CLS] and the frequency heads let patches attend it with R = 0 (in `time_alibi` every
@@ -80,7 +80,7 @@ class ALiBiBias(keras.layers.Layer):
         self.freq_patches = int(freq_patches)
         self.mode = mode
         self.slopes = slopes
-        self.block_patches_to_cls = _cls_blocking(block_patches_to_cls)
+        self.block_patches_to_cls = check_cls_blocking(block_patches_to_cls)
         if mode == "2d":
             half = alibi_slopes(num_heads, num_heads // 2, slopes)
             head_slopes, uses_time = np.concatenate([half, half]), np.arange(num_heads) < half.size
