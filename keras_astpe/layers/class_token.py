@@ -34,3 +34,17 @@ class ClassToken(keras.layers.Layer):
         config = super().get_config()
         config.update(initializer=keras.initializers.serialize(self.initializer))
         return config
+
+
+def split_class_token(sequence):
+    """`[batch, 1 + n, ...]` -> the [CLS] token `[batch, 1, ...]` and the rest `[batch, n, ...]`.
+
+    With `ops.slice`: `ops.split` needs the static length on TensorFlow (a graph traced
+    for any number of frames has none), and the gradient of `x[:, 1:]` is slow on
+    TensorFlow's CPU.
+    """
+    shape = ops.shape(sequence)
+    inner = [0] * (len(shape) - 2)
+    cls_token = ops.slice(sequence, [0, 0, *inner], (shape[0], 1, *shape[2:]))
+    rest = ops.slice(sequence, [0, 1, *inner], (shape[0], shape[1] - 1, *shape[2:]))
+    return cls_token, rest

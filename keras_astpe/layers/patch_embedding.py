@@ -20,8 +20,11 @@ class PatchEmbedding(keras.layers.Layer):
     (a 5 s clip of 498 frames gives 15 patches of 32 frames; its last 18 frames are unused).
     An input smaller than one patch is an error that says how many frames (mel bins) one
     patch needs, on every backend, eagerly and compiled: checked in Python where the
-    shape is known while tracing, by an assertion in the graph where it is not (a
-    TensorFlow graph traced for any number of frames).
+    shape is known while tracing (eager, `predict`, `jax.jit`, `torch.compile`, XLA), by
+    an assertion in the graph where it is not (a TensorFlow graph traced for any number
+    of frames). XLA drops graph assertions, so a TensorFlow function compiled with XLA
+    for any number of frames is the one case left unchecked (its output then has no
+    patch tokens).
 
     Args:
         hidden_dim: width of each token.

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_astpe.layers.class_token import split_class_token
+
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class PositionEncodingGenerator(keras.layers.Layer):
@@ -43,7 +45,7 @@ class PositionEncodingGenerator(keras.layers.Layer):
 
     def call(self, sequence):
         batch, dim = ops.shape(sequence)[0], ops.shape(sequence)[-1]
-        cls_token, patches = ops.split(sequence, [1], axis=1)
+        cls_token, patches = split_class_token(sequence)
         grid = ops.reshape(patches, (batch, -1, self.freq_patches, dim))
         patches = patches + ops.reshape(self.conv(grid), ops.shape(patches))
         if self.cls_embedding:

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_astpe.layers.class_token import split_class_token
+
 # How a distance maps to a row of E^t / E^f: row (t_j - t_i) + T - 1 for query i and key j
 # (the original code, Shaw et al., the Music Transformer), or (t_i - t_j) + T - 1 (what
 # keras-astpe used before; configs saved then have no `row_order` and load with it).
@@ -89,7 +91,7 @@ class LearnedRelativeBias(keras.layers.Layer):
     def call(self, query):
         batch, length, heads, head_dim = (ops.shape(query)[i] for i in range(4))
         time_size, freq = self.grid_shape
-        cls_query, patches = ops.split(query, [1], axis=1)
+        cls_query, patches = split_class_token(query)
         cls_query = ops.squeeze(cls_query, axis=1)
         patches = ops.reshape(patches, (batch, -1, freq, heads, head_dim))
         time = ops.shape(patches)[1]

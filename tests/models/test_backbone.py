@@ -158,6 +158,25 @@ def test_fewer_frames_than_one_patch_is_a_clear_error(pe):
     assert scores.shape == (2, 3) and np.all(np.isfinite(scores))
 
 
+@pytest.mark.parametrize("pe", PE_KINDS)
+def test_tensorflow_graph_for_any_number_of_frames(pe):
+    """A graph traced for an unknown frame count gives the eager states, and checks the
+    frame count when it runs."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("only TensorFlow graphs have frame counts unknown while tracing")
+    import tensorflow as tf
+
+    backbone = build_model(pe, **TINY).backbone
+    graph = tf.function(backbone, input_signature=[tf.TensorSpec((None, None, 64))])
+    for frames in (64, 96):
+        features = np.random.rand(2, frames, 64).astype("float32")
+        np.testing.assert_allclose(graph(features).numpy(), backbone(features).numpy(),
+                                   atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"Too few frames: .*32 frames.*got\] \[10\]"):
+        graph(np.zeros((2, 10, 64), "float32"))
+
+
 def test_training_clips_shorter_than_one_patch_are_a_clear_error():
     with pytest.raises(ValueError, match=FEW_FRAMES.format(20)):
         build_model("absolute", num_frames=20, **TINY)
