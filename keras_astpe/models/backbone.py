@@ -16,6 +16,7 @@ from keras_astpe.layers.relative_attention import ROW_ORDERS
 from keras_astpe.models.functional import FunctionalModel
 from keras_astpe.models.position_encodings import get_position_encoding
 
+# `PositionEncoding.attention_bias` -> `ALiBiBias` mode.
 _ALIBI_MODES = {"alibi_2d": "2d", "alibi_time": "time"}
 
 
