@@ -1,0 +1,206 @@
+"""keras_astpe.inference: `tag` on files and waveforms on every backend, features equal to the
+training pipeline's, sliding windows, and `attach_audio_converter` for models saved without a
+front end."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+
+from keras_astpe import build_model
+from keras_astpe.data import audio_io, pipeline, schema
+from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.inference import (
+    Windows,
+    attach_audio_converter,
+    clip_scores,
+    minimum_samples,
+    read_class_names,
+    sliding_window_starts,
+    tag,
+)
+from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.models.classifier import ASTClassifier
+from keras_astpe.normalization import NormalizationStats
+
+RATE = 16000
+CLASSES = ("dog", "rain", "siren")
+STATS = NormalizationStats(low=-6.5, high=1.5, num_clips=10, frontend=FrontEndConfig())
+
+
+def _tagger(activation="sigmoid", converter=True):
+    """A tiny tagger carrying its front end (non-default statistics) and class names."""
+    bare = build_model("time_alibi", preset="ast-pe-tiny", num_classes=len(CLASSES),
+                       activation=activation)
+    if not converter:
+        return bare
+    return ASTClassifier(bare.backbone, len(CLASSES), activation=activation,
+                         audio_converter=LogMelAudioConverter(FrontEndConfig(), STATS),
+                         class_names=CLASSES)
+
+
+def _noise(samples, seed=0, amplitude=0.3):
+    rng = np.random.default_rng(seed)
+    return np.clip(amplitude * rng.standard_normal(samples), -1, 1).astype(np.float32)
+
+
+def _reference(model, waveform):
+    """The model's scores of a 16 kHz waveform, from features computed separately."""
+    features = model.audio_converter.features(tf.constant(waveform[None]))
+    return keras.ops.convert_to_numpy(model(features.numpy(), training=False))[0]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tagger saved to and loaded from a .keras file (the user's path)."""
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    _tagger().save(path)
+    return keras.saving.load_model(path)
+
+
+def test_loaded_model_tags_a_file_in_three_lines(saved, tmp_path):
+    waveform = _noise(3 * 44100, seed=1)
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.stack([waveform, 0.5 * waveform], axis=1), 44100, subtype="PCM_16")
+    result = tag(saved, str(path))
+    assert [name for name, _ in result] == sorted(
+        CLASSES, key=lambda name: -dict(result)[name])
+    assert sorted(name for name, _ in result) == sorted(CLASSES)
+    expected = _reference(saved, audio_io.load_audio(path).waveform)
+    np.testing.assert_allclose([dict(result)[name] for name in CLASSES], expected, atol=1e-6)
+    assert tag(saved, path, top_k=1) == result[:1]
+
+
+def test_waveform_at_another_rate_is_resampled_as_files_are(saved):
+    waveform = _noise(2 * 22050, seed=2)
+    stereo = np.stack([waveform, -waveform * 0.25], axis=1)
+    result = dict(tag(saved, stereo, sample_rate=22050))
+    mono = audio_io.resample(stereo.mean(axis=1, dtype=np.float32), 22050, RATE)
+    np.testing.assert_allclose([result[name] for name in CLASSES], _reference(saved, mono),
+                               atol=1e-6)
+    pcm = np.round(waveform * 32767).astype(np.int16)
+    from_pcm = dict(tag(saved, pcm, sample_rate=22050))
+    as_float = audio_io.resample(pcm.astype(np.float32) / 32768, 22050, RATE)
+    np.testing.assert_allclose([from_pcm[name] for name in CLASSES],
+                               _reference(saved, as_float), atol=1e-6)
+
+
+def test_prediction_features_are_the_training_pipelines(saved, tmp_path):
+    """The converter of a loaded model computes, bit for bit, what tf.data trains on."""
+    waveform = _noise(2 * RATE, seed=3)
+    path = tmp_path / "clip.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(schema.encode_example(waveform, "clip", [0], original_sample_rate=RATE,
+                                           duration=2.0))
+    dataset = pipeline.make_dataset(str(path), num_classes=3, batch_size=1, training=False,
+                                    clip_samples=waveform.size, stats=STATS)
+    (trained_on, _), = list(dataset)
+    stored = np.round(waveform * 32767).astype(np.int16).astype(np.float32) / 32768
+    predicted = keras.ops.convert_to_numpy(saved.audio_converter(stored[None]))
+    np.testing.assert_array_equal(predicted, trained_on.numpy())
+
+
+def test_clips_of_any_length_from_one_patch(saved):
+    minimum = minimum_samples(saved)
+    assert minimum == FrontEndConfig().num_samples(32) == 5360
+    assert len(tag(saved, _noise(minimum), sample_rate=RATE)) == 3
+    assert len(tag(saved, _noise(30 * RATE), sample_rate=RATE)) == 3
+    with pytest.raises(ValueError, match=r"0\.335 s is too short: the model needs at least "
+                                         r"5360 samples at 16000 Hz"):
+        tag(saved, _noise(minimum - 1), sample_rate=RATE)
+
+
+def test_sliding_window_starts_cover_the_clip_with_whole_windows():
+    assert sliding_window_starts(36800, 16000, 8000).numpy().tolist() == [0, 8000, 16000,
+                                                                          20800]
+    assert sliding_window_starts(32000, 16000, 16000).numpy().tolist() == [0, 16000]
+    assert sliding_window_starts(16001, 16000, 16000).numpy().tolist() == [0, 1]
+
+
+def test_windows_aggregate_the_scores_of_the_windows(saved):
+    waveform = _noise(int(2.3 * RATE), seed=4)
+    by_hand = np.stack([_reference(saved, waveform[start:start + RATE])
+                        for start in (0, 8000, 16000, 20800)])
+    for aggregation, expected in (("max", by_hand.max(0)), ("mean", by_hand.mean(0))):
+        result = dict(tag(saved, waveform, sample_rate=RATE, window_seconds=1.0,
+                          hop_seconds=0.5, aggregation=aggregation))
+        np.testing.assert_allclose([result[name] for name in CLASSES], expected, atol=1e-6)
+    short = _noise(int(0.8 * RATE), seed=5)  # no longer than the window: scored whole
+    result = dict(tag(saved, short, sample_rate=RATE, window_seconds=1.0))
+    np.testing.assert_allclose([result[name] for name in CLASSES], _reference(saved, short),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ((None, 0.5, "mean"), "hop_seconds needs window_seconds"),
+    ((0.2, None, "mean"), r"shorter than one patch of the model: at least 0\.335 s"),
+    ((1.0, 1.5, "mean"), "hop_seconds must be > 0 and <= window_seconds"),
+    ((1.0, 0.0, "mean"), "hop_seconds must be > 0"),
+    ((1.0, None, "median"), "aggregation must be one of"),
+])
+def test_bad_window_settings_are_clear_errors(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Windows.create(*settings, sample_rate=RATE, minimum=5360)
+
+
+def test_softmax_head_scores_sum_to_one():
+    model = _tagger(activation="softmax")
+    scores = clip_scores(model, _noise(RATE))
+    assert scores.shape == (3,) and abs(scores.sum() - 1.0) < 1e-5
+
+
+def test_bad_audio_is_a_clear_error(saved, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav file")
+    with pytest.raises(audio_io.AudioDecodeError, match="broken.wav"):
+        tag(saved, broken)
+    with pytest.raises(ValueError, match="needs its sample_rate"):
+        tag(saved, _noise(RATE))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        tag(saved, np.full(RATE, np.nan, np.float32), sample_rate=RATE)
+    with pytest.raises(ValueError, match=r"expected a waveform \[samples\]"):
+        tag(saved, np.zeros((2, RATE), np.float32), sample_rate=RATE)
+    with pytest.raises(ValueError, match="int16 PCM"):
+        tag(saved, np.zeros(RATE, np.int32), sample_rate=RATE)
+
+
+def test_model_saved_without_a_front_end_says_how_to_attach_one(tmp_path):
+    path = tmp_path / "old.keras"
+    _tagger(converter=False).save(path)
+    old = keras.saving.load_model(path)
+    with pytest.raises(ValueError, match=r"carries no audio converter .*"
+                                         r"keras_astpe\.attach_audio_converter\("):
+        tag(old, _noise(RATE), sample_rate=RATE)
+
+    STATS.save(tmp_path / "run")
+    (tmp_path / "classes.csv").write_text(
+        "index,category\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
+    attached = attach_audio_converter(old, tmp_path / "run", tmp_path / "classes.csv")
+    waveform = _noise(RATE, seed=6)
+    expected = keras.ops.convert_to_numpy(old(
+        attached.audio_converter.features(tf.constant(waveform[None])).numpy()))[0]
+    result = dict(tag(attached, waveform, sample_rate=RATE))
+    np.testing.assert_allclose([result[name] for name in CLASSES], expected, atol=1e-6)
+
+    attached.save(tmp_path / "new.keras")  # the converted model keeps all of it
+    reloaded = keras.saving.load_model(tmp_path / "new.keras")
+    assert reloaded.class_names == CLASSES
+    assert reloaded.audio_converter.stats.low == STATS.low
+    assert dict(tag(reloaded, waveform, sample_rate=RATE)) == pytest.approx(result, abs=1e-6)
+
+
+def test_attach_checks_its_inputs(tmp_path):
+    old = _tagger(converter=False)
+    with pytest.raises(ValueError, match="2 class names for a model of 3 classes"):
+        attach_audio_converter(old, STATS, ["a", "b"])
+    (tmp_path / "bad.json").write_text(json.dumps({"low": 1.0, "high": 0.0}))
+    with pytest.raises(ValueError, match="need finite low < high"):
+        attach_audio_converter(old, tmp_path / "bad.json")
+    (tmp_path / "empty.csv").write_text("index,name\n")
+    with pytest.raises(ValueError, match="expected a header row and one row per class"):
+        read_class_names(tmp_path / "empty.csv")
+    with pytest.raises(TypeError, match="expected a keras_astpe ASTClassifier"):
+        attach_audio_converter(old.backbone, STATS)
