@@ -302,8 +302,16 @@ def recorded_shards(directory):
     converter's per-split record, which has every completed shard). {} when there is none.
     """
     directory = os.fspath(directory)
-    shards = {}
+    shards, described = {}, set()
+    path = _join(directory, DATASET_FILE)
+    if tf.io.gfile.exists(path):
+        for split in DatasetInfo._from_manifest(
+                directory, _read_json(path, None, directory)).splits.values():
+            described.add(split.name)
+            shards.update((shard.path, shard) for shard in split.shards)
     for path in sorted(tf.io.gfile.glob(_join(directory, "*-manifest.json"))):
+        if posixpath.basename(path)[:-len("-manifest.json")] in described:
+            continue
         content = _read_json(path, None, directory)
         completed = content.get("completed") if isinstance(content, dict) else None
         if not isinstance(completed, dict):
@@ -315,11 +323,6 @@ def recorded_shards(directory):
             except (KeyError, TypeError, ValueError):
                 raise DatasetInfoError(f"{path}: shard {name!r} has no valid bytes and "
                                        f"records; reconvert the split") from None
-    path = _join(directory, DATASET_FILE)
-    if tf.io.gfile.exists(path):
-        for split in DatasetInfo._from_manifest(
-                directory, _read_json(path, None, directory)).splits.values():
-            shards.update((shard.path, shard) for shard in split.shards)
     return shards
 
 

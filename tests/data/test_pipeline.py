@@ -288,10 +288,12 @@ def test_skip_bad_records_counts_and_reports(bad_shards, caplog):
         _, _, ids = _collect(dataset)
     assert sorted(ids) == ["g0", "g0", "g0", "g1", "g1", "g1", "g2", "g2", "g3", "x0", "x2"]
     report = dataset.bad_records
-    assert (report.records, report.shards) == (1, 2)
+    # Without a converter's record, the records after a cut cannot be counted.
+    assert (report.records, report.shards, report.uncounted_shards) == (1, 2, 2)
     assert sorted(path.rsplit("/", 1)[-1] for path, _ in report.events) == [
         "corrupt.tfrecord", "garbage.tfrecord", "truncated.tfrecord"]
-    assert "1 bad records and 2 damaged shards" in str(report)
+    assert str(report).startswith("1 bad or lost records skipped, 2 damaged shards, 2 of "
+                                  "them without a converter's record")
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert all(name in logged for name in ("garbage.tfrecord", "truncated.tfrecord",
                                            "corrupt.tfrecord", "corrupted record at"))
@@ -370,3 +372,172 @@ def test_remote_shards_are_read_through_a_buffer_with_the_same_results(tmp_path)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"remote\.tfrecord\] \[:\] \[corrupt or truncated"):
         list(_evaluate(remote))
+
+
+# --- Shards checked against what the converter recorded (tests/data/conftest.py: split
+# `train`, 3 shards of 8 clips; split `eval`, 3 shards of 2 clips).
+
+RECORDED = 8  # records per recorded train shard
+
+
+def _shard(data_dir, index, split="train"):
+    return data_dir / f"{split}-{index:05d}-of-00003.tfrecord"
+
+
+def _record_bytes(path):
+    """The byte size of each record of a TFRecord file."""
+    return [16 + len(record.numpy()) for record in tf.data.TFRecordDataset(str(path))]
+
+
+def _damage(data_dir, how):
+    """Damages train shard 1 as `how` says; returns the records a reader can still get from
+    it (of its 8)."""
+    path = _shard(data_dir, 1)
+    content = path.read_bytes()
+    sizes = _record_bytes(path)
+    if how == "empty":
+        path.write_bytes(b"")
+        return 0
+    if how == "cut at a record boundary":
+        path.write_bytes(content[:sum(sizes[:3])])
+        return 3
+    if how == "cut mid-record":
+        path.write_bytes(content[:sum(sizes[:5]) + 100])
+        return 5
+    if how == "appended garbage":
+        path.write_bytes(content + b"not a record, appended later")
+        return 8
+    if how == "corrupt record":  # same size, a flipped bit in record 6: 6, 7 unreadable
+        damaged = bytearray(content)
+        damaged[sum(sizes[:6]) + 200] ^= 4
+        path.write_bytes(bytes(damaged))
+        return 6
+    if how == "missing":
+        path.unlink()
+        return 0
+    raise ValueError(how)
+
+
+def _clip_ids(dataset):
+    return sorted(i.decode() for _, _, ids in dataset for i in ids.numpy())
+
+
+def _converted_dataset(data_dir, files=None, **kwargs):
+    files = str(data_dir / "train-*.tfrecord") if files is None else files
+    return pipeline.make_dataset(files, num_classes=3, batch_size=4, training=False,
+                                 clip_samples=CLIP, multi_label=False, return_clip_ids=True,
+                                 **kwargs)
+
+
+DAMAGE = ("empty", "cut at a record boundary", "cut mid-record", "appended garbage",
+          "corrupt record", "missing")
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_recorded_shard_is_an_error_naming_it(converted, how):
+    """In raise mode (the default), before any batch when a stat shows it."""
+    expected_size = (converted / "dataset.json").read_text().count('"bytes": 27160')
+    assert expected_size == 3
+    _damage(converted, how)
+    name = r"train-00001-of-00003\.tfrecord"
+    if how == "corrupt record":  # the same size: found at the end of the shard
+        dataset = _converted_dataset(converted)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"damaged TFRecord file\] \[.*{name}\] \[:\] \[corrupt or "
+                                 rf"truncated, reading stops at record 6: corrupted record.*"
+                                 rf"2 of its 8 records lost"):
+            list(dataset)
+        return
+    wrote = r"the converter wrote 27,160 bytes \(8 records\)"
+    size = {"empty": "0 bytes", "cut at a record boundary": "10,185 bytes",
+            "cut mid-record": "17,075 bytes", "appended garbage": "27,188 bytes",
+            "missing": "missing"}[how]
+    message = rf"{name}: {size}, {wrote}.*--skip_bad_records"
+    with pytest.raises(pipeline.DamagedShardError, match=message):
+        _converted_dataset(converted)
+    # The shard list the dataset description gives names it too (a missing shard included).
+    files = [str(_shard(converted, index)) for index in range(3)]
+    with pytest.raises(pipeline.DamagedShardError, match=message):
+        _converted_dataset(converted, files)
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_skipping_counts_the_records_a_damaged_shard_lost(converted, how):
+    readable = _damage(converted, how)
+    dataset = _converted_dataset(converted, skip_bad_records=True)
+    ids = _clip_ids(dataset)
+    assert len(ids) == 16 + readable and len(set(ids)) == len(ids)
+    report = dataset.bad_records
+    assert (report.records, report.shards, report.uncounted_shards) == (
+        RECORDED - readable, 1, 0)
+    [(path, description)] = report.events
+    assert path.endswith("train-00001-of-00003.tfrecord")
+    assert f"{RECORDED - readable} of its 8 records lost" in description
+    assert "missing, the converter wrote 27,160 bytes (8 records)" in description or (
+        how != "missing")
+
+
+def test_damage_read_in_every_epoch_is_counted_once(converted):
+    _damage(converted, "cut at a record boundary")
+    dataset = pipeline.make_dataset(
+        str(converted / "train-*.tfrecord"), num_classes=3, batch_size=4, training=True,
+        clip_samples=CLIP, multi_label=False, skip_bad_records=True, seed=0)
+    list(dataset.take(15))  # 3 epochs of 19 clips
+    assert (dataset.bad_records.records, dataset.bad_records.shards) == (5, 1)
+
+
+def test_an_empty_eval_shard_is_named(converted):
+    _shard(converted, 2, "eval").write_bytes(b"")
+    with pytest.raises(pipeline.DamagedShardError,
+                       match=r"eval-00002-of-00003\.tfrecord: 0 bytes, the converter wrote "
+                             r"6,788 bytes \(2 records\)"):
+        pipeline.make_dataset(str(converted / "eval-*.tfrecord"), num_classes=3,
+                              batch_size=2, training=False, clip_samples=CLIP)
+
+
+def test_the_per_split_manifest_is_used_without_dataset_json(converted):
+    """A conversion made before dataset.json: `<split>-manifest.json` has the record."""
+    (converted / "dataset.json").unlink()
+    _damage(converted, "cut at a record boundary")
+    with pytest.raises(pipeline.DamagedShardError, match="the converter wrote 27,160 bytes"):
+        _converted_dataset(converted)
+    dataset = _converted_dataset(converted, skip_bad_records=True)
+    assert len(_clip_ids(dataset)) == 19 and dataset.bad_records.records == 5
+
+
+def test_intact_recorded_shards_read_every_clip(converted):
+    ids = _clip_ids(_converted_dataset(converted))
+    assert ids == [f"train{k:02d}" for k in range(24)]
+    dataset = _converted_dataset(converted, skip_bad_records=True)
+    assert len(_clip_ids(dataset)) == 24 and dataset.bad_records.events == []
+
+
+def _record_of_size(size):
+    """A valid example whose TFRecord framing takes exactly `size` bytes."""
+    for samples in range((size - 200) // 2, (size - 100) // 2):
+        for length in range(1, 30):
+            record = schema.encode_example(np.zeros(samples), "x" * length, [0],
+                                           original_sample_rate=RATE, duration=0.1)
+            if len(record) + 16 == size:
+                return record
+    raise AssertionError(size)
+
+
+def test_a_recorded_shard_of_the_same_size_with_fewer_records_is_found(converted):
+    """Shard 1 replaced by 7 valid records filling its 27,160 bytes: the stat passes, the
+    record count at the end of the shard does not."""
+    path = _shard(converted, 1)
+    records = [record.numpy() for record in tf.data.TFRecordDataset(str(path))]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records[:6]:
+            writer.write(record)
+        writer.write(_record_of_size(2 * 3395))
+    assert path.stat().st_size == 27160
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"train-00001-of-00003\.tfrecord\] \[:\] \[it holds 7 records, "
+                             r"the converter wrote 27,160 bytes \(8 records\): the file was "
+                             r"replaced; 1 of its 8 records lost"):
+        list(_converted_dataset(converted))
+    dataset = _converted_dataset(converted, skip_bad_records=True)
+    assert len(_clip_ids(dataset)) == 23
+    assert (dataset.bad_records.records, dataset.bad_records.shards) == (1, 1)
