@@ -6,7 +6,8 @@ keep digital silence (log(log_offset)) and a few loud clips from setting the ran
 they are streamed from a fixed-width histogram so memory stays flat on AudioSet scale; the
 error is at most one histogram bin (`HISTOGRAM_BINS` bins over the whole possible range,
 about 0.0009 wide for the default front end). The defaults are the AudioSet values of the
-original code: log-mel -5.61 -> 0 and 2.07 -> 1.
+original code: log-mel -5.61 -> 0 and 2.07 -> 1. `keras_astpe.data.statistics.compute_stats`
+computes them from TFRecords.
 """
 
 import dataclasses
@@ -16,9 +17,8 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
-from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
+from keras_astpe.frontend import FrontEndConfig
 
 STATS_FILENAME = "normalization_stats.json"
 LOW_PERCENTILE = 1.0
@@ -34,6 +34,7 @@ class NormalizationStats:
     high: float = 2.07
     num_clips: int = 0  # clips the stats come from; 0 = the AudioSet defaults
     frontend: FrontEndConfig | None = None
+    skipped_records: int = 0  # bad or lost records skipped while computing them
 
     def __post_init__(self):
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.high > self.low):
@@ -46,6 +47,7 @@ class NormalizationStats:
             "low": self.low,
             "high": self.high,
             "num_clips": self.num_clips,
+            "skipped_records": self.skipped_records,
             "frontend": None if self.frontend is None else self.frontend.to_dict(),
             "definition": f"percentiles {LOW_PERCENTILE} and {HIGH_PERCENTILE} of the "
                           f"log-mel values of the training clips",
@@ -63,6 +65,7 @@ class NormalizationStats:
         frontend = content.get("frontend")
         return cls(low=float(content["low"]), high=float(content["high"]),
                    num_clips=int(content.get("num_clips", 0)),
+                   skipped_records=int(content.get("skipped_records", 0)),
                    frontend=None if frontend is None else FrontEndConfig.from_dict(frontend))
 
 
@@ -97,44 +100,3 @@ def percentile_from_histogram(counts, value_range, q):
     before = cumulative[index] - counts[index]
     fraction = (target - before) / counts[index] if counts[index] else 0.0
     return low + (index + fraction) * width
-
-
-def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None, progress=True):
-    """Streams log-mel values of the clips in `file_pattern` into a histogram -> stats.
-
-    Whole clips are used, as stored, with no crop, padding or augmentation. Bad records raise
-    an error naming the file, as in the training pipeline.
-    """
-    from keras_astpe.data import pipeline  # pipeline imports this module
-
-    files = pipeline.resolve_files(file_pattern)
-    value_range = histogram_range(config)
-
-    def histogram(element):
-        values = log_mel(magnitude_spectrogram(element["pcm16"], config), config)
-        return tf.histogram_fixed_width(values, value_range, nbins=HISTOGRAM_BINS,
-                                        dtype=tf.int32)
-
-    dataset = pipeline.read_records(files, sample_rate=config.sample_rate)
-    if max_clips is not None:
-        dataset = dataset.take(max_clips)
-    batch = 64
-    dataset = (dataset.map(histogram, num_parallel_calls=tf.data.AUTOTUNE)
-               .batch(batch)
-               .map(lambda counts: (tf.reduce_sum(counts, axis=0), tf.shape(counts)[0]))
-               .prefetch(tf.data.AUTOTUNE))
-    counts = np.zeros(HISTOGRAM_BINS, np.int64)
-    num_clips = 0
-    with tqdm(total=max_clips, unit="clip", desc="log-mel histogram",
-              disable=not progress) as bar:
-        for batch_counts, size in dataset.as_numpy_iterator():
-            counts += batch_counts
-            num_clips += int(size)
-            bar.update(int(size))
-    if counts.sum() == 0:
-        raise ValueError(f"no log-mel frames in {file_pattern!r}: no clip, or every clip "
-                         f"shorter than {config.frame_length} samples")
-    return NormalizationStats(
-        low=float(percentile_from_histogram(counts, value_range, LOW_PERCENTILE)),
-        high=float(percentile_from_histogram(counts, value_range, HIGH_PERCENTILE)),
-        num_clips=num_clips, frontend=config)

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import tensorflow as tf
 from absl import flags
 
 from keras_astpe.data import schema
+from keras_astpe.data.statistics import compute_stats
 from keras_astpe.frontend import FrontEndConfig
-from keras_astpe.normalization import STATS_FILENAME, NormalizationStats, compute_stats
+from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
+from tfrecords_tools import common
 from tfrecords_tools import stats as stats_tool
 
 pytestmark = pytest.mark.backend_agnostic
@@ -73,3 +76,47 @@ def test_bad_input_exits_with_a_clear_message(tmp_path):
                               "--upper_edge_hertz=9000"))
     with pytest.raises(flags.IllegalFlagValueError):
         _flags("--output_dir=x")  # --input_pattern is required
+
+
+def _converted(tmp_path):
+    """A converted dataset: split `train` (role train, 6 clips in 2 shards of 3) and split
+    `eval` (role eval, 2 clips)."""
+    rng = np.random.default_rng(1)
+    items = {"train": [], "eval": []}
+    for split, count in (("train", 6), ("eval", 2)):
+        for k in range(count):
+            path = tmp_path / f"{split}{k}.wav"
+            sf.write(path, 0.1 * (k + 1) * rng.standard_normal(8000), schema.SAMPLE_RATE)
+            items[split].append(common.WorkItem(str(path), f"{split}{k}", (0,),
+                                                expected_seconds=0.5))
+    dataset = common.DatasetDescription(name="d", kind="folder", class_names=("x",),
+                                        multi_label=False, clip_seconds=0.5, command="")
+    data_dir = tmp_path / "data"
+    for split in items:
+        common.convert_split(items[split], output_dir=str(data_dir), split=split, role=split,
+                             dataset=dataset, shard_mb=0.05, num_workers=1, progress=False)
+    return data_dir
+
+
+def test_data_dir_uses_the_training_splits_and_skips_bad_records(tmp_path, capsys):
+    data_dir = _converted(tmp_path)
+    path = stats_tool.run(_flags(f"--data_dir={data_dir}"))
+    assert path == str(data_dir / STATS_FILENAME)
+    stats = NormalizationStats.load(path)
+    assert stats.num_clips == 6 and stats.skipped_records == 0
+    assert stats == compute_stats(str(data_dir / "train-*.tfrecord"), FrontEndConfig(),
+                                  progress=False)
+    shard = data_dir / "train-00001-of-00002.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(SystemExit, match=r"error: .*train-00001-of-00002\.tfrecord: 100 bytes, "
+                                         r"the converter wrote .* \(3 records\)"):
+        stats_tool.run(_flags(f"--data_dir={data_dir}"))
+    stats_tool.run(_flags(f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'out'}",
+                          "--skip_bad_records"))
+    assert "3 clips: log-mel" in capsys.readouterr().out
+    stats = NormalizationStats.load(tmp_path / "out")
+    assert (stats.num_clips, stats.skipped_records) == (3, 3)
+    with pytest.raises(flags.IllegalFlagValueError, match="exactly one of"):
+        _flags(f"--data_dir={data_dir}", "--input_pattern=x")
+    with pytest.raises(flags.IllegalFlagValueError, match="needs --output_dir"):
+        _flags("--input_pattern=x")
