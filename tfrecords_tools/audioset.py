@@ -39,7 +39,6 @@ import csv
 import dataclasses
 import os
 import re
-import sys
 
 from absl import app, flags
 
@@ -265,15 +264,11 @@ def convert_audioset(input_dir, output_dir, *, audio_dir=None, splits=DEFAULT_SP
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    try:
-        convert_audioset(FLAGS.input_dir, FLAGS.output_dir, audio_dir=FLAGS.audio_dir,
-                         splits=FLAGS.splits, shard_mb=FLAGS.shard_mb,
-                         num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite)
-    except common.ConversionError as error:
-        sys.exit(f"error: {error}")
+    common.run_cli(argv, convert_audioset, input_dir=FLAGS.input_dir,
+                   output_dir=FLAGS.output_dir, audio_dir=FLAGS.audio_dir, splits=FLAGS.splits,
+                   shard_mb=FLAGS.shard_mb, num_workers=FLAGS.num_workers,
+                   overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -42,10 +42,11 @@ import multiprocessing
 import os
 import shlex
 import shutil
+import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import flags
+from absl import app, flags
 from tqdm import tqdm
 
 import keras_astpe
@@ -675,6 +676,18 @@ def _csv_text(rows):
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     return text.getvalue()
+
+
+def run_cli(argv, convert, **arguments):
+    """A converter's command-line `main`: `convert(**arguments)`. An error the user can
+    cause (bad inputs, an unwritable or full output folder) ends in one line naming the file,
+    exit status 1."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        convert(**arguments)
+    except (ConversionError, OSError) as error:
+        sys.exit(f"error: {error}")
 
 
 def define_common_flags():

@@ -14,7 +14,6 @@ line.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -95,14 +94,10 @@ def convert_esc50(input_dir, output_dir, *, shard_mb=common.DEFAULT_SHARD_MB, nu
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    try:
-        convert_esc50(FLAGS.input_dir, FLAGS.output_dir, shard_mb=FLAGS.shard_mb,
-                      num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite)
-    except common.ConversionError as error:
-        sys.exit(f"error: {error}")
+    common.run_cli(argv, convert_esc50, input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir,
+                   shard_mb=FLAGS.shard_mb, num_workers=FLAGS.num_workers,
+                   overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

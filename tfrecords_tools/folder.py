@@ -20,7 +20,6 @@ not walked again; both are printed and counted in the summaries (`symlink_repeat
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -128,15 +127,11 @@ def _clip_id(path, input_dir):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    try:
-        convert_folder(FLAGS.input_dir, FLAGS.output_dir, clip_seconds=FLAGS.clip_seconds,
-                       shard_mb=FLAGS.shard_mb, num_workers=FLAGS.num_workers,
-                       overwrite=FLAGS.overwrite)
-    except common.ConversionError as error:
-        sys.exit(f"error: {error}")
+    common.run_cli(argv, convert_folder, input_dir=FLAGS.input_dir,
+                   output_dir=FLAGS.output_dir, clip_seconds=FLAGS.clip_seconds,
+                   shard_mb=FLAGS.shard_mb, num_workers=FLAGS.num_workers,
+                   overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -169,3 +169,17 @@ def test_bad_rows_are_errors_naming_the_line(tmp_path, esc50_dir, row, message):
     csv_path.write_text(lines[0] + lines[1] + row + "".join(lines[2:]))
     with pytest.raises(common.ConversionError, match=message):
         esc50.convert_esc50(str(esc50_dir), str(tmp_path / "out"))
+
+
+def test_cli_errors_end_in_one_line(tmp_path, esc50_dir):
+    (tmp_path / "a_file").write_text("")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for output, message in ((tmp_path / "a_file", "error: [Errno 17] File exists: "),
+                            (tmp_path / "a_file" / "out", "error: [Errno 20] Not a directory")):
+        result = subprocess.run(
+            [sys.executable, "-m", "tfrecords_tools.esc50", f"--input_dir={esc50_dir}",
+             f"--output_dir={output}", "--num_workers=1"],
+            cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
