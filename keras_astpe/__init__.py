@@ -9,19 +9,25 @@ tensorflow-io is deliberately not imported here (see README, "tensorflow-io").
 
 import inspect
 
-from keras_astpe.models import (
+from keras_astpe._startup import import_tensorflow
+
+import_tensorflow()  # before Keras: TensorFlow's start-up log lines go to a buffer
+
+from keras_astpe.models import (  # noqa: E402
     PE_KINDS,
     POSITION_ENCODINGS,
     PRESETS,
     ASTBackbone,
     ASTClassifier,
+    LogMelAudioConverter,
     get_preset,
 )
 
 __version__ = "0.1.0"
 
 
-def build_model(pe, preset="ast-pe", num_classes=527, activation="sigmoid", **overrides):
+def build_model(pe, preset="ast-pe", num_classes=527, activation="sigmoid",
+                audio_converter=None, class_names=None, **overrides):
     """Builds an AST classifier from log-mel features `[batch, frames, mel_bins]` to scores.
 
     Args:
@@ -30,6 +36,9 @@ def build_model(pe, preset="ast-pe", num_classes=527, activation="sigmoid", **ov
         preset: model size, one of `PRESETS` (`ast-pe` is the paper's).
         num_classes: output classes (527 for AudioSet, 50 for ESC-50).
         activation: `"sigmoid"` (multi-label), `"softmax"` (single-label) or None (logits).
+        audio_converter: the front end the model carries (e.g. a `LogMelAudioConverter`
+            with the training set's statistics), so that it scores raw audio once saved.
+        class_names: names of the outputs, saved with the model.
         **overrides: any `ASTBackbone` argument, replacing the preset's value
             (e.g. `num_layers=6`, `num_frames=496`, `dtype="mixed_bfloat16"`).
 
@@ -43,7 +52,8 @@ def build_model(pe, preset="ast-pe", num_classes=527, activation="sigmoid", **ov
                         f"{sorted(_backbone_arguments())}.")
     config.update(overrides)
     backbone = ASTBackbone(position_encoding=pe, **config)
-    return ASTClassifier(backbone, num_classes, activation=activation)
+    return ASTClassifier(backbone, num_classes, activation=activation,
+                         audio_converter=audio_converter, class_names=class_names)
 
 
 def _backbone_arguments():
@@ -54,4 +64,4 @@ def _backbone_arguments():
 
 
 __all__ = ["PE_KINDS", "POSITION_ENCODINGS", "PRESETS", "ASTBackbone", "ASTClassifier",
-           "build_model", "get_preset"]
+           "LogMelAudioConverter", "build_model", "get_preset"]

@@ -28,9 +28,11 @@ import sys
 import types
 import typing
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _VERBOSE = "verbose"
+# The flags `define_flags` defines belong to its caller (the recipe): `--help` lists them.
+flags.disclaim_key_flags()
 
 
 def setting(default=dataclasses.MISSING, *, help, choices=None, required=False,
@@ -64,10 +66,19 @@ def _base_type(annotation):
 
 
 def flag_fields(config_cls):
-    """The fields of `config_cls` that are flags, with their resolved annotations."""
+    """The fields of `config_cls` that are flags, with their resolved annotations.
+
+    The fields of a nested config dataclass (e.g. the data options every training recipe
+    shares) are flags of their own, listed after the field that holds them.
+    """
     hints = typing.get_type_hints(config_cls)
-    return [(field, hints[field.name]) for field in dataclasses.fields(config_cls)
-            if field.metadata.get("flag")]
+    fields = []
+    for field in dataclasses.fields(config_cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            fields.extend(flag_fields(hints[field.name]))
+        elif field.metadata.get("flag"):
+            fields.append((field, hints[field.name]))
+    return fields
 
 
 def define_flags(config_cls, flag_values=flags.FLAGS):
@@ -104,24 +115,35 @@ def values_from_flags(config_cls, flag_values=flags.FLAGS):
     """`{field: value}` of the flags of `config_cls`, converted to the field types.
 
     Sequence flags become tuples of the element type; a sequence element of the wrong type
-    or outside the field's `choices` is a `ValueError` naming the flag.
+    or outside the field's `choices` is a `ValueError` naming the flag. A nested config
+    dataclass is built from its own flags.
     """
+    hints = typing.get_type_hints(config_cls)
     values = {}
-    for field, annotation in flag_fields(config_cls):
-        value = flag_values[field.name].value
-        kind, sequence = _base_type(annotation)
-        if sequence and value is not None:
-            try:
-                value = tuple(kind(item) for item in value)
-            except ValueError:
-                raise ValueError(f"--{field.name}: expected a comma-separated list of "
-                                 f"{kind.__name__}, got {','.join(value)!r}") from None
-            choices = field.metadata["choices"]
-            bad = [item for item in value if choices and item not in choices]
-            if bad:
-                raise ValueError(f"--{field.name}: {bad} not in {list(choices)}")
-        values[field.name] = value
+    for field in dataclasses.fields(config_cls):
+        annotation = hints[field.name]
+        if dataclasses.is_dataclass(annotation):
+            values[field.name] = annotation(**values_from_flags(annotation, flag_values))
+        elif field.metadata.get("flag"):
+            values[field.name] = _flag_value(field, annotation, flag_values)
     return values
+
+
+def _flag_value(field, annotation, flag_values):
+    value = flag_values[field.name].value
+    kind, sequence = _base_type(annotation)
+    if not sequence or value is None:
+        return value
+    try:
+        value = tuple(kind(item) for item in value)
+    except ValueError:
+        raise ValueError(f"--{field.name}: expected a comma-separated list of "
+                         f"{kind.__name__}, got {','.join(value)!r}") from None
+    choices = field.metadata["choices"]
+    bad = [item for item in value if choices and item not in choices]
+    if bad:
+        raise ValueError(f"--{field.name}: {bad} not in {list(choices)}")
+    return value
 
 
 def config_from_flags(config_cls, flag_values=flags.FLAGS):
@@ -138,22 +160,22 @@ def error_line(error):
         where = f" while writing {error.filename}" if error.filename else ""
         return (f"no space left on the device{where}. Free some space and rerun the same "
                 "command: a training run resumes from its last checkpoint.")
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
     message = getattr(error, "message", None) or str(error) or type(error).__name__
     # TensorFlow's runtime errors: keep what the assertion says, drop the graph context.
     match = re.search(r"keras_astpe: (.*)", message, flags=re.S)
     if match:
-        message = match.group(1)
+        message = match.group(1).split("\n\t")[0]
+        message = re.sub(r"\] \[|^\[|\]$", " ", message.strip())
     message = re.sub(r"\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:[^\]]*\]", "", message)
-    message = re.sub(r"\] \[|^\[|\]$", " ", message.split("\n\n")[0])
-    message = " ".join(message.split())
-    if isinstance(error, OSError) and error.filename and error.filename not in message:
-        message = f"{error.filename}: {message}"
+    message = " ".join(message.split("\n\n")[0].split())
     return message.replace("make_dataset(skip_bad_records=True)", "--skip_bad_records")
 
 
 def _user_errors():
     """Exception types that bad input, files or flags cause (tracebacks of others stay)."""
-    kinds = [ValueError, OSError, RuntimeError, KeyError, EOFError]
+    kinds = [ValueError, OSError, RuntimeError, KeyError, EOFError, ImportError]
     tensorflow = sys.modules.get("tensorflow")
     if tensorflow is not None:
         kinds.append(tensorflow.errors.OpError)
@@ -163,25 +185,24 @@ def _user_errors():
 def run(main, config_cls, flag_values=flags.FLAGS):
     """Defines the flags of `config_cls`, parses the command line and calls `main(config)`.
 
-    A usage error prints the usage; any other error a user can cause ends with
-    `error: <one line>` and exit code 1 (`--verbose`: the traceback).
+    Any error a user can cause (bad flag values, missing or damaged files, an unwritable
+    folder, a full disk) ends with `error: <one line>` on stderr and exit code 1;
+    `--verbose` shows the traceback instead.
     """
     define_flags(config_cls, flag_values)
 
     def entry(argv):
+        if not flag_values[_VERBOSE].value:
+            logging.set_verbosity(logging.WARNING)  # absl shows INFO records otherwise
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
         try:
-            config = config_from_flags(config_cls, flag_values)
-        except (ValueError, TypeError) as error:
-            raise app.UsageError(error_line(error)) from None
-        try:
-            return main(config)
+            return main(config_from_flags(config_cls, flag_values))
         except KeyboardInterrupt:
             sys.exit("interrupted: rerun the same command to resume.")
         except _user_errors() as error:
             if flag_values[_VERBOSE].value:
                 raise
-            sys.exit(f"error: {error_line(error)}\n(--verbose shows the traceback)")
+            sys.exit(f"error: {error_line(error)}")
 
     app.run(entry)

@@ -11,40 +11,36 @@ position table: the recipe exits with an error. Prints the paths of the PNGs it 
 See `keras_astpe.analysis`.
 """
 
+import dataclasses
 import os
-import sys
 
-from absl import app, flags
-
-_MODEL = flags.DEFINE_string("model", None, "Saved model (`.keras`) to analyse.",
-                             required=True)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the PNGs (created).",
-                                  required=True)
-_BLOCK = flags.DEFINE_integer(
-    "block", None, "learned_relative only: the encoder block to plot (0-based; negative "
-    "counts from the last). Default: every block, plus an overview of all blocks.")
+from keras_astpe import cli
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not os.path.isfile(_MODEL.value):
-        sys.exit(f"error: model file not found: {_MODEL.value}")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PlotConfig:
+    model: str = cli.setting(help="Saved model (.keras) to analyse.", required=True)
+    output_dir: str = cli.setting(help="Folder for the PNGs (created).", required=True)
+    block: int | None = cli.setting(
+        None, help="learned_relative only: the encoder block to plot (0-based; negative "
+        "counts from the last). Default: every block, plus an overview of all blocks.")
+
+    def __post_init__(self):
+        if not os.path.isfile(self.model):
+            raise FileNotFoundError(f"--model={self.model}: model file not found")
+
+
+def main(config):
     import keras
 
-    import keras_astpe  # noqa: F401 (registers the model classes for loading)
-    from keras_astpe import analysis
+    from keras_astpe import analysis  # importing keras_astpe registers its model classes
 
-    model = keras.saving.load_model(_MODEL.value, compile=False)
-    try:
-        paths = analysis.plot_position_similarities(
-            model, _OUTPUT_DIR.value, block=_BLOCK.value,
-            model_name=os.path.basename(_MODEL.value))
-    except (TypeError, ValueError) as error:
-        sys.exit(f"error: {error}")
-    for path in paths:
+    model = keras.saving.load_model(config.model, compile=False)
+    for path in analysis.plot_position_similarities(
+            model, config.output_dir, block=config.block,
+            model_name=os.path.basename(config.model)):
         print(path)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, PlotConfig)

@@ -2,6 +2,9 @@
 
     python -m tfrecords_tools.demo --output_dir=demo_data [--seed=0] [--size=small]
 
+`prepare_demo_data` (what the recipes call without `--data_dir`) also converts them to
+TFRecords, once.
+
 Writes, under `--output_dir`:
 
 - `audioset/`: `class_labels_indices.csv` (10 real AudioSet rows, re-indexed 0..9),
@@ -21,6 +24,8 @@ Generation is deterministic for a seed and idempotent: a complete output (marker
 `.demo-complete.json`) of the same seed and size is left as it is.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -28,6 +33,8 @@ import shutil
 import numpy as np
 import soundfile as sf
 from absl import app, flags
+
+from keras_astpe.io_utils import atomic_write_text
 
 # Sizes: clips with audio per AudioSet split, rows without audio per split, ESC-50 clips
 # per class. `small` keeps convert + train + evaluate of the recipe within minutes on CPU.
@@ -68,6 +75,8 @@ _YTID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _MARKER = ".demo-complete.json"
 _IN_PROGRESS = ".demo-in-progress.json"
 _FORMAT_VERSION = 1
+DEMO_DIR = "demo_data"
+_CONVERTED_MARKER = ".converted.json"
 
 
 def _envelope(n, sr, attack=0.01, release=0.02):
@@ -369,11 +378,60 @@ def generate_demo(output_dir, seed=0, size="small"):
     background = _Background(rng)
     _write_audioset(paths["audioset"], rng, SIZES[size], background)
     _write_esc50(paths["esc50"], rng, SIZES[size]["esc50_per_class"], background)
-    with open(marker + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(settings, f)
-    os.replace(marker + ".tmp", marker)
+    atomic_write_text(marker, json.dumps(settings))
     os.remove(in_progress)
     return paths
+
+
+def prepare_demo_data(dataset, root=DEMO_DIR, *, size="small", progress=True):
+    """Generates the demo data under `root` (once) and converts `dataset` to TFRecords.
+
+    The audio and the TFRecords of `<root>/tfrecords/<dataset>` are made on first use and
+    reused afterwards; a different `size` regenerates both. Recipes started together share
+    `root` safely (a file lock).
+
+    Args:
+        dataset: `"audioset"` or `"esc50"`.
+        root: folder of the demo data.
+        size: `"small"` (the recipes' demo) or `"tiny"` (smoke tests).
+        progress: show progress bars.
+
+    Returns:
+        The folder holding the TFRecords of `dataset`, as `--data_dir` expects it.
+    """
+    if dataset not in ("audioset", "esc50"):
+        raise ValueError(f"dataset must be 'audioset' or 'esc50', got {dataset!r}")
+    output_dir = os.path.join(root, "tfrecords", dataset)
+    marker = os.path.join(output_dir, _CONVERTED_MARKER)
+    generated = {"seed": 0, "size": size}
+    os.makedirs(root, exist_ok=True)
+    with _file_lock(os.path.join(root, ".lock")):
+        paths = generate_demo(root, seed=0, size=size)
+        if os.path.exists(marker):
+            with open(marker, encoding="utf-8") as f:
+                if json.load(f) == generated:
+                    return output_dir
+        print(f"Converting the demo {dataset} data to TFRecords in {output_dir}", flush=True)
+        if dataset == "audioset":
+            from tfrecords_tools.audioset import convert_audioset
+
+            convert_audioset(paths["audioset"], output_dir, overwrite=True, progress=progress)
+        else:
+            from tfrecords_tools.esc50 import convert_esc50
+
+            convert_esc50(paths["esc50"], output_dir, overwrite=True, progress=progress)
+        atomic_write_text(marker, json.dumps(generated))
+    return output_dir
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def main(argv):

@@ -1,5 +1,6 @@
-"""Backbone, classifier, presets and the table of positional encodings."""
+"""Backbone, classifier, its audio converter, presets and the table of positional encodings."""
 
+from keras_astpe.models.audio_converter import LogMelAudioConverter
 from keras_astpe.models.backbone import ASTBackbone
 from keras_astpe.models.classifier import ASTClassifier
 from keras_astpe.models.position_encodings import (
@@ -16,6 +17,7 @@ __all__ = [
     "PRESETS",
     "ASTBackbone",
     "ASTClassifier",
+    "LogMelAudioConverter",
     "PositionEncoding",
     "get_position_encoding",
     "get_preset",

@@ -6,14 +6,14 @@
 Training set: the `balanced_train` and `unbalanced_train` records; evaluation: `eval`.
 Adam with gradient clipping by value 1, binary cross-entropy, linear warm-up then decay,
 a checkpoint every `checkpoint_every` steps, and the average of the last `swa_last`
-checkpoints (SWA) as the final model, evaluated with mAP, AUC and d-prime.
+checkpoints (SWA) as the final model, evaluated with mAP, AUC and d-prime next to the last
+checkpoint.
 
 A run lives in its output folder. Rerunning the same command after an interruption (even
-SIGKILL) resumes from the last checkpoint with the optimizer and SWA state, and ends with
-the model an uninterrupted run would have (see `keras_astpe.training.experiment`).
+SIGKILL) resumes from the newest intact checkpoint with the optimizer and SWA state, and
+ends with the model an uninterrupted run would have (see `resumption`).
 """
 
-import csv
 import dataclasses
 import os
 import time
@@ -22,9 +22,12 @@ import keras
 import numpy as np
 
 import keras_astpe
-from keras_astpe.data.pipeline import make_dataset
+from keras_astpe.cli import setting
+from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.frontend import FrontEndConfig
-from keras_astpe.training import experiment
+from keras_astpe.io_utils import write_json
+from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.training import outputs, resumption, trainer
 from keras_astpe.training.metrics import tagging_metrics
 from keras_astpe.training.plots import plot_learning_curves, plot_per_class_ap
 from keras_astpe.training.schedules import InverseSqrtSchedule, WarmupExponentialDecay
@@ -42,57 +45,69 @@ PAPER_DEFAULTS = {
 # The paper trained learned-relative attention with batch 32 for 470k steps (memory).
 PAPER_DEFAULTS_BY_PE = {"learned_relative": {"batch_size": 32, "train_steps": 470_000}}
 # The demo (no --data_dir): generation + conversion + training + evaluation of the
-# synthetic demo data in well under 10 minutes on 2 CPU cores.
+# synthetic demo data in a few minutes on 2 CPU cores.
 DEMO_DEFAULTS = {
     "preset": "ast-pe-tiny", "batch_size": 32, "train_steps": 800, "warmup_steps": 100,
     "max_lr": 2e-3, "checkpoint_every": 100, "swa_last": 5,
 }
 
 
-@dataclasses.dataclass(frozen=True)
+def _mode_defaults(name):
+    return {"with --data_dir": PAPER_DEFAULTS[name], "for the demo": DEMO_DEFAULTS[name]}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class AudioSetConfig:
-    """Settings of an AudioSet training run; `create` fills in the mode's defaults.
+    """Settings of an AudioSet training run; `create` fills in the mode's defaults (the
+    paper's with a `data_dir`, the demo's without), and each field is a flag of
+    `recipes/train_audioset.py`."""
 
-    Attributes:
-        pe: positional encoding, one of `keras_astpe.PE_KINDS`.
-        preset: model size, one of `keras_astpe.PRESETS`.
-        batch_size, train_steps, warmup_steps, max_lr: optimisation (paper: 64, 290k,
-            30k, 5e-4).
-        checkpoint_every: steps between checkpoints (and SWA snapshots); divides
-            `train_steps`.
-        swa_last: number of last checkpoints averaged into the final model (paper: 10).
-        schedule: `"exponential"` (the paper's text: linear warm-up, then exponential
-            decay) or `"inverse_sqrt"` (the original code: warm-up, then 1/sqrt(step)).
-        decay_rate: `"exponential"` only: the factor the learning rate is multiplied by
-            between the end of warm-up and the last step (the paper gives none).
-        data_dir: folder of the TFRecords written by `tfrecords_tools.audioset`; None
-            trains on the synthetic demo data (generated under `demo_data/`).
-        train_splits: splits whose records form the training set.
-        output_dir: run folder; None is `saved_models/audioset[-demo]/<pe>`.
-        mixed_precision: train with the `mixed_bfloat16` dtype policy.
-        seed: seeds initialisation, data order, augmentation and dropout.
-        stats_max_clips: clips used to compute the normalization statistics (None: all),
-            unless `<data_dir>/normalization_stats.json` exists.
-        demo_size: size of the generated demo data (`"small"` or `"tiny"`).
-    """
-
-    pe: str
-    preset: str
-    batch_size: int
-    train_steps: int
-    warmup_steps: int
-    max_lr: float
-    checkpoint_every: int
-    swa_last: int
-    schedule: str = "exponential"
-    decay_rate: float = 0.1
-    data_dir: str | None = None
-    train_splits: tuple = TRAIN_SPLITS
-    output_dir: str | None = None
-    mixed_precision: bool = False
-    seed: int = 0
-    stats_max_clips: int | None = 20_000
-    demo_size: str = "small"
+    pe: str = setting(help="Positional encoding.", choices=keras_astpe.PE_KINDS,
+                      required=True)
+    data_dir: str | None = setting(
+        None, help="Folder of AudioSet TFRecords written by tfrecords_tools.audioset. "
+        "Without it, the demo data are generated under demo_data/ on first use.")
+    preset: str | None = setting(None, help="Model size.", choices=sorted(keras_astpe.PRESETS),
+                                 defaults=_mode_defaults("preset"))
+    batch_size: int | None = setting(
+        None, help="Global batch size; learned_relative uses 32 with --data_dir, as in the "
+        "paper.", defaults=_mode_defaults("batch_size"))
+    train_steps: int | None = setting(
+        None, help="Optimizer steps; learned_relative uses 470000 with --data_dir, as in the "
+        "paper.", defaults=_mode_defaults("train_steps"))
+    warmup_steps: int | None = setting(None, help="Steps of linear learning-rate warm-up.",
+                                       defaults=_mode_defaults("warmup_steps"))
+    max_lr: float | None = setting(None, help="Peak learning rate.",
+                                   defaults=_mode_defaults("max_lr"))
+    schedule: str = setting(
+        "exponential", choices=SCHEDULES, help="Decay after warm-up: 'exponential' (the "
+        "paper's text) or 'inverse_sqrt' (the original code: lr proportional to 1/sqrt(step)).")
+    decay_rate: float = setting(
+        0.1, help="Exponential schedule: factor the learning rate is multiplied by from the "
+        "end of warm-up to the last step (the paper does not give it).")
+    checkpoint_every: int | None = setting(
+        None, help="Steps between checkpoints (and SWA snapshots); must divide "
+        "--train_steps. Also the length of a Keras 'epoch' in the logs.",
+        defaults=_mode_defaults("checkpoint_every"))
+    swa_last: int | None = setting(
+        None, help="Number of last checkpoints averaged into the final model (SWA).",
+        defaults=_mode_defaults("swa_last"))
+    train_splits: tuple[str, ...] = setting(
+        TRAIN_SPLITS, help="Splits of --data_dir whose records form the training set "
+        "(evaluation always uses 'eval').")
+    output_dir: str | None = setting(
+        None, help="Run folder (default: saved_models/audioset/<pe>, or "
+        "saved_models/audioset-demo/<pe> for the demo). Rerunning with the same folder "
+        "resumes the run.")
+    mixed_precision: bool = setting(False, help="Train with the mixed_bfloat16 dtype policy.")
+    seed: int = setting(0, help="Seed of initialisation, data order, augmentation, dropout.")
+    stats_max_clips: int = setting(
+        20000, help="Training clips used to compute the normalization statistics (0: all), "
+        "unless --data_dir holds normalization_stats.json.")
+    demo_size: str = setting("small", choices=("small", "tiny"),
+                             help="Size of the generated demo data (tiny: a few clips, for "
+                             "smoke tests).")
+    data: trainer.DataOptions = dataclasses.field(default_factory=trainer.DataOptions)
 
     @classmethod
     def create(cls, pe, data_dir=None, **settings):
@@ -104,47 +119,45 @@ class AudioSetConfig:
         config = cls(pe=pe, data_dir=data_dir, **{**defaults, **given})
         if config.output_dir is None:
             folder = "audioset" if data_dir else "audioset-demo"
-            config = dataclasses.replace(config, output_dir=os.path.join("saved_models",
-                                                                         folder, pe))
+            config = dataclasses.replace(
+                config, output_dir=os.path.join("saved_models", folder, pe))
         return config
 
     def __post_init__(self):
         if self.pe not in keras_astpe.PE_KINDS:
-            raise ValueError(f"pe must be one of {keras_astpe.PE_KINDS}, got {self.pe!r}")
+            raise ValueError(f"--pe must be one of {keras_astpe.PE_KINDS}, got {self.pe!r}")
         if self.preset not in keras_astpe.PRESETS:
-            raise ValueError(f"preset must be one of {sorted(keras_astpe.PRESETS)}, "
+            raise ValueError(f"--preset must be one of {sorted(keras_astpe.PRESETS)}, "
                              f"got {self.preset!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("batch_size", "train_steps", "checkpoint_every", "swa_last"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or not self.max_lr > 0 or not 0 < self.decay_rate <= 1:
-            raise ValueError("need warmup_steps >= 0, max_lr > 0 and 0 < decay_rate <= 1, got "
-                             f"{self.warmup_steps}, {self.max_lr}, {self.decay_rate}")
+            raise ValueError("need --warmup_steps >= 0, --max_lr > 0 and 0 < --decay_rate <= 1, "
+                             f"got {self.warmup_steps}, {self.max_lr}, {self.decay_rate}")
         if self.schedule == "inverse_sqrt" and self.warmup_steps < 1:
-            raise ValueError("the inverse_sqrt schedule needs warmup_steps >= 1")
+            raise ValueError("the inverse_sqrt schedule needs --warmup_steps >= 1")
         if self.train_steps % self.checkpoint_every:
-            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must divide "
-                             f"train_steps ({self.train_steps})")
+            raise ValueError(f"--checkpoint_every ({self.checkpoint_every}) must divide "
+                             f"--train_steps ({self.train_steps})")
         if self.swa_last * self.checkpoint_every > self.train_steps:
             raise ValueError(
-                f"swa_last={self.swa_last} checkpoints every {self.checkpoint_every} steps "
-                f"need train_steps >= {self.swa_last * self.checkpoint_every}, got "
+                f"--swa_last={self.swa_last} checkpoints every {self.checkpoint_every} steps "
+                f"need --train_steps >= {self.swa_last * self.checkpoint_every}, got "
                 f"{self.train_steps}")
         if not self.train_splits:
-            raise ValueError("train_splits is empty")
-        if self.demo_size not in ("small", "tiny"):
-            raise ValueError(f"demo_size must be 'small' or 'tiny', got {self.demo_size!r}")
+            raise ValueError("--train_splits is empty")
+        if self.stats_max_clips < 0:
+            raise ValueError(f"--stats_max_clips must be >= 0, got {self.stats_max_clips}")
 
     @property
     def num_intervals(self):
         return self.train_steps // self.checkpoint_every
 
     def to_dict(self):
-        content = dataclasses.asdict(self)
-        content["train_splits"] = list(self.train_splits)
-        return content
+        return dataclasses.asdict(self)
 
 
 def learning_rate_schedule(config):
@@ -156,141 +169,173 @@ def learning_rate_schedule(config):
                                   decay_rate=config.decay_rate)
 
 
-def train_audioset(config, verbose="auto"):
+def train_audioset(config, verbose="auto", log=print):
     """Trains (or resumes), averages, evaluates and writes the run folder of `config`.
 
-    Writes in `config.output_dir`: `model.keras` (the SWA model), `metrics.json` (mAP,
-    AUC, d-prime, chance mAP, config), `per_class_ap.csv` / `.png`, `learning_curves.png`,
-    `training_log.csv`, `tensorboard/`, `normalization_stats.json`, and the resumable
-    state `checkpoints/`, `swa/` and `run_config.json`.
+    `config.data_dir` must be a converted dataset (the recipe prepares the demo data when
+    it is None). Writes in `config.output_dir`: `model.keras` (the SWA model, carrying its
+    front end, statistics and class names), `metrics.json` (mAP, AUC, d-prime of the SWA
+    model and of the last checkpoint, chance mAP, config), `per_class_ap.csv` / `.png`,
+    `learning_curves.png`, `training_log.csv`, `tensorboard/`, `normalization_stats.json`,
+    and the resumable state `checkpoints/`, `swa/` and `run_config.json`.
 
     Returns:
         The content of `metrics.json`, plus `output_dir`.
     """
     start_time = time.monotonic()
-    run_dir = config.output_dir
-    os.makedirs(run_dir, exist_ok=True)
-
-    # === Data ===
-    if config.data_dir is None:
-        data_dir = experiment.prepare_demo_data("audioset", size=config.demo_size)
-    else:
-        data_dir = config.data_dir
-    train_files = [path for split in config.train_splits
-                   for path in experiment.split_files(data_dir, split)]
-    eval_files = experiment.split_files(data_dir, EVAL_SPLIT)
-    class_names = experiment.read_class_names(data_dir)
-    num_classes = len(class_names)
-    experiment.RunConfig.check_or_write(run_dir, {
-        **config.to_dict(), "output_dir": None,
-        "data_dir": None if config.data_dir is None else os.path.abspath(config.data_dir),
+    run_dir = trainer.prepare_output_dir(config.output_dir)
+    info = DatasetInfo.load(config.data_dir)
+    train_files = [path for split in config.train_splits for path in info.split_files(split)]
+    eval_files = info.split_files(EVAL_SPLIT)
+    num_classes = info.num_classes
+    resumption.RunConfig.check_or_write(run_dir, {
+        **config.to_dict(), "output_dir": None, "data_dir": os.path.abspath(config.data_dir),
         "num_train_shards": len(train_files), "num_classes": num_classes})
 
-    # === Model ===
-    keras.utils.set_random_seed(config.seed)
-    overrides = {"dtype": "mixed_bfloat16"} if config.mixed_precision else {}
-    model = keras_astpe.build_model(config.pe, preset=config.preset, num_classes=num_classes,
-                                    activation="sigmoid", **overrides)
-    backbone = model.backbone
-    frontend = FrontEndConfig(num_mel_bins=backbone.num_mel_bins)
-    clip_samples = frontend.num_samples(backbone.num_frames)
-    stats = experiment.resolve_stats(
-        run_dir, train_files, frontend, source_dir=config.data_dir,
-        max_clips=config.stats_max_clips)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate_schedule(config), clipvalue=1.0),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes,
-                                   name="mAP"),
-                 keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=num_classes,
-                                   name="AUC")])
+    # === Front end, statistics and model ===
+    preset = keras_astpe.get_preset(config.preset)
+    frontend = FrontEndConfig(num_mel_bins=preset["num_mel_bins"])
+    skips = trainer.SkipCounter()
+    stats, skipped = trainer.resolve_stats(
+        run_dir, train_files, frontend, source=config.data_dir,
+        max_clips=config.stats_max_clips or None,
+        skip_bad_records=config.data.skip_bad_records, log=log)
+    skips.add("the statistics pass", skipped)
+    converter = LogMelAudioConverter(frontend, stats)
+    clip_samples = converter.num_samples(preset["num_frames"])
 
-    # === Resume ===
+    def build():
+        keras.utils.set_random_seed(config.seed)
+        overrides = {"dtype": "mixed_bfloat16"} if config.mixed_precision else {}
+        model = keras_astpe.build_model(
+            config.pe, preset=config.preset, num_classes=num_classes,
+            activation="sigmoid" if info.multi_label else "softmax",
+            audio_converter=converter, class_names=info.class_names, **overrides)
+        return trainer.compile_classifier(model, learning_rate_schedule(config),
+                                          multi_label=info.multi_label,
+                                          num_classes=num_classes)
+
+    model = build()
+
+    # === Resume from the newest intact checkpoint (and the SWA snapshots it needs) ===
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    log_path = os.path.join(run_dir, "training_log.csv")
-    checkpoint, step = experiment.latest_checkpoint(checkpoint_dir)
-    if checkpoint is not None:
-        step = experiment.restore_checkpoint(model, checkpoint)
-        print(f"Resuming {run_dir} from step {step} ({checkpoint})", flush=True)
+    swa = StochasticWeightAveraging(config.checkpoint_every, config.swa_last,
+                                    state_dir=os.path.join(run_dir, "swa"),
+                                    final_step=config.train_steps)
+    step, fell_back = _resume(model, checkpoint_dir, swa, log)
+    if step == 0 and fell_back:  # a failed load may have changed some weights
+        model = build()
     if step % config.checkpoint_every:
-        raise ValueError(f"{checkpoint} is at step {step}, not a multiple of "
-                         f"checkpoint_every={config.checkpoint_every}")
+        raise ValueError(f"{checkpoint_dir} holds a checkpoint at step {step}, not a multiple "
+                         f"of --checkpoint_every={config.checkpoint_every}")
+    if step:
+        log(f"Resuming {run_dir} from step {step}")
     initial_epoch = step // config.checkpoint_every
-    experiment.truncate_training_log(log_path, initial_epoch)
+    log_path = os.path.join(run_dir, "training_log.csv")
+    resumption.truncate_training_log(log_path, initial_epoch)
 
     # === Datasets ===
-    def make_interval(k):
-        return make_dataset(
-            train_files, num_classes=num_classes, batch_size=config.batch_size,
-            training=True, clip_samples=clip_samples, frontend=frontend, stats=stats,
-            seed=experiment.derive_seed(config.seed, k, 1), deterministic=True)
+    make = trainer.dataset_maker(
+        num_classes=num_classes, multi_label=info.multi_label, batch_size=config.batch_size,
+        clip_samples=clip_samples, converter=converter, options=config.data, skips=skips)
 
-    num_eval_clips = experiment.count_clips(data_dir, EVAL_SPLIT, eval_files)
-    eval_dataset = experiment.with_num_clips(make_dataset(
-        eval_files, num_classes=num_classes, batch_size=config.batch_size, training=False,
-        clip_samples=clip_samples, frontend=frontend, stats=stats), num_eval_clips,
-        config.batch_size)
-    swa = StochasticWeightAveraging(config.checkpoint_every, config.swa_last,
-                                    state_dir=os.path.join(run_dir, "swa"))
+    def make_interval(k):
+        return make(train_files, training=True, deterministic=True,
+                    seed=resumption.derive_seed(config.seed, k, 1))
+
+    num_eval_clips = info.num_clips(EVAL_SPLIT)
+    eval_dataset = make(eval_files, training=False, num_clips=num_eval_clips)
     callbacks = [
-        experiment.DropoutReseed(experiment.derive_seed(config.seed, 2)),
+        resumption.DropoutReseed(resumption.derive_seed(config.seed, 2)),
         swa,
-        experiment.LogLearningRate(),
+        outputs.LogLearningRate(),
         keras.callbacks.CSVLogger(log_path, append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
-        experiment.IntervalCheckpoint(checkpoint_dir),
+        resumption.IntervalCheckpoint(checkpoint_dir),
     ]
     if initial_epoch < config.num_intervals:
-        train_dataset = experiment.interval_dataset(
+        train_dataset = resumption.interval_dataset(
             make_interval, initial_epoch, config.num_intervals, config.checkpoint_every)
-        print(f"Training {config.pe} ({config.preset}, {model.count_params():,} parameters) "
-              f"for {config.train_steps} steps: {config.num_intervals} intervals of "
-              f"{config.checkpoint_every} steps, batch {config.batch_size}", flush=True)
+        log(f"Training {config.pe} ({config.preset}, {model.count_params():,} parameters) "
+            f"for {config.train_steps} steps: {config.num_intervals} intervals of "
+            f"{config.checkpoint_every} steps, batch {config.batch_size}")
     else:
-        train_dataset = experiment.interval_dataset(make_interval, 0, 1, 1)  # not read
-        print(f"{run_dir}: training already complete at step {step}", flush=True)
-    experiment.build_for_fit(model, train_dataset)
+        train_dataset = resumption.interval_dataset(make_interval, 0, 1, 1)  # not read
+        log(f"{run_dir}: training already complete at step {step}")
+    resumption.build_for_fit(model, train_dataset)
     model.fit(train_dataset, epochs=config.num_intervals, shuffle=False,
               steps_per_epoch=config.checkpoint_every, initial_epoch=initial_epoch,
               validation_data=eval_dataset, callbacks=callbacks, verbose=verbose)
     # The model now holds the SWA average of the last `swa_last` checkpoints.
 
     # === Evaluation and outputs ===
-    model_path = experiment.save_inference_model(model, os.path.join(run_dir, "model.keras"))
-    y_true, y_score = experiment.predict(model, eval_dataset, num_eval_clips,
+    model_path = outputs.save_model(model, os.path.join(run_dir, "model.keras"))
+    y_true, swa_scores = outputs.predict(model, eval_dataset, num_eval_clips,
                                          description="Evaluating the SWA model on eval")
-    metrics = tagging_metrics(y_true, y_score)
+    swa_weights = model.get_weights()
+    model.set_weights(swa.last_weights)
+    _, last_scores = outputs.predict(model, eval_dataset, num_eval_clips,
+                                     description=f"Evaluating the last checkpoint (step "
+                                                 f"{config.train_steps}) on eval")
+    model.set_weights(swa_weights)
+    metrics = tagging_metrics(y_true, swa_scores)
+    last = tagging_metrics(y_true, last_scores)
     positives = y_true.sum(axis=0)
-    prevalence = positives / len(y_true)
-    chance = float(np.mean(prevalence[positives > 0]))
-    _write_per_class(os.path.join(run_dir, "per_class_ap.csv"), class_names, metrics,
+    chance = float(np.mean((positives / len(y_true))[positives > 0]))
+    _write_per_class(os.path.join(run_dir, "per_class_ap.csv"), info.class_names, metrics,
                      positives)
     results = {
         "mAP": metrics["mAP"], "AUC": metrics["AUC"], "d_prime": metrics["d_prime"],
+        "last_checkpoint": {"step": config.train_steps, "mAP": last["mAP"],
+                            "AUC": last["AUC"], "d_prime": last["d_prime"]},
         "chance_mAP": chance,
         "num_eval_clips": int(len(y_true)),
         "num_classes": num_classes,
         "classes_without_positives": metrics["num_excluded_ap"],
         "swa_steps": list(swa.snapshot_steps),
+        "skipped_bad_records": skips.counts(),
         "num_parameters": int(model.count_params()),
         "backend": keras.backend.backend(),
         "wall_time_seconds_this_process": round(time.monotonic() - start_time, 1),
-        "config": {**config.to_dict(),
-                   "data_dir": os.path.abspath(data_dir), "clip_samples": clip_samples},
+        "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
+                   "clip_samples": clip_samples},
         "normalization_stats": {"low": stats.low, "high": stats.high,
                                 "num_clips": stats.num_clips},
         "model": model_path,
     }
-    experiment.write_json(os.path.join(run_dir, "metrics.json"), results)
+    write_json(os.path.join(run_dir, "metrics.json"), results)
     # sklearn's AP can exceed 1 by a rounding error.
-    plot_per_class_ap(np.clip(metrics["per_class"]["AP"], 0.0, 1.0), class_names,
+    plot_per_class_ap(np.clip(metrics["per_class"]["AP"], 0.0, 1.0), info.class_names,
                       os.path.join(run_dir, "per_class_ap.png"),
                       title=f"Per-class AP, {config.pe} (eval)")
     if os.path.exists(log_path):
-        plot_learning_curves(experiment.read_training_log(log_path, config.checkpoint_every),
+        plot_learning_curves(outputs.read_training_log(log_path, config.checkpoint_every),
                              os.path.join(run_dir, "learning_curves.png"),
                              title=f"AudioSet training, {config.pe}")
     return {**results, "output_dir": run_dir}
+
+
+def _resume(model, checkpoint_dir, swa, log):
+    """Restores the newest intact checkpoint whose needed SWA snapshots are intact too.
+
+    Returns `(step, fell_back)`: the step resumed from (0: from scratch) and whether a
+    damaged file was passed over (then a step of 0 needs a freshly built model).
+    """
+    before, fell_back = None, False
+    while True:
+        step, damaged = resumption.restore_latest(model, checkpoint_dir, before=before,
+                                                  log=log)
+        fell_back = fell_back or bool(damaged)
+        bad = swa.damaged_snapshots(step)
+        if not bad:
+            if fell_back and step == 0:
+                log("No intact checkpoint to resume from: training starts over from step 0 "
+                    "(the run is deterministic: it ends as an uninterrupted run would).")
+            return step, fell_back
+        for _, error in bad:
+            log(f"Warning: {error}. The final average needs it: training goes back to a "
+                "checkpoint before it and makes it again.")
+        fell_back, before = True, min(snapshot for snapshot, _ in bad)
 
 
 def _write_per_class(path, class_names, metrics, positives):
@@ -299,5 +344,29 @@ def _write_per_class(path, class_names, metrics, positives):
         ap, auc = metrics["per_class"]["AP"][index], metrics["per_class"]["AUC"][index]
         rows.append((index, name, "" if np.isnan(ap) else f"{ap:.6f}",
                      "" if np.isnan(auc) else f"{auc:.6f}", int(positives[index])))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(rows)
+    outputs.write_csv(path, rows)
+
+
+def summary(results):
+    """The lines the recipe prints at the end of a run."""
+    out, last = results["output_dir"], results["last_checkpoint"]
+    lines = [
+        f"{results['config']['pe']}: eval mAP {results['mAP']:.3f} (chance "
+        f"{results['chance_mAP']:.3f}), AUC {results['AUC']:.3f}, d' {results['d_prime']:.3f} "
+        f"on {results['num_eval_clips']} clips; SWA of steps {results['swa_steps']}.",
+        f"Last checkpoint (step {last['step']}) alone: mAP {last['mAP']:.3f}, AUC "
+        f"{last['AUC']:.3f}, d' {last['d_prime']:.3f}.",
+    ]
+    skipped = {k: v for k, v in results["skipped_bad_records"].items() if v}
+    if skipped:
+        lines.append("Skipped bad records: " + ", ".join(
+            f"{count} in {purpose}" for purpose, count in skipped.items()))
+    lines += [
+        f"Model: {os.path.join(out, 'model.keras')}",
+        f"Metrics: {os.path.join(out, 'metrics.json')}, per-class AP: "
+        f"{os.path.join(out, 'per_class_ap.csv')}",
+        f"Plots: {os.path.join(out, 'learning_curves.png')}, "
+        f"{os.path.join(out, 'per_class_ap.png')}",
+        f"TensorBoard: tensorboard --logdir={os.path.join(out, 'tensorboard')}",
+    ]
+    return "\n".join(lines)

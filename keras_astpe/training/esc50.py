@@ -11,8 +11,6 @@ epoch); the held-out fold is then classified. Clips are 5 s on a model pretraine
 clips: every positional encoding accepts any number of frames.
 """
 
-import collections
-import csv
 import dataclasses
 import os
 import time
@@ -21,16 +19,18 @@ import keras
 import numpy as np
 
 import keras_astpe
-from keras_astpe.data.pipeline import make_dataset
+from keras_astpe.cli import setting
+from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.io_utils import write_json
 from keras_astpe.models import ASTBackbone, ASTClassifier, get_preset
-from keras_astpe.normalization import STATS_FILENAME
-from keras_astpe.training import experiment
+from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
+from keras_astpe.training import outputs, resumption, trainer
 from keras_astpe.training.metrics import classification_metrics
 from keras_astpe.training.plots import plot_confusion_matrix, plot_learning_curves
 
 SPLIT = "esc50"
-CLIP_SECONDS = 5.0
 
 # The paper's fine-tuning (with --data_dir); it does not give the batch size.
 PAPER_DEFAULTS = {
@@ -58,43 +58,59 @@ DEMO_INIT = os.path.join("saved_models", "audioset-demo", "time_alibi", "model.k
 # Epochs per fit with a validation on the held-out fold (for the learning curves; the
 # reported accuracy is that of the last epoch, whatever the validations show).
 NUM_VALIDATIONS = 10
+# Folds this much smaller than the largest one make the per-fold mean meaningless.
+MIN_FOLD_FRACTION = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
+def _mode_defaults(name):
+    return {"with --data_dir": PAPER_DEFAULTS[name], "for the demo": DEMO_DEFAULTS[name]}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ESC50Config:
-    """Settings of an ESC-50 cross-validation; `create` fills in the mode's defaults.
+    """Settings of an ESC-50 cross-validation; `create` fills in the mode's defaults, and
+    each field is a flag of `recipes/eval_esc50.py`."""
 
-    Attributes:
-        init: `.keras` AudioSet model to fine-tune (e.g. the `model.keras` of
-            `train_audioset`); None trains from scratch.
-        pe, preset: model from scratch (without `init`).
-        batch_size: batch size of both stages.
-        head_epochs, head_lr: stage 1, only the new output layer trains (paper: 10, 1e-3).
-            From scratch the default is 0: there is nothing pretrained to protect.
-        finetune_epochs, finetune_lr, lr_decay: stage 2, the whole model trains, the
-            learning rate multiplied by `lr_decay` after every epoch (paper: 40, 1e-4, 0.85).
-        data_dir: folder of the TFRecords written by `tfrecords_tools.esc50`; None uses the
-            synthetic demo data (generated under `demo_data/`).
-        folds: held-out folds to evaluate; None is every fold in the data.
-        output_dir: results folder; None is `saved_models/esc50[-demo]/<name>`.
-        seed: seeds the new layers, data order, augmentation and dropout, per fold.
-        demo_size: size of the generated demo data (`"small"` or `"tiny"`).
-    """
-
-    preset: str
-    batch_size: int
-    head_epochs: int
-    head_lr: float
-    finetune_epochs: int
-    finetune_lr: float
-    lr_decay: float
-    init: str | None = None
-    pe: str | None = None
-    data_dir: str | None = None
-    folds: tuple | None = None
-    output_dir: str | None = None
-    seed: int = 0
-    demo_size: str = "small"
+    init: str | None = setting(
+        None, help="AudioSet model to fine-tune (the model.keras of "
+        "recipes/train_audioset.py; it carries its front end and statistics). Either --init "
+        "or --pe; for the demo (no --data_dir) with neither, the model of `python "
+        f"recipes/train_audioset.py --pe=time_alibi`: {DEMO_INIT}.")
+    pe: str | None = setting(None, choices=keras_astpe.PE_KINDS,
+                             help="Positional encoding of a model trained from scratch "
+                             "(without --init).")
+    data_dir: str | None = setting(
+        None, help="Folder of ESC-50 TFRecords written by tfrecords_tools.esc50. Without "
+        "it, the demo data are generated under demo_data/ on first use.")
+    preset: str | None = setting(None, choices=sorted(keras_astpe.PRESETS),
+                                 help="Model size from scratch.",
+                                 defaults=_mode_defaults("preset"))
+    folds: tuple[int, ...] | None = setting(
+        None, help="Held-out folds to evaluate (default: every fold in the data).")
+    batch_size: int | None = setting(None, help="Batch size.",
+                                     defaults=_mode_defaults("batch_size"))
+    head_epochs: int | None = setting(
+        None, help="Stage 1 epochs, output layer only; 0 when training from scratch.",
+        defaults=_mode_defaults("head_epochs"))
+    head_lr: float | None = setting(None, help="Stage 1 learning rate.",
+                                    defaults=_mode_defaults("head_lr"))
+    finetune_epochs: int | None = setting(None, help="Stage 2 epochs, whole model.",
+                                          defaults=_mode_defaults("finetune_epochs"))
+    finetune_lr: float | None = setting(None, help="Stage 2 initial learning rate.",
+                                        defaults=_mode_defaults("finetune_lr"))
+    lr_decay: float | None = setting(None, help="Stage 2 learning-rate factor per epoch.",
+                                     defaults=_mode_defaults("lr_decay"))
+    allow_unbalanced_folds: bool = setting(
+        False, help="Run even when folds are empty or much smaller than the others (a "
+        "partial download); read the pooled accuracy then, not the fold mean.")
+    output_dir: str | None = setting(
+        None, help="Results folder (default: saved_models/esc50/<name>, or "
+        "saved_models/esc50-demo/<name>; <name> is the folder of --init, or <pe>-scratch).")
+    seed: int = setting(0, help="Seed of the new layers, data order, augmentation, dropout.")
+    demo_size: str = setting("small", choices=("small", "tiny"),
+                             help="Size of the generated demo data (tiny: a few clips, for "
+                             "smoke tests).")
+    data: trainer.DataOptions = dataclasses.field(default_factory=trainer.DataOptions)
 
     @classmethod
     def create(cls, init=None, pe=None, data_dir=None, **settings):
@@ -105,209 +121,264 @@ class ESC50Config:
         if init is None and pe is None and not data_dir:
             if not os.path.exists(DEMO_INIT):
                 raise FileNotFoundError(
-                    f"No init or pe given, and no demo AudioSet model at {DEMO_INIT} to "
+                    f"No --init or --pe given, and no demo AudioSet model at {DEMO_INIT} to "
                     "fine-tune: run `python recipes/train_audioset.py --pe=time_alibi` "
-                    "first, or pass pe to train from scratch.")
+                    "first, or pass --pe to train from scratch.")
             init = DEMO_INIT
         if (init is None) == (pe is None):
-            raise ValueError("Give either init (an AudioSet .keras model to fine-tune) or pe "
-                             "(a positional encoding, to train from scratch).")
+            raise ValueError("Give either --init (an AudioSet .keras model to fine-tune) or "
+                             "--pe (a positional encoding, to train from scratch).")
         defaults = dict(PAPER_DEFAULTS if data_dir else DEMO_DEFAULTS)
         if init is None:
             defaults.update(SCRATCH_DEFAULTS if data_dir else DEMO_SCRATCH_DEFAULTS)
         given = {key: value for key, value in settings.items() if value is not None}
         if init is not None and given.get("preset"):
-            raise ValueError("preset applies to training from scratch; with init the model "
-                             "comes from the checkpoint.")
+            raise ValueError("--preset applies to training from scratch; with --init the "
+                             "model comes from the file.")
         config = cls(init=init, pe=pe, data_dir=data_dir, **{**defaults, **given})
         if config.output_dir is None:
             name = (os.path.basename(os.path.dirname(os.path.abspath(init))) if init
                     else f"{pe}-scratch")
             folder = "esc50" if data_dir else "esc50-demo"
-            config = dataclasses.replace(config, output_dir=os.path.join("saved_models",
-                                                                         folder, name))
+            config = dataclasses.replace(
+                config, output_dir=os.path.join("saved_models", folder, name))
         return config
 
     def __post_init__(self):
         if self.pe is not None and self.pe not in keras_astpe.PE_KINDS:
-            raise ValueError(f"pe must be one of {keras_astpe.PE_KINDS}, got {self.pe!r}")
+            raise ValueError(f"--pe must be one of {keras_astpe.PE_KINDS}, got {self.pe!r}")
         if self.preset not in keras_astpe.PRESETS:
-            raise ValueError(f"preset must be one of {sorted(keras_astpe.PRESETS)}, "
+            raise ValueError(f"--preset must be one of {sorted(keras_astpe.PRESETS)}, "
                              f"got {self.preset!r}")
         if self.init is not None and not os.path.isfile(self.init):
-            raise FileNotFoundError(f"init model {self.init} not found (train one with "
+            raise FileNotFoundError(f"--init={self.init}: model file not found (train one with "
                                     "recipes/train_audioset.py: <output_dir>/model.keras)")
         if self.batch_size < 1 or self.head_epochs < 0 or self.finetune_epochs < 0:
-            raise ValueError("need batch_size >= 1, head_epochs >= 0 and finetune_epochs >= 0")
+            raise ValueError("need --batch_size >= 1, --head_epochs >= 0 and "
+                             "--finetune_epochs >= 0")
         if self.head_epochs + self.finetune_epochs < 1:
-            raise ValueError("head_epochs + finetune_epochs must be >= 1")
+            raise ValueError("--head_epochs + --finetune_epochs must be >= 1")
         if not (self.head_lr > 0 and self.finetune_lr > 0 and 0 < self.lr_decay <= 1):
-            raise ValueError("need head_lr > 0, finetune_lr > 0 and 0 < lr_decay <= 1")
+            raise ValueError("need --head_lr > 0, --finetune_lr > 0 and 0 < --lr_decay <= 1")
         if self.folds is not None and not self.folds:
-            raise ValueError("folds is empty: pass None for every fold")
-        if self.demo_size not in ("small", "tiny"):
-            raise ValueError(f"demo_size must be 'small' or 'tiny', got {self.demo_size!r}")
+            raise ValueError("--folds is empty: leave it out for every fold")
 
     def to_dict(self):
-        content = dataclasses.asdict(self)
-        content["folds"] = None if self.folds is None else list(self.folds)
-        return content
+        return dataclasses.asdict(self)
 
 
-def _new_classifier(config, num_classes):
+def _load_pretrained(path):
+    """The `ASTClassifier` of `path`, with the message to give when it is not one."""
+    pretrained = keras.saving.load_model(path, compile=False)
+    if not isinstance(getattr(pretrained, "backbone", None), ASTBackbone):
+        raise ValueError(f"--init={path} is not a keras_astpe ASTClassifier model.")
+    return pretrained
+
+
+def _new_classifier(config, num_classes, converter=None, class_names=None):
     """A fresh model for one fold: the pretrained backbone (or a new one) + a softmax head."""
     if config.init is not None:
-        pretrained = keras.saving.load_model(config.init, compile=False)
-        backbone = getattr(pretrained, "backbone", None)
-        if not isinstance(backbone, ASTBackbone):
-            raise ValueError(f"{config.init} is not a keras_astpe ASTClassifier model.")
+        backbone = _load_pretrained(config.init).backbone
     else:
         backbone = ASTBackbone(position_encoding=config.pe, **get_preset(config.preset))
-    return ASTClassifier(backbone, num_classes, activation="softmax")
+    return ASTClassifier(backbone, num_classes, activation="softmax",
+                         audio_converter=converter, class_names=class_names)
 
 
 def _compile(model, learning_rate):
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipvalue=1.0),
-                  loss=keras.losses.CategoricalCrossentropy(),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    return trainer.compile_classifier(model, learning_rate, multi_label=False,
+                                      num_classes=model.num_classes)
 
 
-def evaluate_esc50(config, verbose="auto"):
+def _pretrained_stats(path, pretrained, log):
+    """The statistics an `--init` model was trained with: those it carries, or, for a model
+    saved before models carried their front end, the `normalization_stats.json` beside it."""
+    converter = getattr(pretrained, "audio_converter", None)
+    if converter is not None:
+        return converter.stats
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), STATS_FILENAME)
+    if not os.path.exists(beside):
+        raise FileNotFoundError(
+            f"--init={path} carries no front end (it was saved by an older keras_astpe) and "
+            f"no {STATS_FILENAME} is beside it: the fine-tuned model must scale its inputs as "
+            "in pretraining. Put the statistics of its training run next to it.")
+    log(f"{path} was saved before models carried their front end: using {beside}")
+    return NormalizationStats.load(beside)
+
+
+def check_folds(clips_per_fold, folds, *, allow_unbalanced, log=print):
+    """Says which folds are empty or much smaller than the largest; refuses (ValueError)
+    unless `allow_unbalanced`, since the mean over such folds means little."""
+    largest = max(clips_per_fold.values(), default=0)
+    listing = ", ".join(f"fold {fold}: {clips_per_fold.get(fold, 0)}" for fold in folds)
+    small = [fold for fold in folds
+             if clips_per_fold.get(fold, 0) < MIN_FOLD_FRACTION * largest]
+    if not small:
+        return []
+    message = (f"folds {small} are empty or hold fewer than {MIN_FOLD_FRACTION:.0%} of the "
+               f"clips of the largest fold ({listing} clips): the per-fold mean of the "
+               "cross-validation would mislead (a complete ESC-50 holds 400 clips per fold)")
+    if not allow_unbalanced:
+        raise ValueError(f"{message}. Complete the download, choose --folds, or pass "
+                         "--allow_unbalanced_folds to run anyway.")
+    log(f"WARNING: {message}. Running anyway (--allow_unbalanced_folds): read the pooled "
+        "accuracy over all test clips, not the fold mean.")
+    return small
+
+
+def evaluate_esc50(config, verbose="auto", log=print):
     """Runs the cross-validation of `config` and writes its results folder.
 
-    Writes in `config.output_dir`: `results.json` (accuracy per fold, mean and std over the
-    folds, chance, config), `confusion_matrix.png` and `.csv` (summed over the folds),
-    `normalization_stats.json`, and per fold `fold_<k>/training_log.csv` and
-    `fold_<k>/learning_curves.png`.
+    `config.data_dir` must be a converted dataset (the recipe prepares the demo data when
+    it is None). Writes in `config.output_dir`: `results.json` (accuracy per fold, mean and
+    std over the folds, pooled over every test clip, chance, fold sizes, config),
+    `confusion_matrix.png` and `.csv` (summed over the folds), `normalization_stats.json`,
+    and per fold `fold_<k>/training_log.csv` and `fold_<k>/learning_curves.png`.
 
     Returns:
         The content of `results.json`, plus `output_dir`.
     """
     start_time = time.monotonic()
-    run_dir = config.output_dir
-    os.makedirs(run_dir, exist_ok=True)
+    run_dir = trainer.prepare_output_dir(config.output_dir)
 
     # === Data ===
-    if config.data_dir is None:
-        data_dir = experiment.prepare_demo_data("esc50", size=config.demo_size)
-    else:
-        data_dir = config.data_dir
-    files = experiment.split_files(data_dir, SPLIT, dataset="esc50")
-    class_names = experiment.read_class_names(data_dir)
-    num_classes = len(class_names)
-    clips_per_fold = _clips_per_fold(files)
+    info = DatasetInfo.load(config.data_dir)
+    files = info.split_files(SPLIT)
+    num_classes = info.num_classes
+    all_folds = {**dict.fromkeys(info.split(SPLIT).cross_validation_folds, 0),
+                 **info.clips_per_fold(SPLIT)}
+    clips_per_fold = {fold: count for fold, count in all_folds.items() if count}
     available = sorted(clips_per_fold)
     folds = sorted(set(config.folds)) if config.folds is not None else available
     missing = sorted(set(folds) - set(available))
     if missing:
-        raise ValueError(f"folds {missing} are not in {data_dir} (folds: {available})")
+        raise ValueError(f"--folds {missing} hold no clip in {config.data_dir} (clips per "
+                         f"fold: {all_folds})")
     if len(available) < 2:
-        raise ValueError(f"{data_dir} holds only fold(s) {available}: cross-validation needs 2")
+        raise ValueError(f"{config.data_dir} holds clips of fold(s) {available} only: "
+                         "cross-validation needs 2")
+    unbalanced = check_folds(all_folds, sorted(all_folds),
+                             allow_unbalanced=config.allow_unbalanced_folds, log=log)
 
     # === Front end and statistics (those of the pretrained model with --init) ===
-    probe = _new_classifier(config, num_classes).backbone
-    frontend = FrontEndConfig(num_mel_bins=probe.num_mel_bins)
-    clip_samples = int(CLIP_SECONDS * frontend.sample_rate)
+    if config.init:
+        pretrained = _load_pretrained(config.init)
+        num_mel_bins, position_encoding = (pretrained.backbone.num_mel_bins,
+                                           pretrained.backbone.position_encoding)
+        num_backbone_parameters = pretrained.backbone.count_params()
+        source = _pretrained_stats(config.init, pretrained, log)
+        del pretrained
+    else:
+        preset = get_preset(config.preset)
+        num_mel_bins, position_encoding = preset["num_mel_bins"], config.pe
+        num_backbone_parameters = None
+        source = config.data_dir
+    frontend = FrontEndConfig(num_mel_bins=num_mel_bins)
+    clip_samples = int(round(info.clip_seconds * frontend.sample_rate))
     stats_path = os.path.join(run_dir, STATS_FILENAME)
     if os.path.exists(stats_path):
         os.remove(stats_path)  # a new evaluation: statistics from its own source
-    source_dir = os.path.dirname(os.path.abspath(config.init)) if config.init else data_dir
-    if config.init and not os.path.exists(os.path.join(source_dir, STATS_FILENAME)):
-        raise FileNotFoundError(
-            f"{os.path.join(source_dir, STATS_FILENAME)} not found: the fine-tuned model must "
-            "scale its inputs as in pretraining (train_audioset writes the statistics next "
-            "to model.keras).")
-    stats = experiment.resolve_stats(run_dir, files, frontend, source_dir=source_dir)
-    print(f"ESC-50 {'fine-tuning ' + config.init if config.init else 'from scratch: ' + config.pe}"
-          f"; {num_classes} classes, folds {folds}; {probe.position_encoding}, "
-          f"{probe.count_params():,} backbone parameters", flush=True)
+    skips = trainer.SkipCounter()
+    stats, skipped = trainer.resolve_stats(run_dir, files, frontend, source=source,
+                                           skip_bad_records=config.data.skip_bad_records,
+                                           log=log)
+    skips.add("the statistics pass", skipped)
+    converter = LogMelAudioConverter(frontend, stats)
+    log(f"ESC-50 {'fine-tuning ' + config.init if config.init else 'from scratch: ' + config.pe}"
+        f"; {num_classes} classes, folds {folds}; {position_encoding}"
+        + (f", {num_backbone_parameters:,} backbone parameters"
+           if num_backbone_parameters else ""))
 
     # === Cross-validation ===
-    data = {"num_classes": num_classes, "batch_size": config.batch_size,
-            "clip_samples": clip_samples, "frontend": frontend, "stats": stats,
-            "multi_label": False}
+    make = trainer.dataset_maker(
+        num_classes=num_classes, multi_label=False, batch_size=config.batch_size,
+        clip_samples=clip_samples, converter=converter, options=config.data, skips=skips)
     per_fold, confusion = {}, np.zeros((num_classes, num_classes), np.int64)
     for fold in folds:
         train_folds = [f for f in available if f != fold]
         num_train = sum(clips_per_fold[f] for f in train_folds)
         num_test = clips_per_fold[fold]
         steps_per_epoch = max(1, num_train // config.batch_size)
-        train = make_dataset(files, training=True, folds=train_folds,
-                             seed=experiment.derive_seed(config.seed, fold, 1),
-                             deterministic=True, **data)
-        test = experiment.with_num_clips(
-            make_dataset(files, training=False, folds=[fold], **data), num_test,
-            config.batch_size)
+        train = make(files, training=True, folds=train_folds, deterministic=True,
+                     seed=resumption.derive_seed(config.seed, fold, 1))
+        test = make(files, training=False, folds=[fold], num_clips=num_test)
 
-        keras.utils.set_random_seed(experiment.derive_seed(config.seed, fold, 0))
-        model = _new_classifier(config, num_classes)
+        keras.utils.set_random_seed(resumption.derive_seed(config.seed, fold, 0))
+        model = _new_classifier(config, num_classes, converter, info.class_names)
         fold_dir = os.path.join(run_dir, f"fold_{fold}")
         os.makedirs(fold_dir, exist_ok=True)
         log_path = os.path.join(fold_dir, "training_log.csv")
         if os.path.exists(log_path):
             os.remove(log_path)
-        print(f"\n=== Fold {fold}: train on folds {train_folds} ({num_train} clips), test on "
-              f"{num_test} clips ===", flush=True)
+        log(f"\n=== Fold {fold}: train on folds {train_folds} ({num_train} clips), test on "
+            f"{num_test} clips ===")
 
         _fine_tune(model, config, train, test, steps_per_epoch, log_path,
-                   experiment.derive_seed(config.seed, fold, 2), verbose)
+                   resumption.derive_seed(config.seed, fold, 2), verbose, log)
 
-        targets, scores = experiment.predict(model, test, num_test,
-                                             description=f"Classifying fold {fold}")
+        targets, scores = outputs.predict(model, test, num_test,
+                                          description=f"Classifying fold {fold}")
         metrics = classification_metrics(targets.argmax(axis=1), scores)
-        per_fold[fold] = {"accuracy": metrics["accuracy"], "num_test_clips": num_test,
+        per_fold[fold] = {"accuracy": metrics["accuracy"], "num_test_clips": len(targets),
                           "num_train_clips": num_train}
         confusion += metrics["confusion_matrix"]
         plot_learning_curves(log_path, os.path.join(fold_dir, "learning_curves.png"),
                              title=f"ESC-50 fold {fold}")
-        print(f"Fold {fold}: accuracy {metrics['accuracy']:.4f}", flush=True)
+        log(f"Fold {fold}: accuracy {metrics['accuracy']:.4f}")
 
     accuracies = np.array([per_fold[fold]["accuracy"] for fold in folds])
-    _write_confusion_csv(os.path.join(run_dir, "confusion_matrix.csv"), confusion, class_names)
+    outputs.write_csv(os.path.join(run_dir, "confusion_matrix.csv"),
+                      [["true \\ predicted", *info.class_names],
+                       *([name, *row.tolist()]
+                         for name, row in zip(info.class_names, confusion, strict=True))])
     results = {
         "accuracy_mean": float(accuracies.mean()),
         "accuracy_std": float(accuracies.std()),
+        "accuracy_pooled": float(np.trace(confusion) / confusion.sum()),
         "accuracy_per_fold": {str(fold): per_fold[fold]["accuracy"] for fold in folds},
         "folds": {str(fold): per_fold[fold] for fold in folds},
+        "clips_per_fold": {str(fold): count for fold, count in all_folds.items()},
+        "unbalanced_folds": unbalanced,
         "chance_accuracy": 1.0 / num_classes,
         "num_classes": num_classes,
-        "position_encoding": probe.position_encoding,
+        "position_encoding": position_encoding,
+        "skipped_bad_records": skips.counts(),
         "backend": keras.backend.backend(),
         "wall_time_seconds": round(time.monotonic() - start_time, 1),
-        "config": {**config.to_dict(), "data_dir": os.path.abspath(data_dir),
+        "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
                    "clip_samples": clip_samples},
         "normalization_stats": {"low": stats.low, "high": stats.high,
                                 "num_clips": stats.num_clips},
     }
-    experiment.write_json(os.path.join(run_dir, "results.json"), results)
-    plot_confusion_matrix(confusion, class_names, os.path.join(run_dir, "confusion_matrix.png"),
+    write_json(os.path.join(run_dir, "results.json"), results)
+    plot_confusion_matrix(confusion, info.class_names,
+                          os.path.join(run_dir, "confusion_matrix.png"),
                           title=f"ESC-50, folds {folds} summed")
     return {**results, "output_dir": run_dir}
 
 
-def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verbose):
+def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verbose, log):
     """Stage 1 (output layer only), then stage 2 (whole model), logged to `log_path`."""
     def callbacks():
-        return [experiment.DropoutReseed(seed), experiment.LogLearningRate(),
+        return [resumption.DropoutReseed(seed), outputs.LogLearningRate(),
                 keras.callbacks.CSVLogger(log_path, append=True)]
 
     if config.head_epochs:
-        print(f"Stage 1: output layer only, {config.head_epochs} epochs at "
-              f"lr {config.head_lr:g}", flush=True)
+        log(f"Stage 1: output layer only, {config.head_epochs} epochs at lr {config.head_lr:g}")
         model.backbone.trainable = False
         _compile(model, config.head_lr)
-        experiment.build_for_fit(model, train)
+        resumption.build_for_fit(model, train)
         model.fit(train, epochs=config.head_epochs, steps_per_epoch=steps_per_epoch,
                   shuffle=False,
                   validation_data=test, validation_freq=_validation_epochs(
                       0, config.head_epochs), callbacks=callbacks(), verbose=verbose)
     if config.finetune_epochs:
-        print(f"Stage 2: whole model, {config.finetune_epochs} epochs from lr "
-              f"{config.finetune_lr:g}, x{config.lr_decay:g} per epoch", flush=True)
+        log(f"Stage 2: whole model, {config.finetune_epochs} epochs from lr "
+            f"{config.finetune_lr:g}, x{config.lr_decay:g} per epoch")
         model.backbone.trainable = True
         _compile(model, keras.optimizers.schedules.ExponentialDecay(
             config.finetune_lr, steps_per_epoch, config.lr_decay, staircase=True))
-        experiment.build_for_fit(model, train)
+        resumption.build_for_fit(model, train)
         last = config.head_epochs + config.finetune_epochs
         model.fit(train, epochs=last, initial_epoch=config.head_epochs, shuffle=False,
                   steps_per_epoch=steps_per_epoch, validation_data=test,
@@ -315,24 +386,29 @@ def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verb
                   callbacks=callbacks(), verbose=verbose)
 
 
+def summary(results):
+    """The lines the recipe prints at the end of a cross-validation."""
+    out = results["output_dir"]
+    folds = ", ".join(f"fold {fold}: {100 * accuracy:.1f}%"
+                      for fold, accuracy in results["accuracy_per_fold"].items())
+    lines = [f"ESC-50 ({results['position_encoding']}): accuracy "
+             f"{100 * results['accuracy_mean']:.1f} +- {100 * results['accuracy_std']:.1f}% "
+             f"over folds, {100 * results['accuracy_pooled']:.1f}% pooled over all test clips "
+             f"(chance {100 * results['chance_accuracy']:.1f}%)", folds]
+    if results["unbalanced_folds"]:
+        lines.append(f"WARNING: folds {results['unbalanced_folds']} are empty or small "
+                     f"(clips per fold: {results['clips_per_fold']}): read the pooled accuracy.")
+    skipped = {k: v for k, v in results["skipped_bad_records"].items() if v}
+    if skipped:
+        lines.append("Skipped bad records: " + ", ".join(
+            f"{count} in {purpose}" for purpose, count in skipped.items()))
+    lines += [f"Results: {os.path.join(out, 'results.json')}",
+              f"Confusion matrix: {os.path.join(out, 'confusion_matrix.png')}"]
+    return "\n".join(lines)
+
+
 def _validation_epochs(initial_epoch, epochs):
     """1-based epochs of a `fit` that validate: about `NUM_VALIDATIONS`, always the first
     (so that `CSVLogger` sees the validation columns) and the last."""
     chosen = np.linspace(initial_epoch + 1, epochs, min(NUM_VALIDATIONS, epochs - initial_epoch))
     return sorted({int(round(epoch)) for epoch in chosen})
-
-
-def _clips_per_fold(files):
-    """`{fold: number of clips}` of the records of `files` (one pass, no decoding)."""
-    from keras_astpe.data.pipeline import read_records
-
-    folds = read_records(files).map(lambda record: record["fold"])
-    return dict(sorted(collections.Counter(int(f) for f in folds.as_numpy_iterator()).items()))
-
-
-def _write_confusion_csv(path, confusion, class_names):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *class_names])
-        for name, row in zip(class_names, confusion, strict=True):
-            writer.writerow([name, *row.tolist()])

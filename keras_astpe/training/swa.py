@@ -10,17 +10,19 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 
+from keras_astpe.io_utils import atomic_path, write_json
+from keras_astpe.training.resumption import DamagedFileError, file_digest, verify_file
+
 logger = logging.getLogger(__name__)
 
 _STATE_FILE = "swa_state.json"
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d+)\.npz$")
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: SHA-256 and size of every snapshot
 
 
 def _snapshot_file(step):
@@ -66,21 +68,6 @@ def average_weights(snapshots):
     return averaged
 
 
-def _write_atomic(path, write_fn, mode):
-    directory = os.path.dirname(path)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
 class StochasticWeightAveraging(keras.callbacks.Callback):
     """Averages the last `num_snapshots` weight snapshots into the model at training end.
 
@@ -98,10 +85,15 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     restores the model in `on_train_begin`); snapshots newer than the restored optimizer
     step are discarded, since the resumed run recomputes them.
     `keras.callbacks.BackupAndRestore` does not save callback state: pass `state_dir`
-    whenever training can be resumed.
+    whenever training can be resumed. Each snapshot's SHA-256 and size are kept in the state
+    and checked when it is loaded: a damaged snapshot raises `DamagedFileError` naming it
+    (see `damaged_snapshots`), and only the snapshots the final average still needs are
+    read (with `final_step`, those of the last `num_snapshots` multiples of
+    `snapshot_every` up to it), so a damaged one it does not need blocks nothing.
 
     Use one `fit()` call per training run: the averaged weights replace the trained ones at
-    its end. With `steps_per_execution > 1`, a snapshot is taken at the first execution
+    its end (`last_weights` keeps those of the last snapshot, to compare). With
+    `steps_per_execution > 1`, a snapshot is taken at the first execution
     boundary at or after each multiple of `snapshot_every`. Host memory and disk use are
     `num_snapshots` copies of the weights (about 350 MB each for the paper's model).
 
@@ -109,9 +101,10 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         snapshot_every: optimizer steps between snapshots (paper: 10000).
         num_snapshots: number of most recent snapshots averaged (paper: 10).
         state_dir: optional directory where the state is persisted and restored from.
+        final_step: the step training ends at, if known (limits what a restore reads).
     """
 
-    def __init__(self, snapshot_every, num_snapshots=10, state_dir=None):
+    def __init__(self, snapshot_every, num_snapshots=10, state_dir=None, final_step=None):
         super().__init__()
         for name, value in (("snapshot_every", snapshot_every), ("num_snapshots", num_snapshots)):
             if isinstance(value, bool) or int(value) != value or value < 1:
@@ -119,6 +112,9 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self.snapshot_every = int(snapshot_every)
         self.num_snapshots = int(num_snapshots)
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.final_step = None if final_step is None else int(final_step)
+        self._verified = set()
+        self.last_weights = None  # the weights before averaging, once training ended
         self._steps = []
         self._snapshots = []
         self._next_step = self.snapshot_every
@@ -153,9 +149,39 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             self._needs_setup = False
         self._anchor = (step, -1)
 
+    def _needed(self, steps, step):
+        """The stored snapshot steps a run resumed at `step` still averages."""
+        first = 0 if self.final_step is None else (
+            self.final_step - (self.num_snapshots - 1) * self.snapshot_every)
+        return [s for s in steps if first <= s <= step][-self.num_snapshots:]
+
+    def damaged_snapshots(self, step):
+        """`[(snapshot step, error)]` of the stored snapshots a run resumed at optimizer step
+        `step` needs that are damaged or missing (checked once; nothing is loaded)."""
+        state = self._read_state()
+        if state is None:
+            return []
+        damaged = []
+        for snapshot_step in self._needed(state["steps"], step):
+            path = os.path.join(self.state_dir, _snapshot_file(snapshot_step))
+            try:
+                self._verify(path, state, snapshot_step)
+            except (DamagedFileError, FileNotFoundError) as error:
+                damaged.append((snapshot_step, str(error)))
+        return damaged
+
+    def _verify(self, path, state, snapshot_step):
+        if path in self._verified:
+            return
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} is missing (listed in the SWA state)")
+        digest = state.get("digests", {}).get(str(snapshot_step))
+        verify_file(path, None if digest is None else tuple(digest))
+        self._verified.add(path)
+
     def _setup(self, step):
         if not self._steps and self.state_dir is not None:
-            self._restore()
+            self._restore(step)
         stale = [s for s in self._steps if s > step]
         if stale:
             logger.info(
@@ -197,6 +223,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
                 list(self._steps),
                 self.num_snapshots,
             )
+        self.last_weights = self._snapshots[-1]
         self.model.set_weights(self.averaged_weights())
         logger.info("SWA: model weights set to the average of steps %s.", list(self._steps))
 
@@ -209,37 +236,49 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             self._persist(step, weights)
 
     def _persist(self, step, weights):
-        os.makedirs(self.state_dir, exist_ok=True)
-        arrays = {f"w{i:05d}": w for i, w in enumerate(weights)}
-        _write_atomic(
-            os.path.join(self.state_dir, _snapshot_file(step)),
-            lambda f: np.savez(f, **arrays),
-            "wb",
-        )
-        state = {
+        path = os.path.join(self.state_dir, _snapshot_file(step))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{f"w{i:05d}": w for i, w in enumerate(weights)})
+            digest = file_digest(tmp)
+        previous = self._read_state() or {}
+        digests = {key: value for key, value in previous.get("digests", {}).items()
+                   if int(key) in self._steps}
+        digests[str(step)] = list(digest)
+        write_json(os.path.join(self.state_dir, _STATE_FILE), {
             "format_version": _FORMAT_VERSION,
             "snapshot_every": self.snapshot_every,
             "num_weights": len(weights),
             "steps": list(self._steps),
-        }
-        _write_atomic(
-            os.path.join(self.state_dir, _STATE_FILE),
-            lambda f: json.dump(state, f, indent=2),
-            "w",
-        )
+            "digests": digests,
+        })
+        self._verified.add(path)
         kept = {_snapshot_file(s) for s in self._steps}
         for name in os.listdir(self.state_dir):
             if (_SNAPSHOT_RE.match(name) and name not in kept) or name.startswith(".tmp-"):
                 os.remove(os.path.join(self.state_dir, name))
 
-    def _restore(self):
+    def _read_state(self):
+        """The stored state (checked), or None when there is none."""
+        if self.state_dir is None:
+            return None
         state_path = os.path.join(self.state_dir, _STATE_FILE)
         if not os.path.exists(state_path):
-            return
-        with open(state_path) as f:
-            state = json.load(f)
-        if state.get("format_version") != _FORMAT_VERSION:
+            return None
+        try:
+            with open(state_path) as f:
+                state = json.load(f)
+        except ValueError as error:
+            raise DamagedFileError(f"{state_path} is damaged ({error}): delete the folder "
+                                   f"{self.state_dir} and the checkpoints to start over") from None
+        if state.get("format_version") not in (1, _FORMAT_VERSION):
             raise ValueError(f"Unsupported SWA state format in {state_path}: {state!r}")
+        return state
+
+    def _restore(self, step):
+        state = self._read_state()
+        if state is None:
+            return
         if state["snapshot_every"] != self.snapshot_every:
             raise ValueError(
                 f"The SWA state in {self.state_dir} was saved with "
@@ -252,17 +291,14 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
                 f"The SWA state in {self.state_dir} holds {state['num_weights']} weight "
                 f"arrays, but the model has {len(references)}: it belongs to another model."
             )
-        steps = state["steps"][-self.num_snapshots :]
-        snapshots = [self._load_snapshot(step, references) for step in steps]
+        steps = self._needed(state["steps"], step)
+        snapshots = [self._load_snapshot(s, references, state) for s in steps]
         self._steps, self._snapshots = list(steps), snapshots
         logger.info("SWA: restored snapshots at steps %s from %s.", steps, self.state_dir)
 
-    def _load_snapshot(self, step, references):
+    def _load_snapshot(self, step, references, state):
         path = os.path.join(self.state_dir, _snapshot_file(step))
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"The SWA state in {self.state_dir} lists step {step}, but {path} is missing."
-            )
+        self._verify(path, state, step)
         weights = []
         with np.load(path) as data:
             for i, reference in enumerate(references):

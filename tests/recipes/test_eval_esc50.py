@@ -13,21 +13,27 @@ import pytest
 
 import keras_astpe
 from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.models.audio_converter import LogMelAudioConverter
 from keras_astpe.normalization import NormalizationStats
-from keras_astpe.training import esc50, experiment
+from keras_astpe.training import esc50, outputs
+from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 
 pytestmark = pytest.mark.backend_agnostic
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "eval_esc50.py"
 
 
-def _pretrained(folder, pe="time_alibi", stats=True):
-    """A tiny "AudioSet" model (10 s clips, 10 sigmoid outputs) saved as train_audioset does."""
+def _pretrained(folder, pe="time_alibi", stats="carried"):
+    """A tiny "AudioSet" model (10 s clips, 10 sigmoid outputs) saved as train_audioset does
+    (`stats="carried"`), or as older versions did: statistics beside it (`"beside"`) or
+    lost (None)."""
     os.makedirs(folder, exist_ok=True)
     keras.utils.set_random_seed(0)
-    model = keras_astpe.build_model(pe, preset="ast-pe-tiny", num_classes=10)
-    path = experiment.save_inference_model(model, os.path.join(folder, "model.keras"))
-    if stats:
+    converter = LogMelAudioConverter(FrontEndConfig(), NormalizationStats(-4.5, 2.5, 7))
+    model = keras_astpe.build_model(pe, preset="ast-pe-tiny", num_classes=10,
+                                    audio_converter=converter if stats == "carried" else None)
+    path = outputs.save_model(model, os.path.join(folder, "model.keras"))
+    if stats == "beside":
         NormalizationStats(frontend=FrontEndConfig()).save(folder)
     return path, model
 
@@ -36,8 +42,7 @@ def _pretrained(folder, pe="time_alibi", stats=True):
 def workdir(tmp_path_factory):
     """A working directory whose demo_data/ holds the tiny demo ESC-50, converted."""
     work = tmp_path_factory.mktemp("eval_esc50")
-    experiment.prepare_demo_data("esc50", root=work / experiment.DEMO_DIR, size="tiny",
-                                 progress=False)
+    prepare_demo_data("esc50", root=work / DEMO_DIR, size="tiny", progress=False)
     return work
 
 
@@ -61,8 +66,13 @@ def test_cross_validation_from_audioset_model(workdir):
     assert results["folds"]["1"] == {"accuracy": accuracies[0], "num_test_clips": 10,
                                      "num_train_clips": 40}
     assert results["config"]["clip_samples"] == 80000
-    # The statistics of the pretrained model are used, not recomputed.
-    assert results["normalization_stats"]["low"] == pytest.approx(-5.61)
+    # The statistics the pretrained model carries are used, not recomputed.
+    assert results["normalization_stats"]["low"] == pytest.approx(-4.5)
+    assert results["clips_per_fold"] == {str(fold): 10 for fold in range(1, 6)}
+    assert results["unbalanced_folds"] == []
+    pooled = (results["folds"]["1"]["accuracy"] + results["folds"]["3"]["accuracy"]) / 2
+    assert results["accuracy_pooled"] == pytest.approx(pooled)
+    assert "pooled over all test clips" in result.stdout
     with open(run_dir / "confusion_matrix.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert len(rows) == 11 and sum(int(v) for row in rows[1:] for v in row[1:]) == 20
@@ -98,7 +108,7 @@ def test_every_pe_fine_tunes_on_5_second_clips(tmp_path, pe):
 
 
 def test_config_defaults_and_errors(tmp_path):
-    init, _ = _pretrained(tmp_path / "run", stats=False)
+    init, _ = _pretrained(tmp_path / "run", stats=None)
     paper = esc50.ESC50Config.create(init=init, data_dir="data/esc50")
     assert (paper.head_epochs, paper.head_lr, paper.finetune_epochs, paper.finetune_lr,
             paper.lr_decay) == (10, 1e-3, 40, 1e-4, 0.85)
@@ -120,19 +130,35 @@ def test_demo_default_fine_tunes_the_main_job_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"train_audioset\.py --pe=time_alibi"):
         esc50.ESC50Config.create()
-    _pretrained(tmp_path / os.path.dirname(esc50.DEMO_INIT), stats=False)
+    _pretrained(tmp_path / os.path.dirname(esc50.DEMO_INIT), stats=None)
     config = esc50.ESC50Config.create()
     assert config.init == esc50.DEMO_INIT and config.head_epochs == 5
     assert config.output_dir == os.path.join("saved_models", "esc50-demo", "time_alibi")
 
 
-def test_init_without_normalization_stats_is_an_error(workdir, tmp_path):
-    init, _ = _pretrained(tmp_path / "run", stats=False)
-    config = esc50.ESC50Config.create(
-        init=init, data_dir=str(workdir / experiment.DEMO_DIR / "tfrecords" / "esc50"),
-        output_dir=str(tmp_path / "out"))
-    with pytest.raises(FileNotFoundError, match="normalization_stats.json"):
+def test_older_models_without_their_front_end(workdir, tmp_path):
+    data_dir = str(workdir / DEMO_DIR / "tfrecords" / "esc50")
+    init, _ = _pretrained(tmp_path / "lost", stats=None)
+    config = esc50.ESC50Config.create(init=init, data_dir=data_dir,
+                                      output_dir=str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="carries no front end.*normalization_stats"):
         esc50.evaluate_esc50(config)
+    init, pretrained = _pretrained(tmp_path / "beside", stats="beside")
+    messages = []
+    stats = esc50._pretrained_stats(init, keras.saving.load_model(init), messages.append)
+    assert stats.low == pytest.approx(-5.61) and "saved before" in messages[0]
+
+
+def test_unbalanced_folds_are_refused_or_reported():
+    counts = {1: 0, 2: 11, 3: 1, 4: 400, 5: 2}  # a real, partial ESC-50 download
+    with pytest.raises(ValueError, match=r"folds \[1, 2, 3, 5\] are empty or hold fewer"):
+        esc50.check_folds(counts, [1, 2, 3, 4, 5], allow_unbalanced=False)
+    messages = []
+    assert esc50.check_folds(counts, [1, 2, 3, 4, 5], allow_unbalanced=True,
+                             log=messages.append) == [1, 2, 3, 5]
+    assert "pooled" in messages[0]
+    assert esc50.check_folds({k: 400 for k in range(1, 6)}, [1, 2], allow_unbalanced=False) \
+        == []
 
 
 def test_help_explains_flags():
@@ -142,5 +168,6 @@ def test_help_explains_flags():
     assert result.returncode in (0, 1), result.stderr[-2000:]  # absl exits 1 after --help
     for flag in ("--init", "--pe", "--preset", "--data_dir", "--folds", "--batch_size",
                  "--head_epochs", "--head_lr", "--finetune_epochs", "--finetune_lr",
-                 "--lr_decay", "--output_dir", "--seed"):
+                 "--lr_decay", "--output_dir", "--seed", "--[no]skip_bad_records", "--mixup",
+                 "--[no]balanced_sampling", "--[no]allow_unbalanced_folds"):
         assert flag in result.stdout, flag

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import keras_astpe  # noqa: F401  (registers the model classes for load_model)
-from keras_astpe.training import AudioSetConfig, experiment
+from keras_astpe.training import AudioSetConfig
+from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -28,8 +29,7 @@ TINY = ["--pe=time_alibi", "--preset=ast-pe-tiny", "--demo_size=tiny", "--batch_
 def workdir(tmp_path_factory):
     """A working directory whose demo_data/ holds the tiny demo, generated and converted."""
     work = tmp_path_factory.mktemp("train_audioset")
-    experiment.prepare_demo_data("audioset", root=work / experiment.DEMO_DIR, size="tiny",
-                                 progress=False)
+    prepare_demo_data("audioset", root=work / DEMO_DIR, size="tiny", progress=False)
     return work
 
 
@@ -91,8 +91,10 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(workdir):
     with open(resumed_dir / "metrics.json") as f:
         resumed_metrics = json.load(f)
     for key in ("mAP", "AUC", "d_prime"):
-        assert np.isfinite(metrics[key])
+        assert np.isfinite(metrics[key]) and np.isfinite(metrics["last_checkpoint"][key])
         assert resumed_metrics[key] == pytest.approx(metrics[key], abs=1e-5)
+    assert metrics["last_checkpoint"]["step"] == 12
+    assert metrics["skipped_bad_records"] == {"the statistics pass": 0}
     assert 0 < metrics["chance_mAP"] < 1 and metrics["num_eval_clips"] == 10
     assert metrics["swa_steps"] == [9, 12] == resumed_metrics["swa_steps"]
     assert metrics["config"]["pe"] == "time_alibi" and metrics["config"]["train_steps"] == 12
@@ -115,6 +117,13 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(workdir):
     output = _finish(_start(workdir, *TINY, f"--output_dir={resumed_dir}"))
     assert "training already complete at step 12" in output
     assert f"eval mAP {metrics['mAP']:.3f} (chance {metrics['chance_mAP']:.3f})" in output
+    assert f"Last checkpoint (step 12) alone: mAP {metrics['last_checkpoint']['mAP']:.3f}" \
+        in output
+    # The saved model carries its front end, statistics and class names.
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert model.class_names[0] == "Sine wave" and len(model.class_names) == 10
+    assert model.audio_converter.stats.low == pytest.approx(
+        json.loads((run_dir / "normalization_stats.json").read_text())["low"])
 
 
 def test_short_runs_on_jax_and_torch(workdir):
@@ -135,13 +144,28 @@ def test_short_runs_on_jax_and_torch(workdir):
         assert model.backbone.position_encoding == "conditional"
 
 
-def test_missing_records_and_bad_flags_give_clear_errors(tmp_path):
-    process = _start(tmp_path, "--pe=none", f"--data_dir={tmp_path}")
+def _error(workdir, *args):
+    """The output of a run expected to fail with one error line."""
+    process = _start(workdir, *args)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0
-    assert "balanced_train-[0-9]*-of-[0-9]*.tfrecord" in output
-    assert "python -m tfrecords_tools.audioset" in output
+    assert process.returncode == 1, output[-3000:]
     assert "Traceback" not in output
+    return output
+
+
+def test_missing_records_and_bad_flags_give_clear_errors(tmp_path):
+    output = _error(tmp_path, "--pe=none", f"--data_dir={tmp_path}")
+    assert "python -m tfrecords_tools.audioset" in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(tmp_path) in last
+
+    output = _error(tmp_path, "--pe=none", "--train_steps=10", "--checkpoint_every=3")
+    assert output.strip().splitlines()[-1] == \
+        "error: --checkpoint_every (3) must divide --train_steps (10)"
+    (tmp_path / "a_file").write_text("x")
+    output = _error(tmp_path, "--pe=none", f"--output_dir={tmp_path / 'a_file'}")
+    assert output.strip().splitlines()[-1] == \
+        f"error: --output_dir={tmp_path / 'a_file'} is a file, not a folder"
 
     with pytest.raises(ValueError, match="must divide"):
         AudioSetConfig.create("none", train_steps=10, checkpoint_every=3)

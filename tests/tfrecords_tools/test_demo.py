@@ -131,6 +131,22 @@ def test_demo_converts(tmp_path, tiny_demo):
     assert names == [category for _, _, _, category, _ in demo.CLASSES]
 
 
+def test_prepare_demo_data_converts_once(tmp_path):
+    from keras_astpe.data.dataset_info import DatasetInfo
+
+    root = tmp_path / "demo"
+    data_dir = demo.prepare_demo_data("esc50", root=root, size="tiny", progress=False)
+    info = DatasetInfo.load(data_dir)
+    files = info.split_files("esc50")
+    assert len(files) == 1 and info.num_classes == 10 and not info.multi_label
+    assert info.num_clips("esc50") == 50 and info.num_clips("esc50", folds=[1, 2]) == 20
+    mtime = os.path.getmtime(files[0])
+    assert demo.prepare_demo_data("esc50", root=root, size="tiny") == data_dir
+    assert os.path.getmtime(files[0]) == mtime
+    with pytest.raises(ValueError, match="dataset"):
+        demo.prepare_demo_data("speech", root=root)
+
+
 def test_cli(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tfrecords_tools.demo", f"--output_dir={tmp_path}",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_astpe.training import StochasticWeightAveraging, average_weights
+from keras_astpe.training.resumption import DamagedFileError
 
 BATCH = 4
 
@@ -267,3 +268,35 @@ def test_average_weights_checks_structure():
         average_weights([a, [np.zeros((3, 2), "float32"), a[1]]])
     with pytest.raises(ValueError, match="empty"):
         average_weights([])
+
+
+def _damage(path):
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_damaged_snapshots_are_named_and_only_needed_ones_count(tmp_path):
+    x, y = _data(12)  # 12 steps; snapshots every 2, the last 3 averaged
+    model = _model()
+    _fit(model, x[:8 * BATCH], y[:8 * BATCH],
+         [StochasticWeightAveraging(2, num_snapshots=5, state_dir=tmp_path)])
+    # A run resumed at step 8 that ends at step 12 averages the snapshots 8, 10 and 12:
+    # of those on disk (2, 4, 6, 8) it needs only 8.
+    def swa():
+        return StochasticWeightAveraging(2, num_snapshots=3, state_dir=tmp_path, final_step=12)
+
+    assert swa().damaged_snapshots(8) == []
+    _damage(tmp_path / "snapshot-000000000004.npz")
+    assert swa().damaged_snapshots(8) == []  # not needed: blocks nothing
+    _damage(tmp_path / "snapshot-000000000008.npz")
+    resumed = swa()
+    [(step, message)] = resumed.damaged_snapshots(8)
+    assert step == 8 and "snapshot-000000000008.npz is damaged" in message
+    resumed.set_model(model)
+    with pytest.raises(DamagedFileError, match="snapshot-000000000008"):
+        resumed._setup(8)
+    # Resumed from an earlier step, the damaged snapshot is made again, not read.
+    assert swa().damaged_snapshots(6) == []

@@ -22,18 +22,29 @@ the same validation data is what matters.
     tuner = make_tuner("bayesian", hypermodel, directory="saved_models/tune", max_trials=20)
     best = run_search(tuner, train_ds, eval_ds, "saved_models/tune", epochs=3,
                       steps_per_epoch=500)
+
+`tune(TuneConfig(...))` is all of it on converted data, as `recipes/tune.py` runs it.
 """
 
-import json
+import dataclasses
+import fnmatch
 import os
 
 import keras
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 from keras_tuner.engine.trial import TrialStatus
 
 import keras_astpe
+from keras_astpe.cli import setting
+from keras_astpe.data.dataset_info import DatasetInfo
+from keras_astpe.data.pipeline import read_records
+from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.io_utils import write_json
 from keras_astpe.models import PE_KINDS, get_preset
+from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.training import trainer
 
 OBJECTIVE = "val_pr_auc"
 TUNERS = ("hyperband", "bayesian")
@@ -123,12 +134,10 @@ class ASTHyperModel(keras_tuner.HyperModel):
             pe, preset=self.preset, num_classes=self.num_classes,
             activation="sigmoid" if self.multi_label else "softmax",
             num_layers=num_layers, dropout=dropout, **self.model_overrides)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate, clipvalue=1.0),
-            loss="binary_crossentropy" if self.multi_label else "categorical_crossentropy",
+        return trainer.compile_classifier(
+            model, learning_rate, multi_label=self.multi_label, num_classes=self.num_classes,
             metrics=[keras.metrics.AUC(curve="PR", multi_label=True,
                                        num_labels=self.num_classes, name="pr_auc")])
-        return model
 
 
 def _check_range(name, value):
@@ -296,7 +305,7 @@ def write_results(tuner, output_dir, extra=None, epochs=None):
     os.makedirs(output_dir, exist_ok=True)
     rows = trial_table(tuner, epochs=epochs)
     extra = dict(extra or {})
-    _write_json(os.path.join(output_dir, TRIALS_FILE),
+    write_json(os.path.join(output_dir, TRIALS_FILE),
                 {"objective": OBJECTIVE, "direction": "max", **extra, "trials": rows})
     completed = [row for row in rows if row["status"] == TrialStatus.COMPLETED]
     best = None
@@ -306,19 +315,12 @@ def write_results(tuner, output_dir, extra=None, epochs=None):
                 "trial_id": top["trial_id"], "best_step": top["best_step"],
                 "epochs": top["epochs"], "continues": top["continues"],
                 "hyperparameters": top["hyperparameters"], **extra}
-        _write_json(os.path.join(output_dir, BEST_HYPERPARAMETERS_FILE), best)
+        write_json(os.path.join(output_dir, BEST_HYPERPARAMETERS_FILE), best)
     else:
         stale = os.path.join(output_dir, BEST_HYPERPARAMETERS_FILE)
         if os.path.exists(stale):
             os.remove(stale)  # from an earlier search: never leave it beside failed trials
     return rows, best
-
-
-def _write_json(path, content):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def run_search(tuner, train_data, validation_data, output_dir, *, extra=None,
@@ -350,3 +352,189 @@ def run_search(tuner, train_data, validation_data, output_dir, *, extra=None,
     if search_error is not None:
         raise search_error
     return best
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TuneConfig:
+    """Settings of a search on converted data; each field is a flag of `recipes/tune.py`."""
+
+    data_dir: str | None = setting(
+        None, help="Folder of TFRecords written by tfrecords_tools. Default: the demo "
+        "AudioSet data, generated under demo_data/.")
+    train_pattern: str | None = setting(
+        None, help="Glob of the training shards, relative to --data_dir. Default: the "
+        "smallest training split of the dataset (AudioSet: balanced_train-*.tfrecord).")
+    eval_pattern: str | None = setting(
+        None, help="Glob of the validation shards, relative to --data_dir. Default: the "
+        "eval or validation split (ESC-50: the same split, --eval_fold held out). Large sets "
+        "make every epoch's validation slow: match a few shards.")
+    eval_fold: int | None = setting(
+        None, help="For data with folds in one split (ESC-50): validate on this fold, train "
+        "on the others. Default for such data: the first fold.")
+    demo_size: str = setting("small", choices=("tiny", "small"),
+                             help="Size of the generated demo data (without --data_dir): "
+                             "small = 200 training and 100 validation clips; tiny = 12 and 10.")
+    output_dir: str | None = setting(
+        None, help="Results and tuner state. Default: saved_models/tune/<tuner>.")
+    tuner: str = setting(
+        "bayesian", choices=TUNERS, help="bayesian: Gaussian-process Bayesian optimisation, "
+        "--max_trials trials of --epochs epochs. hyperband: many short trials, the best "
+        "continued up to --epochs epochs.")
+    max_trials: int | None = setting(
+        None, help="Number of trials. Default: 10 for bayesian; for hyperband the schedule "
+        "of --epochs and --hyperband_factor, which this caps.")
+    epochs: int = setting(3, help="Epochs per trial (bayesian), maximum epochs per trial "
+                          "(hyperband).")
+    steps_per_epoch: int = setting(50, help="Training batches per epoch (the training data "
+                                   "repeat).")
+    batch_size: int = setting(8, help="Clips per batch.")
+    hyperband_factor: int = setting(3, help="hyperband: factor by which each round cuts the "
+                                    "trials and multiplies their epochs.")
+    preset: str = setting("ast-pe-tiny", choices=sorted(keras_astpe.PRESETS),
+                          help="Model size; the searched num_layers and dropout replace the "
+                          "preset's.")
+    pe_kinds: tuple[str, ...] = setting(PE_KINDS, choices=PE_KINDS,
+                                        help="Positional encodings to search over.")
+    learning_rate_range: tuple[float, ...] = setting(
+        (1e-5, 1e-3), help="MIN,MAX learning rate (log-uniform, Adam at a constant rate); "
+        "MIN=MAX fixes it.")
+    num_layers_range: tuple[int, ...] = setting(
+        (1, 4), help="MIN,MAX number of encoder blocks; MIN=MAX fixes it.")
+    dropout_range: tuple[float, ...] = setting(
+        (0.0, 0.3), help="MIN,MAX residual dropout; MIN=MAX fixes it.")
+    seed: int = setting(0, help="Seed of the search, the models and the data order.")
+    overwrite: bool = setting(False, help="Start a new search instead of resuming the one "
+                              "in --output_dir.")
+    data: trainer.DataOptions = dataclasses.field(default_factory=trainer.DataOptions)
+
+    def __post_init__(self):
+        for name in ("learning_rate_range", "num_layers_range", "dropout_range"):
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"--{name} takes MIN,MAX; got {getattr(self, name)}")
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ValueError(f"--max_trials must be >= 1, got {self.max_trials}")
+        if self.hyperband_factor < 2:
+            raise ValueError(f"--hyperband_factor must be >= 2, got {self.hyperband_factor}")
+        ASTHyperModel(1, **self.search_space())  # checks the ranges before any data work
+
+    def search_space(self):
+        return {"preset": self.preset, "pe_kinds": self.pe_kinds,
+                "learning_rate": self.learning_rate_range,
+                "num_layers": self.num_layers_range, "dropout": self.dropout_range}
+
+
+def _select(info, pattern, default_split, folds):
+    """`(glob, files, folds, number of clips)` of the shards `pattern` matches (relative to
+    the data folder), or of `default_split` in `folds`."""
+    if pattern is None:
+        files = info.split_files(default_split)
+        return (os.path.join(info.data_dir, f"{default_split}-*.tfrecord"), files, folds,
+                info.num_clips(default_split, folds))
+    glob = os.path.join(info.data_dir, pattern)
+    known = {shard.path: (split, shard) for split, entry in info.splits.items()
+             for shard in entry.shards}
+    files = sorted(path for path in known if fnmatch.fnmatch(path, glob))
+    if not files:
+        raise FileNotFoundError(f"no shard of {info.data_dir} matches {glob!r} (its splits: "
+                                f"{sorted(info.splits)})")
+    if folds is not None or any(known[path][1].num_records is None for path in files):
+        counts = _count_records(files, folds)
+    else:
+        counts = sum(known[path][1].num_records for path in files)
+    return glob, files, folds, counts
+
+
+def _count_records(files, folds):
+    records = read_records(files)
+    if folds is not None:
+        wanted = tf.constant(folds, tf.int64)
+        records = records.filter(lambda r: tf.reduce_any(tf.equal(r["fold"], wanted)))
+    return int(records.reduce(np.int64(0), lambda count, _: count + 1))
+
+
+def _splits(info, config):
+    """The training and validation data of `config` in the dataset `info`."""
+    train_splits = sorted(info.splits_with_role("train"),
+                          key=lambda name: info.split(name).num_clips)
+    eval_splits = info.splits_with_role("eval") + info.splits_with_role("validation")
+    if not train_splits and config.train_pattern is None:
+        raise ValueError(f"{info.data_dir} has no training split: pass --train_pattern")
+    train_split = train_splits[0] if train_splits else None
+    eval_split = eval_splits[0] if eval_splits else None
+    eval_fold = config.eval_fold
+    cross_validation = info.split(train_split).cross_validation_folds if train_split else ()
+    if eval_split is None and config.eval_pattern is None:
+        if not cross_validation:
+            raise ValueError(f"{info.data_dir} has no validation split: pass --eval_pattern")
+        eval_split, eval_fold = train_split, eval_fold or cross_validation[0]
+    if eval_fold is not None and eval_fold not in cross_validation:
+        raise ValueError(f"--eval_fold={eval_fold}: the data have no fold {eval_fold} "
+                         f"(folds: {list(cross_validation)})")
+    train_folds = None if eval_fold is None else [f for f in cross_validation if f != eval_fold]
+    eval_folds = None if eval_fold is None else [eval_fold]
+    return (_select(info, config.train_pattern, train_split, train_folds),
+            _select(info, config.eval_pattern, eval_split, eval_folds))
+
+
+def tune(config, data_dir, log=print):
+    """Runs the search of `config` on the converted data in `data_dir` (see `run_search`).
+
+    Returns the best trial as written to `best_hyperparameters.json`.
+    """
+    check_tensorboard()
+    output_dir = trainer.prepare_output_dir(
+        config.output_dir or os.path.join("saved_models", "tune", config.tuner))
+    keras.utils.set_random_seed(config.seed)
+    info = DatasetInfo.load(data_dir)
+    (train_glob, train_files, train_folds, _), (eval_glob, eval_files, eval_folds,
+                                                num_eval_clips) = _splits(info, config)
+    preset = get_preset(config.preset)
+    frontend = FrontEndConfig(num_mel_bins=preset["num_mel_bins"])
+    if config.overwrite and os.path.exists(os.path.join(output_dir, "normalization_stats.json")):
+        os.remove(os.path.join(output_dir, "normalization_stats.json"))  # a new search
+    skips = trainer.SkipCounter()
+    stats, skipped = trainer.resolve_stats(output_dir, train_files, frontend, source=data_dir,
+                                           skip_bad_records=config.data.skip_bad_records,
+                                           progress=False, log=log)
+    skips.add("the statistics pass", skipped)
+    make = trainer.dataset_maker(
+        num_classes=info.num_classes, multi_label=info.multi_label,
+        batch_size=config.batch_size,
+        clip_samples=frontend.num_samples(preset["num_frames"]),
+        converter=LogMelAudioConverter(frontend, stats), options=config.data, skips=skips)
+    train = make(train_files, training=True, folds=train_folds, seed=config.seed)
+    validation = make(eval_files, training=False, folds=eval_folds, num_clips=num_eval_clips)
+
+    hypermodel = ASTHyperModel(info.num_classes, multi_label=info.multi_label,
+                               **config.search_space())
+    tuner = make_tuner(config.tuner, hypermodel, directory=output_dir, project_name="search",
+                       max_trials=config.max_trials, epochs=config.epochs,
+                       hyperband_factor=config.hyperband_factor, seed=config.seed,
+                       overwrite=config.overwrite)
+    shown = {name: "" if folds is None else f" folds {folds}"
+             for name, folds in (("train", train_folds), ("eval", eval_folds))}
+    log(f"Data: training {train_glob}{shown['train']}; validation {eval_glob}{shown['eval']} "
+        f"({num_eval_clips} clips); {info.num_classes} classes, "
+        f"{'multi' if info.multi_label else 'single'}-label")
+    tuner.search_space_summary()
+    extra = {"tuner": config.tuner, "preset": config.preset, "train_pattern": train_glob,
+             "train_folds": train_folds, "eval_pattern": eval_glob, "eval_folds": eval_folds,
+             "num_eval_clips": num_eval_clips, "batch_size": config.batch_size,
+             "steps_per_epoch": config.steps_per_epoch}
+    try:
+        best = run_search(tuner, train, validation, output_dir, extra=extra,
+                          epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+                          shuffle=False, verbose=2)
+    finally:
+        summary = skips.summary()
+        if summary:
+            log(f"Skipped: {summary}")
+    log(f"Best trial {best['trial_id']}: {OBJECTIVE} = {best['score']:.4f} with "
+        f"{best['hyperparameters']}")
+    log(f"Written: {os.path.join(output_dir, BEST_HYPERPARAMETERS_FILE)}, "
+        f"{os.path.join(output_dir, TRIALS_FILE)}")
+    return best
+

@@ -1,0 +1,175 @@
+"""The opening and closing every training recipe shares, with the paper's defaults.
+
+A recipe (`audioset.py`, `esc50.py`, `tuning.py`) is: an output folder
+(`prepare_output_dir`), a dataset that describes itself (`DatasetInfo`), the normalization
+statistics of the run (`resolve_stats`), a classifier compiled as in the paper
+(`compile_classifier`: Adam with gradient clipping by value 1, binary or categorical
+cross-entropy), `make_dataset` with the recipe's data options (`DataOptions`), `fit`, and
+the scores of the trained model (`outputs.predict`). What differs between recipes is the
+schedule of `fit` calls.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_astpe.cli import setting
+from keras_astpe.data.pipeline import make_dataset
+from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
+
+# The paper: Adam, gradient clipping by value 1.
+CLIP_VALUE = 1.0
+
+
+def prepare_output_dir(path, flag="--output_dir"):
+    """Creates the run folder; a clear error if it is a file or cannot be written."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{flag}={path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise PermissionError(f"{flag}={path} cannot be written: "
+                              f"{error.strerror or error}") from None
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """The input-pipeline options every training recipe exposes (see `make_dataset`)."""
+
+    skip_bad_records: bool = setting(
+        False, help="Skip (and count) unreadable records, damaged or short shards instead of "
+        "stopping with an error naming them. The number skipped is printed at the end and "
+        "stored in the results.")
+    mixup: float = setting(
+        0.0, help="Mixup alpha: each training clip is mixed with another of its batch with a "
+        "Beta(alpha, alpha) weight, features and targets alike (0: off).")
+    balanced_sampling: bool = setting(
+        False, help="Draw training clips with probability inversely proportional to the "
+        "frequency of their classes (the balanced sampler of AST/PSLA).")
+
+    def __post_init__(self):
+        if self.mixup < 0:
+            raise ValueError(f"--mixup must be >= 0, got {self.mixup}")
+
+
+class SkipCounter:
+    """Adds up what the datasets (and the statistics pass) of a run skipped, per purpose."""
+
+    def __init__(self):
+        self._reports = {}
+        self._fixed = {}
+
+    def track(self, purpose, dataset):
+        """Counts the `BadRecordReport` of `dataset` (if it skips) under `purpose`."""
+        if dataset.bad_records is not None:
+            self._reports.setdefault(purpose, []).append(dataset.bad_records)
+        return dataset
+
+    def add(self, purpose, records):
+        self._fixed[purpose] = self._fixed.get(purpose, 0) + int(records)
+
+    def counts(self):
+        """`{purpose: records skipped or lost}`, summed over the datasets of each purpose
+        (each dataset counts a damage once, however often it reads it)."""
+        counts = dict(self._fixed)
+        for purpose, reports in self._reports.items():
+            counts[purpose] = counts.get(purpose, 0) + sum(r.records for r in reports)
+        return counts
+
+    def summary(self):
+        """One line of what was skipped, or None when nothing was."""
+        counts = {purpose: count for purpose, count in self.counts().items() if count}
+        if not counts:
+            return None
+        return ", ".join(f"{count} bad record(s) skipped in {purpose}"
+                         for purpose, count in counts.items())
+
+
+def resolve_stats(run_dir, train_files, frontend, *, source=None, max_clips=None,
+                  skip_bad_records=False, progress=True, log=print):
+    """Normalization statistics of a run, stored as `<run_dir>/normalization_stats.json`.
+
+    A run keeps the statistics it started with (a resumed run must scale its inputs as
+    before). A new run takes `source` when given: `NormalizationStats` (those a pretrained
+    model carries) or a folder holding `normalization_stats.json` (computed once for a
+    dataset) if it has one; otherwise it computes them from `train_files` (at most
+    `max_clips` clips; None uses all). Returns `(stats, bad records skipped)`.
+    """
+    from keras_astpe.data.statistics import compute_stats
+
+    own = os.path.join(run_dir, STATS_FILENAME)
+    skipped = 0
+    if os.path.exists(own):
+        stats = NormalizationStats.load(own)
+    elif isinstance(source, NormalizationStats):
+        stats = source
+    elif source is not None and os.path.exists(os.path.join(source, STATS_FILENAME)):
+        stats = NormalizationStats.load(source)
+        log(f"Normalization statistics from {os.path.join(source, STATS_FILENAME)}")
+    else:
+        log(f"Computing normalization statistics from {len(train_files)} training shard(s)"
+            + ("" if max_clips is None else f" (at most {max_clips} clips)"))
+        stats = compute_stats(train_files, frontend, max_clips=max_clips, progress=progress,
+                              skip_bad_records=skip_bad_records)
+        skipped = stats.skipped_records
+    if stats.frontend is not None and stats.frontend != frontend:
+        raise ValueError(
+            f"The normalization statistics were computed for the front end {stats.frontend}, "
+            f"but the model needs {frontend}.")
+    if not os.path.exists(own):
+        stats.save(own)
+    return stats, skipped
+
+
+def compile_classifier(model, learning_rate, *, multi_label, num_classes, metrics=None):
+    """Compiles as in the paper: Adam with gradient clipping by value 1; binary
+    cross-entropy and per-class PR/ROC AUC (`mAP`, `AUC`) for multi-label tagging,
+    categorical cross-entropy and `accuracy` for single-label classification (or
+    `metrics`, when given)."""
+    if multi_label:
+        loss = keras.losses.BinaryCrossentropy()
+        tracked = [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes,
+                                     name="mAP"),
+                   keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=num_classes,
+                                     name="AUC")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy()
+        tracked = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipvalue=CLIP_VALUE),
+                  loss=loss, metrics=tracked if metrics is None else metrics)
+    return model
+
+
+def dataset_maker(*, num_classes, multi_label, batch_size, clip_samples, converter,
+                  options, skips):
+    """`make(files, training, num_clips=None, **kwargs)`: `make_dataset` with the run's
+    settings, counting what it skips in `skips` under `"training"` or `"evaluation"`.
+
+    `num_clips` (evaluation) is the number of clips the data hold: the dataset then has
+    that many batches as its cardinality (progress bars, no "ran out of data" warning), and
+    tf.data raises if the data hold another number, unless bad records may be skipped.
+    """
+    def make(files, training, num_clips=None, **kwargs):
+        extra = {"mixup_alpha": options.mixup,
+                 "balanced_sampling": options.balanced_sampling} if training else {}
+        dataset = make_dataset(
+            files, num_classes=num_classes, batch_size=batch_size, training=training,
+            clip_samples=clip_samples, frontend=converter.frontend, stats=converter.stats,
+            multi_label=multi_label, skip_bad_records=options.skip_bad_records,
+            **extra, **kwargs)
+        skips.track("training" if training else "evaluation", dataset)
+        if num_clips is not None and not options.skip_bad_records:
+            report = dataset.bad_records
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+                -(-num_clips // batch_size)))
+            dataset.bad_records = report
+        return dataset
+
+    return make

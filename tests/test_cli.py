@@ -1,0 +1,69 @@
+"""Flags generated from config dataclasses, and one-line errors."""
+
+import dataclasses
+import errno
+
+import pytest
+from absl import flags
+
+from keras_astpe import cli
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+@dataclasses.dataclass(frozen=True)
+class _Nested:
+    skip: bool = cli.setting(False, help="Skip.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Config:
+    kind: str = cli.setting(help="Kind.", choices=("a", "b"), required=True)
+    steps: int | None = cli.setting(None, help="Steps.", defaults={"paper": 10, "demo": 2})
+    rate: float = cli.setting(0.5, help="Rate.")
+    folds: tuple[int, ...] | None = cli.setting(None, help="Folds.")
+    names: tuple[str, ...] = cli.setting(("x", "y"), help="Names.", choices=("x", "y", "z"))
+    hidden: int = cli.setting(3, help="Not a flag.", flag=False)
+    nested: _Nested = dataclasses.field(default_factory=_Nested)
+
+
+def _parse(*argv):
+    values = flags.FlagValues()
+    cli.define_flags(_Config, values)
+    values(["prog", *argv])
+    return values
+
+
+def test_flags_follow_the_dataclass():
+    values = _parse("--kind=b", "--folds=1,3", "--skip", "--names=z")
+    assert "hidden" not in values and "verbose" in values
+    assert "(default: 10 paper, 2 demo)" in values["steps"].help
+    config = cli.config_from_flags(_Config, values)
+    assert config == _Config(kind="b", folds=(1, 3), names=("z",), nested=_Nested(skip=True))
+
+
+def test_bad_values_name_the_flag():
+    with pytest.raises(flags.IllegalFlagValueError):
+        _parse("--kind=c")
+    with pytest.raises(ValueError, match="--folds: expected a comma-separated list of int"):
+        cli.values_from_flags(_Config, _parse("--kind=a", "--folds=1,x"))
+    with pytest.raises(ValueError, match=r"--names: \['w'\] not in"):
+        cli.values_from_flags(_Config, _parse("--kind=a", "--names=w"))
+
+
+def test_error_line_is_one_line():
+    full = OSError(errno.ENOSPC, "No space left on device", "/run/ckpt.h5")
+    assert "no space left on the device while writing /run/ckpt.h5" in cli.error_line(full)
+    assert "rerun the same command" in cli.error_line(full)
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/y.wav")
+    assert cli.error_line(missing) == "/x/y.wav: No such file or directory"
+    assert cli.error_line(ValueError("--pe [a, b]\n\nmore")) == "--pe [a, b]"
+
+    class OpError(Exception):
+        message = ("assertion failed: [keras_astpe: damaged TFRecord file] [a.tfrecord] [:] "
+                   "[cut] [(make_dataset(skip_bad_records=True) skips and counts bad data)]\n"
+                   "\t [[{{node Assert}}]] [Op:IteratorGetNext]")
+
+    line = cli.error_line(OpError())
+    assert "\n" not in line and "a.tfrecord" in line and "--skip_bad_records" in line
+    assert "node Assert" not in line and "Op:" not in line
