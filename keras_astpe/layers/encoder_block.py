@@ -22,12 +22,13 @@ class TransformerEncoderBlock(keras.layers.Layer):
         norm_first: pre-norm if True, post-norm if False.
         layer_norm_epsilon: LayerNorm epsilon (paper: 1e-6).
         use_attention_bias: biases in the attention projections (paper: none).
+        use_feedforward_bias: biases in the feed-forward layers (the original code: none).
         position_bias: position-bias layer handed to the attention, or None.
     """
 
     def __init__(self, num_heads, intermediate_dim, activation="relu", dropout=0.1,
                  norm_first=True, layer_norm_epsilon=1e-6, use_attention_bias=False,
-                 position_bias=None, **kwargs):
+                 position_bias=None, use_feedforward_bias=True, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
         self.intermediate_dim = int(intermediate_dim)
@@ -36,6 +37,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.norm_first = bool(norm_first)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.use_attention_bias = bool(use_attention_bias)
+        self.use_feedforward_bias = bool(use_feedforward_bias)
         if isinstance(position_bias, dict):
             position_bias = keras.saving.deserialize_keras_object(position_bias)
         self.position_bias = position_bias
@@ -62,11 +64,13 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
         self.feedforward_norm = norm("feedforward_norm")
         self.feedforward_intermediate = keras.layers.Dense(
-            self.intermediate_dim, activation=self.activation, dtype=self.dtype_policy,
+            self.intermediate_dim, activation=self.activation,
+            use_bias=self.use_feedforward_bias, dtype=self.dtype_policy,
             name="feedforward_intermediate",
         )
         self.feedforward_output = keras.layers.Dense(
-            hidden_dim, dtype=self.dtype_policy, name="feedforward_output"
+            hidden_dim, use_bias=self.use_feedforward_bias, dtype=self.dtype_policy,
+            name="feedforward_output"
         )
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         for layer in (self.attention_norm, self.attention, self.feedforward_norm):
@@ -100,6 +104,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             norm_first=self.norm_first,
             layer_norm_epsilon=self.layer_norm_epsilon,
             use_attention_bias=self.use_attention_bias,
+            use_feedforward_bias=self.use_feedforward_bias,
             position_bias=keras.saving.serialize_keras_object(self.position_bias),
         )
         return config

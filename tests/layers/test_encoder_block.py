@@ -50,6 +50,28 @@ def test_matches_reference(norm_first):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_feedforward_without_biases():
+    """The original code's Conv1D feed-forward layers have no biases."""
+    block = TransformerEncoderBlock(2, 16, layer_norm_epsilon=EPS, use_feedforward_bias=False)
+    block.build((None, None, 8))
+    assert block.feedforward_intermediate.bias is None
+    assert block.feedforward_output.bias is None
+    weights = [np.random.randn(*w.shape).astype("float32") * 0.3 for w in block.get_weights()]
+    block.set_weights(weights)
+    x = np.random.randn(2, 5, 8).astype("float32")
+    w1 = keras.ops.convert_to_numpy(block.feedforward_intermediate.kernel)
+    w2 = keras.ops.convert_to_numpy(block.feedforward_output.kernel)
+    projections = [keras.ops.convert_to_numpy(d.kernel) for d in (
+        block.attention.query_dense, block.attention.key_dense, block.attention.value_dense,
+        block.attention.output_dense)]
+    ln1, ln2 = ([keras.ops.convert_to_numpy(w) for w in norm.weights]
+                for norm in (block.attention_norm, block.feedforward_norm))
+    h = x + references.attention(references.layer_norm(x, *ln1, EPS), *projections)
+    expected = h + np.maximum(references.layer_norm(h, *ln2, EPS) @ w1, 0.0) @ w2
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected,
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_residual_dropout_only_in_training():
     block = TransformerEncoderBlock(2, 16, dropout=0.5)
     x = np.random.randn(2, 5, 8).astype("float32")
@@ -65,5 +87,6 @@ def test_head_size_must_divide():
 
 def test_config_round_trip():
     block = TransformerEncoderBlock(2, 16, activation="gelu", norm_first=False,
+                                    use_feedforward_bias=False,
                                     position_bias=ALiBiBias(2, 2, mode="time"))
     assert_config_round_trip(block, np.random.randn(2, 5, 8).astype("float32"), atol=1e-5)
