@@ -52,7 +52,9 @@ class ALiBiBias(keras.layers.Layer):
     which corrects its time-distance matrix alone, so in `alibi_2d` the time heads block
     [CLS] and the frequency heads let patches attend it with R = 0 (in `time_alibi` every
     head is a time head); `"all_heads"` blocks it everywhere, `"none"` nowhere. The paper
-    is silent on [CLS]. R is added to the logits before the 1/sqrt(d) scaling.
+    is silent on [CLS]. R is added to the logits before the 1/sqrt(d) scaling. Other
+    prefix tokens (AST's distillation token, `num_prefix_tokens=2`) are treated as [CLS]
+    is: at distance 0, and blocked for patch queries where [CLS] is.
 
     Called on the queries `[batch, length, heads, head_dim]` (only their length is used),
     it returns R as `[1, heads, length, length]` in float32.
@@ -65,10 +67,11 @@ class ALiBiBias(keras.layers.Layer):
         block_patches_to_cls: heads that mask the [CLS] column for patch queries,
             `"time_heads"`, `"all_heads"` or `"none"` (a bool from an older config: True
             is `"all_heads"`, False `"none"`).
+        num_prefix_tokens: tokens before the patches ([CLS], and a distillation token).
     """
 
     def __init__(self, num_heads, freq_patches, mode="2d", slopes="paper",
-                 block_patches_to_cls="time_heads", **kwargs):
+                 block_patches_to_cls="time_heads", num_prefix_tokens=1, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if mode not in ALIBI_MODES:
@@ -81,6 +84,7 @@ class ALiBiBias(keras.layers.Layer):
         self.mode = mode
         self.slopes = slopes
         self.block_patches_to_cls = check_cls_blocking(block_patches_to_cls)
+        self.num_prefix_tokens = int(num_prefix_tokens)
         if mode == "2d":
             half = alibi_slopes(num_heads, num_heads // 2, slopes)
             head_slopes, uses_time = np.concatenate([half, half]), np.arange(num_heads) < half.size
@@ -93,17 +97,18 @@ class ALiBiBias(keras.layers.Layer):
         self._blocks_cls = np.asarray(blocks_cls, "float32")
 
     def call(self, query):
-        length = ops.shape(query)[1]
-        time, freq = patch_coordinates(length - 1, self.freq_patches)
+        length, prefix = ops.shape(query)[1], self.num_prefix_tokens
+        time, freq = patch_coordinates(length - prefix, self.freq_patches)
         dt = ops.cast(ops.abs(time[:, None] - time[None, :]), "float32")
         df = ops.cast(ops.abs(freq[:, None] - freq[None, :]), "float32")
         uses_time = ops.convert_to_tensor(self._uses_time)[:, None, None]
         distance = uses_time * dt[None] + (1.0 - uses_time) * df[None]
         bias = -ops.convert_to_tensor(self._head_slopes)[:, None, None] * distance
-        bias = ops.pad(bias, ((0, 0), (1, 0), (1, 0)))
+        bias = ops.pad(bias, ((0, 0), (prefix, 0), (prefix, 0)))
         if self.block_patches_to_cls != "none":
             position = ops.arange(length, dtype="int32")
-            patch_to_cls = ops.logical_and(position[:, None] > 0, position[None, :] == 0)
+            patch_to_cls = ops.logical_and(position[:, None] >= prefix,
+                                           position[None, :] < prefix)
             blocks_cls = ops.convert_to_tensor(self._blocks_cls)[:, None, None]
             bias = bias + blocks_cls * ops.where(patch_to_cls, BLOCKED, 0.0)[None]
         return bias[None]
@@ -116,5 +121,6 @@ class ALiBiBias(keras.layers.Layer):
             mode=self.mode,
             slopes=self.slopes,
             block_patches_to_cls=self.block_patches_to_cls,
+            num_prefix_tokens=self.num_prefix_tokens,
         )
         return config

@@ -1,4 +1,4 @@
-"""The learned [CLS] token whose final state feeds the classifier."""
+"""Learned prefix tokens ([CLS], AST's distillation token) and how to split them off."""
 
 import keras
 from keras import ops
@@ -8,8 +8,10 @@ from keras import ops
 class ClassToken(keras.layers.Layer):
     """Prepends one learned token: `[batch, length, dim]` -> `[batch, 1 + length, dim]`.
 
-    No positional encoding of this project gives the [CLS] token a position: it is itself
-    a learned vector, so a learned position added to it would be redundant.
+    The [CLS] token, and AST's distillation token (a second `ClassToken`, prepended before
+    [CLS] is). No positional encoding of this project gives a prefix token a position: it is
+    itself a learned vector, so a learned position added to it would be redundant (a
+    converted model's positions of its prefix tokens are folded into the tokens).
     """
 
     def __init__(self, initializer="truncated_normal", **kwargs):
@@ -36,8 +38,8 @@ class ClassToken(keras.layers.Layer):
         return config
 
 
-def split_class_token(sequence):
-    """`[batch, 1 + n, ...]` -> the [CLS] token `[batch, 1, ...]` and the rest `[batch, n, ...]`.
+def split_prefix_tokens(sequence, num_prefix_tokens=1):
+    """`[batch, p + n, ...]` -> the `p` prefix tokens `[batch, p, ...]` and the rest.
 
     With `ops.slice`: `ops.split` needs the static length on TensorFlow (a graph traced
     for any number of frames has none), and the gradient of `x[:, 1:]` is slow on
@@ -45,6 +47,12 @@ def split_class_token(sequence):
     """
     shape = ops.shape(sequence)
     inner = [0] * (len(shape) - 2)
-    cls_token = ops.slice(sequence, [0, 0, *inner], (shape[0], 1, *shape[2:]))
-    rest = ops.slice(sequence, [0, 1, *inner], (shape[0], shape[1] - 1, *shape[2:]))
-    return cls_token, rest
+    prefix = ops.slice(sequence, [0, 0, *inner], (shape[0], num_prefix_tokens, *shape[2:]))
+    rest = ops.slice(sequence, [0, num_prefix_tokens, *inner],
+                     (shape[0], shape[1] - num_prefix_tokens, *shape[2:]))
+    return prefix, rest
+
+
+def split_class_token(sequence):
+    """`[batch, 1 + n, ...]` -> the [CLS] token `[batch, 1, ...]` and the rest `[batch, n, ...]`."""
+    return split_prefix_tokens(sequence, 1)

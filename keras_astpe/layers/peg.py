@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_astpe.layers.class_token import split_class_token
+from keras_astpe.layers.class_token import split_prefix_tokens
 
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
@@ -15,7 +15,8 @@ class PositionEncodingGenerator(keras.layers.Layer):
     "same" padding turns each token's neighbourhood into a positional embedding, and the
     embedding is added back. Zero padding at the borders is what lets the convolution
     tell where a token is. The [CLS] token passes through unchanged, or gets a learned
-    embedding added with `cls_embedding=True`.
+    embedding added with `cls_embedding=True`; other prefix tokens (AST's distillation
+    token, `num_prefix_tokens=2`) pass through unchanged.
 
     Paper configuration: 3x3 kernel, a PEG after each of the first 5 blocks,
     5 x (9 x 768 + 768) = 38,400 parameters.
@@ -24,13 +25,16 @@ class PositionEncodingGenerator(keras.layers.Layer):
         freq_patches: number of frequency bands F of the grid.
         kernel_size: size of the square depthwise kernel.
         cls_embedding: learn an embedding added to the [CLS] token.
+        num_prefix_tokens: tokens before the patches, [CLS] first.
     """
 
-    def __init__(self, freq_patches, kernel_size=3, cls_embedding=False, **kwargs):
+    def __init__(self, freq_patches, kernel_size=3, cls_embedding=False, num_prefix_tokens=1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.freq_patches = int(freq_patches)
         self.kernel_size = int(kernel_size)
         self.cls_embedding = bool(cls_embedding)
+        self.num_prefix_tokens = int(num_prefix_tokens)
         self.conv = keras.layers.DepthwiseConv2D(
             kernel_size=self.kernel_size, padding="same", dtype=self.dtype_policy, name="conv"
         )
@@ -45,12 +49,13 @@ class PositionEncodingGenerator(keras.layers.Layer):
 
     def call(self, sequence):
         batch, dim = ops.shape(sequence)[0], ops.shape(sequence)[-1]
-        cls_token, patches = split_class_token(sequence)
+        prefix, patches = split_prefix_tokens(sequence, self.num_prefix_tokens)
         grid = ops.reshape(patches, (batch, -1, self.freq_patches, dim))
         patches = patches + ops.reshape(self.conv(grid), ops.shape(patches))
         if self.cls_embedding:
-            cls_token = cls_token + ops.cast(self.cls_position, cls_token.dtype)
-        return ops.concatenate([cls_token, patches], axis=1)
+            first = ops.cast(ops.arange(self.num_prefix_tokens) == 0, prefix.dtype)
+            prefix = prefix + first[:, None] * ops.cast(self.cls_position, prefix.dtype)
+        return ops.concatenate([prefix, patches], axis=1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -61,5 +66,6 @@ class PositionEncodingGenerator(keras.layers.Layer):
             freq_patches=self.freq_patches,
             kernel_size=self.kernel_size,
             cls_embedding=self.cls_embedding,
+            num_prefix_tokens=self.num_prefix_tokens,
         )
         return config

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_astpe.layers.class_token import split_class_token
+from keras_astpe.layers.class_token import split_prefix_tokens
 
 # How a distance maps to a row of E^t / E^f: row (t_j - t_i) + T - 1 for query i and key j
 # (the original code, Shaw et al., the Music Transformer), or (t_i - t_j) + T - 1 (what
@@ -20,8 +20,9 @@ class LearnedRelativeBias(keras.layers.Layer):
     the layer (paper: 12 x (61 + 15) x 64 = 58,368 parameters over 12 blocks). As in the
     original code, the rows are indexed by key minus query: for query i and key j, row
     (t_j - t_i) + T - 1 of E^t and (f_j - f_i) + F - 1 of E^f, so row 0 is the key
-    T - 1 chunks before the query. [CLS] is at distance 0 from every token. Distances
-    beyond the trained grid (longer clips) use the row of the largest trained distance.
+    T - 1 chunks before the query. [CLS] (and any other prefix token, such as AST's
+    distillation token) is at distance 0 from every token. Distances beyond the trained
+    grid (longer clips) use the row of the largest trained distance.
 
     Nothing larger than the `[batch, heads, L, L]` logits is built: the query of patch
     (t, f) only meets T rows of E^t and F rows of E^f, so the two terms are computed on
@@ -36,10 +37,11 @@ class LearnedRelativeBias(keras.layers.Layer):
         initializer: initializer of E^t and E^f.
         row_order: `"key_minus_query"` (the original code) or `"query_minus_key"` (the
             reversed rows, for models saved before this option: their configs lack it).
+        num_prefix_tokens: tokens before the patches ([CLS], and a distillation token).
     """
 
     def __init__(self, grid_shape, initializer="truncated_normal", row_order="key_minus_query",
-                 **kwargs):
+                 num_prefix_tokens=1, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if row_order not in ROW_ORDERS:
@@ -47,6 +49,7 @@ class LearnedRelativeBias(keras.layers.Layer):
         self.grid_shape = tuple(int(v) for v in grid_shape)
         self.initializer = keras.initializers.get(initializer)
         self.row_order = row_order
+        self.num_prefix_tokens = int(num_prefix_tokens)
 
     def build(self, query_shape):
         head_dim = query_shape[-1]
@@ -91,10 +94,11 @@ class LearnedRelativeBias(keras.layers.Layer):
     def call(self, query):
         batch, length, heads, head_dim = (ops.shape(query)[i] for i in range(4))
         time_size, freq = self.grid_shape
-        cls_query, patches = split_class_token(query)
-        cls_query = ops.squeeze(cls_query, axis=1)
+        prefix = self.num_prefix_tokens
+        prefix_queries, patches = split_prefix_tokens(query, prefix)
         patches = ops.reshape(patches, (batch, -1, freq, heads, head_dim))
         time = ops.shape(patches)[1]
+        num_patches = length - prefix
 
         # [batch, heads, T * F (queries), T (key times)] and [.., F (key bands)].
         time_logits = self._relative_logits(
@@ -104,29 +108,28 @@ class LearnedRelativeBias(keras.layers.Layer):
         time_logits = ops.reshape(
             ops.transpose(ops.reshape(time_logits, (batch, time, freq, heads, time)),
                           (0, 3, 1, 2, 4)),
-            (batch, heads, length - 1, time),
+            (batch, heads, num_patches, time),
         )
         freq_logits = self._relative_logits(patches, self.freq_embeddings, freq)
         freq_logits = ops.reshape(ops.transpose(freq_logits, (0, 3, 1, 2, 4)),
-                                  (batch, heads, length - 1, freq))
+                                  (batch, heads, num_patches, freq))
 
-        # [CLS] is at distance 0 from everything: the rows of distance 0.
+        # Prefix tokens are at distance 0 from everything: the rows of distance 0.
         time_zero = ops.take(self.time_embeddings, time_size - 1, axis=0)
         freq_zero = ops.take(self.freq_embeddings, freq - 1, axis=0)
-        cls_time = ops.reshape(ops.einsum("bhd,d->bh", cls_query, time_zero),
-                               (batch, heads, 1, 1))
-        cls_freq = ops.reshape(ops.einsum("bhd,d->bh", cls_query, freq_zero),
-                               (batch, heads, 1, 1))
+        prefix_time = ops.expand_dims(ops.einsum("bphd,d->bhp", prefix_queries, time_zero), -1)
+        prefix_freq = ops.expand_dims(ops.einsum("bphd,d->bhp", prefix_queries, freq_zero), -1)
         time_logits = ops.concatenate(
-            [ops.broadcast_to(cls_time, (batch, heads, 1, time)), time_logits], axis=2)
+            [ops.broadcast_to(prefix_time, (batch, heads, prefix, time)), time_logits], axis=2)
         freq_logits = ops.concatenate(
-            [ops.broadcast_to(cls_freq, (batch, heads, 1, freq)), freq_logits], axis=2)
+            [ops.broadcast_to(prefix_freq, (batch, heads, prefix, freq)), freq_logits], axis=2)
 
         # Patch keys: R[i, (t, f)] = time term of t + frequency term of f.
         to_patches = ops.expand_dims(time_logits, -1) + ops.expand_dims(freq_logits, -2)
-        to_patches = ops.reshape(to_patches, (batch, heads, length, length - 1))
-        to_cls = ops.expand_dims(ops.einsum("blhd,d->bhl", query, time_zero + freq_zero), -1)
-        return ops.concatenate([to_cls, to_patches], axis=3)
+        to_patches = ops.reshape(to_patches, (batch, heads, length, num_patches))
+        to_prefix = ops.expand_dims(ops.einsum("blhd,d->bhl", query, time_zero + freq_zero), -1)
+        to_prefix = ops.broadcast_to(to_prefix, (batch, heads, length, prefix))
+        return ops.concatenate([to_prefix, to_patches], axis=3)
 
     def get_config(self):
         config = super().get_config()
@@ -134,6 +137,7 @@ class LearnedRelativeBias(keras.layers.Layer):
             grid_shape=self.grid_shape,
             initializer=keras.initializers.serialize(self.initializer),
             row_order=self.row_order,
+            num_prefix_tokens=self.num_prefix_tokens,
         )
         return config
 

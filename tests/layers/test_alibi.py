@@ -89,6 +89,15 @@ def test_boolean_config_from_before_the_option_keeps_its_bias(old, new):
     np.testing.assert_array_equal(_bias(restored)[0], old_bias)
 
 
+@pytest.mark.parametrize("mode", ["2d", "time"])
+def test_a_second_prefix_token_is_treated_as_cls(mode):
+    """AST's distillation token: at distance 0, blocked for patches where [CLS] is."""
+    one = _bias(ALiBiBias(4, 2, mode=mode, slopes="code"))[0]
+    two = _bias(ALiBiBias(4, 2, mode=mode, slopes="code", num_prefix_tokens=2), length=6)[0]
+    as_cls = [0, 0, 1, 2, 3, 4]  # token -> the token of the one-prefix sequence it acts as
+    np.testing.assert_array_equal(two, one[:, as_cls][:, :, as_cls])
+
+
 def test_any_grid_length():
     bias = _bias(ALiBiBias(2, freq_patches=2, mode="time", slopes="code"), length=1 + 7 * 2)
     assert bias.shape == (1, 2, 15, 15)
@@ -104,6 +113,12 @@ def test_invalid_arguments():
         _bias(ALiBiBias(4, 2, slopes="linear"))
     with pytest.raises(ValueError, match="block_patches_to_cls 'freq_heads'"):
         ALiBiBias(4, 2, block_patches_to_cls="freq_heads")
+
+
+def test_config_without_num_prefix_tokens_has_one():
+    config = ALiBiBias(4, 2).get_config()
+    assert config.pop("num_prefix_tokens") == 1
+    assert ALiBiBias.from_config(config).num_prefix_tokens == 1
 
 
 @pytest.mark.parametrize("blocking", ["time_heads", "all_heads", "none"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_astpe.layers import ClassToken
-from keras_astpe.layers.class_token import split_class_token
+from keras_astpe.layers.class_token import split_class_token, split_prefix_tokens
 from tests.layer_testing import assert_config_round_trip
 
 
@@ -22,6 +22,13 @@ def test_split_class_token(shape):
     cls_token, rest = (keras.ops.convert_to_numpy(x) for x in split_class_token(sequence))
     np.testing.assert_array_equal(cls_token, sequence[:, :1])
     np.testing.assert_array_equal(rest, sequence[:, 1:])
+
+
+def test_split_prefix_tokens():
+    sequence = np.random.rand(2, 6, 3).astype("float32")
+    prefix, rest = (keras.ops.convert_to_numpy(x) for x in split_prefix_tokens(sequence, 2))
+    np.testing.assert_array_equal(prefix, sequence[:, :2])
+    np.testing.assert_array_equal(rest, sequence[:, 2:])
 
 
 def test_split_class_token_of_unknown_length_in_a_tensorflow_graph():

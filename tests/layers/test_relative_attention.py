@@ -6,8 +6,10 @@ from keras_astpe.layers import LearnedRelativeBias
 from tests.layer_testing import assert_config_round_trip
 
 
-def _naive(query, time_table, freq_table, freq, trained_time, row_order="key_minus_query"):
-    """R_ij = Q_i . E^t[dt] + Q_i . E^f[df], pair by pair; [CLS] at distance 0.
+def _naive(query, time_table, freq_table, freq, trained_time, row_order="key_minus_query",
+           prefix=1):
+    """R_ij = Q_i . E^t[dt] + Q_i . E^f[df], pair by pair; [CLS] (every one of the `prefix`
+    tokens) at distance 0.
 
     dt = t_j - t_i for query i and key j (the original code); t_i - t_j for
     `row_order="query_minus_key"` (keras-astpe before the option existed).
@@ -18,11 +20,11 @@ def _naive(query, time_table, freq_table, freq, trained_time, row_order="key_min
     out = np.zeros((batch, heads, length, length), "float32")
     for i in range(length):
         for j in range(length):
-            if i == 0 or j == 0:
+            if i < prefix or j < prefix:
                 dt = df = 0
             else:
-                dt = sign * ((j - 1) // freq - (i - 1) // freq)
-                df = sign * ((j - 1) % freq - (i - 1) % freq)
+                dt = sign * ((j - prefix) // freq - (i - prefix) // freq)
+                df = sign * ((j - prefix) % freq - (i - prefix) % freq)
             dt = np.clip(dt, 1 - trained_time, trained_time - 1)
             row = time_table[dt + trained_time - 1] + freq_table[df + trained_freq - 1]
             out[:, :, i, j] = np.einsum("bhd,d->bh", query[:, i], row)
@@ -51,6 +53,18 @@ def test_equals_naive_pair_loop(time, row_order):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layer(query)),
         _naive(query, time_table, freq_table, freq=2, trained_time=3, row_order=row_order),
+        rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_every_prefix_token_is_at_distance_zero():
+    """AST's distillation token after [CLS]: both are at distance 0 from every token."""
+    layer = _layer((3, 2), 4, num_prefix_tokens=2)
+    query = np.random.randn(2, 2 + 3 * 2, 2, 4).astype("float32")
+    time_table, freq_table = layer.get_weights()
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(query)),
+        _naive(query, time_table, freq_table, freq=2, trained_time=3, prefix=2),
         rtol=1e-5, atol=1e-5,
     )
 
@@ -112,6 +126,12 @@ def test_gradients_reach_the_tables():
         loss.backward()
         grads = [v.value.grad for v in layer.trainable_variables]
     assert all(float(np.abs(keras.ops.convert_to_numpy(g)).sum()) > 0 for g in grads)
+
+
+def test_config_without_num_prefix_tokens_has_one():
+    config = _layer((3, 2), 4).get_config()
+    assert config.pop("num_prefix_tokens") == 1
+    assert LearnedRelativeBias.from_config(config).num_prefix_tokens == 1
 
 
 @pytest.mark.parametrize("row_order", ["key_minus_query", "query_minus_key"])
