@@ -33,6 +33,10 @@ from keras_astpe.normalization import NormalizationStats
 AGGREGATIONS = ("mean", "max")
 
 
+class ClipTooShortError(ValueError):
+    """A clip shorter than one patch of the model."""
+
+
 def audio_converter_of(model):
     """The model's audio converter; a clear error for a model saved without one."""
     if not isinstance(model, ASTClassifier):
@@ -170,7 +174,7 @@ def tag(model, audio, *, sample_rate=None, top_k=None, window_seconds=None,
                              sample_rate=converter.sample_rate, minimum=minimum)
     waveform, what = _waveform(audio, sample_rate, converter.sample_rate)
     if waveform.shape[0] < minimum:
-        raise ValueError(
+        raise ClipTooShortError(
             f"{what}: {waveform.shape[0] / converter.sample_rate:.3f} s is too short: the "
             f"model needs at least {minimum} samples at {converter.sample_rate} Hz "
             f"({minimum / converter.sample_rate:.3f} s, one patch)")

@@ -323,11 +323,13 @@ def test_export_refuses_to_replace_a_version_or_a_model_without_front_end(export
 
 
 def test_model_trained_on_this_backend_exports_its_scores(tmp_path):
-    """One training step on the current backend, save, export (in a TensorFlow subprocess
-    off TensorFlow), and the export scores as the trained model."""
+    """One training step on the current backend, save, export over the untrained model's
+    export (in a TensorFlow subprocess off TensorFlow), and the export scores as the trained
+    model."""
     model = _tagger()
     waveforms = np.stack([_noise(int(1.5 * RATE), seed=s) for s in (41, 42)])
     before = _keras_scores(model, waveforms)
+    export_dir = export_saved_model(model, tmp_path / "serving" / "1")  # replaced below
     features = keras.ops.convert_to_numpy(model.audio_converter(waveforms))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
     model.fit(features, np.array([[1, 0, 0], [0, 1, 1]], np.float32), epochs=1,
@@ -335,7 +337,7 @@ def test_model_trained_on_this_backend_exports_its_scores(tmp_path):
     trained = _keras_scores(model, waveforms)
     assert np.abs(trained - before).max() > 10 * TOLERANCE  # the step changed the model
     model.save(tmp_path / "model.keras")
-    export_dir = export_saved_model(model, tmp_path / "serving" / "1")
+    assert export_saved_model(model, export_dir, overwrite=True) == export_dir
     loaded = tf.saved_model.load(export_dir)
     scores = loaded.signatures["serving_default"](waveform=tf.constant(waveforms))["scores"]
     np.testing.assert_allclose(scores.numpy(), trained, atol=TOLERANCE)

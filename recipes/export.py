@@ -1,0 +1,78 @@
+"""Exports a saved model as a TF Serving SavedModel that takes audio.
+
+    python recipes/export.py --model=saved_models/audioset-demo/time_alibi/model.keras
+    python recipes/export.py --model=model.keras --output_dir=serving --name=tagger --version=2
+    python recipes/export.py --model=model.keras --window_seconds=10 --hop_seconds=5 \\
+        --aggregation=max
+
+Writes `<output_dir>/<name>/<version>/` (saved_model.pb, variables/, assets/class_names.txt),
+the layout `tensorflow_model_server --model_base_path=<output_dir>/<name>` serves, and prints
+its path. Signatures `serving_default` (16 kHz float waveforms) and `serving_wav` (WAV file
+bytes at 8-48 kHz); see `keras_astpe.serving.export`. Works under any Keras backend: the
+export itself runs under TensorFlow (in a subprocess when the backend is another).
+"""
+
+import dataclasses
+import os
+
+from keras_astpe import cli
+from keras_astpe.inference import AGGREGATIONS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    model: str = cli.setting(help="Saved model (.keras) that carries its front end.",
+                             required=True)
+    output_dir: str = cli.setting("saved_models/serving",
+                                  help="Base folder of the served models.")
+    name: str | None = cli.setting(
+        None, help="Model name, the folder under --output_dir (default: the folder holding "
+        "the model for a model.keras, else the file name without .keras).")
+    version: int | None = cli.setting(
+        None, help="Version folder (default: one more than the highest already there, or 1).")
+    window_seconds: float | None = cli.setting(
+        None, help="Score clips longer than this as sliding windows (default: whole clips).")
+    hop_seconds: float | None = cli.setting(
+        None, help="Step between windows (default: --window_seconds).")
+    aggregation: str = cli.setting("mean", choices=AGGREGATIONS,
+                                   help="How window scores are combined, in the graph.")
+    overwrite: bool = cli.setting(False, help="Replace an existing version folder.")
+
+    def __post_init__(self):
+        if not os.path.isfile(self.model):
+            raise FileNotFoundError(f"--model={self.model}: model file not found")
+        if self.version is not None and self.version < 1:
+            raise ValueError(f"--version must be >= 1, got {self.version}")
+        if self.name is not None and (not self.name or os.sep in self.name
+                                      or self.name in (".", "..")):
+            raise ValueError(f"--name must be a folder name, got {self.name!r}")
+
+
+def model_name(model_path):
+    """`.../time_alibi/model.keras` -> `time_alibi`; `.../tagger.keras` -> `tagger`."""
+    stem = os.path.splitext(os.path.basename(model_path))[0]
+    if stem == "model":
+        return os.path.basename(os.path.dirname(os.path.abspath(model_path))) or stem
+    return stem
+
+
+def next_version(base):
+    """One more than the highest numeric version folder in `base`, or 1."""
+    versions = [int(name) for name in os.listdir(base) if name.isdigit()] if (
+        os.path.isdir(base)) else []
+    return max(versions, default=0) + 1
+
+
+def main(config):
+    from keras_astpe.serving import export_saved_model
+
+    base = os.path.join(config.output_dir, config.name or model_name(config.model))
+    version = config.version or next_version(base)
+    print(export_saved_model(
+        config.model, os.path.join(base, str(version)), window_seconds=config.window_seconds,
+        hop_seconds=config.hop_seconds, aggregation=config.aggregation,
+        overwrite=config.overwrite))
+
+
+if __name__ == "__main__":
+    cli.run(main, ExportConfig)

@@ -1,0 +1,71 @@
+"""recipes/export.py as a user runs it: a subprocess on a saved tiny model."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_astpe import build_model
+from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.models.classifier import ASTClassifier
+from keras_astpe.normalization import NormalizationStats
+
+pytestmark = pytest.mark.backend_agnostic
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "export.py"
+CLASSES = ("dog", "rain", "siren")
+
+
+def _run(*args, cwd=ROOT):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, str(RECIPE), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    bare = build_model("alibi_2d", preset="ast-pe-tiny", num_classes=len(CLASSES))
+    model = ASTClassifier(bare.backbone, len(CLASSES), audio_converter=LogMelAudioConverter(
+        FrontEndConfig(), NormalizationStats(-6.0, 2.0)), class_names=CLASSES)
+    path = tmp_path_factory.mktemp("run") / "alibi_2d" / "model.keras"
+    path.parent.mkdir()
+    model.save(path)
+    return path
+
+
+def test_default_layout_under_saved_models_and_next_version(model_path, tmp_path):
+    result = _run(f"--model={model_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = tmp_path / "saved_models" / "serving" / "alibi_2d" / "1"
+    assert result.stdout.split() == [str(first)]
+    assert {"saved_model.pb", "variables", "assets"} <= set(os.listdir(first))
+    assert (first / "assets" / "class_names.txt").read_text().splitlines() == list(CLASSES)
+
+    windowed = _run(f"--model={model_path}", "--window_seconds=1", "--hop_seconds=0.5",
+                    "--aggregation=max", cwd=tmp_path)  # the next version
+    assert windowed.returncode == 0, windowed.stderr[-3000:]
+    second = first.parent / "2"
+    assert windowed.stdout.split() == [str(second)]
+    waveform = tf.constant(np.random.default_rng(0).uniform(-0.3, 0.3, (1, 40000)), tf.float32)
+    whole = tf.saved_model.load(str(first)).signatures["serving_default"](waveform=waveform)
+    windows = tf.saved_model.load(str(second)).signatures["serving_default"](waveform=waveform)
+    assert np.abs(whole["scores"].numpy() - windows["scores"].numpy()).max() > 1e-4
+
+
+def test_name_version_and_refusing_to_replace_a_version(model_path, tmp_path):
+    args = [f"--model={model_path}", f"--output_dir={tmp_path}", "--name=tagger",
+            "--version=7"]
+    result = _run(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [str(tmp_path / "tagger" / "7")]
+    again = _run(*args)
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'tagger' / '7'} already exists: choose another version, or "
+        "overwrite it (overwrite=True, --overwrite)")
