@@ -56,3 +56,30 @@ def split_prefix_tokens(sequence, num_prefix_tokens=1):
 def split_class_token(sequence):
     """`[batch, 1 + n, ...]` -> the [CLS] token `[batch, 1, ...]` and the rest `[batch, n, ...]`."""
     return split_prefix_tokens(sequence, 1)
+
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class PrefixPooling(keras.layers.Layer):
+    """Token states `[batch, p + n, dim]` -> the mean of the `p` prefix states `[batch, dim]`.
+
+    The embedding a classifier head reads: the [CLS] state (`num_prefix_tokens=1`), or the
+    mean of the [CLS] and distillation states (2, as AST does).
+    """
+
+    def __init__(self, num_prefix_tokens=1, **kwargs):
+        super().__init__(**kwargs)
+        self.num_prefix_tokens = int(num_prefix_tokens)
+
+    def call(self, states):
+        prefix = split_prefix_tokens(states, self.num_prefix_tokens)[0]
+        if self.num_prefix_tokens == 1:
+            return ops.squeeze(prefix, axis=1)
+        return ops.mean(prefix, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_prefix_tokens=self.num_prefix_tokens)
+        return config

@@ -22,14 +22,21 @@ _ALIBI_MODES = {"alibi_2d": "2d", "alibi_time": "time"}
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class ASTBackbone(FunctionalModel):
-    """Log-mel features `[batch, frames, mel_bins]` -> token states `[batch, 1 + T * F, dim]`.
+    """Log-mel features `[batch, frames, mel_bins]` -> token states `[batch, P + T * F, dim]`.
 
     The data path, top to bottom: patches (`PatchEmbedding`, a `T x F` grid) -> absolute
     position embeddings (full grid or frequency-only) -> flatten to a time-major sequence
-    -> prepend [CLS] -> LayerNorm -> encoder blocks, whose attention may carry a position
+    -> prepend the P prefix tokens ([CLS], then AST's distillation token if any) ->
+    LayerNorm (`embedding_norm`) -> encoder blocks, whose attention may carry a position
     bias (ALiBi or learned relative), with a PEG after each of the first `num_peg_layers`
-    blocks -> final LayerNorm (pre-norm only). State 0 is [CLS]. Which of these parts a
+    blocks -> final LayerNorm (`final_norm`). State 0 is [CLS]. Which of these parts a
     positional encoding uses is its `PositionEncoding` in `POSITION_ENCODINGS`.
+
+    The original AST (the `ast` preset) has a distillation token, no LayerNorm after the
+    embeddings, a final LayerNorm, GELU and biases everywhere; its token order is
+    frequency-major, ours time-major (a permutation: attention does not depend on the
+    order once the position embeddings follow their tokens). The paper's original code
+    has the embedding LayerNorm, no final LayerNorm and no feed-forward biases.
 
     Any number of frames from one patch up is accepted: learned tables are sized by the
     training grid (`num_frames`) and adapted to other lengths (see
@@ -42,8 +49,14 @@ class ASTBackbone(FunctionalModel):
         num_frames: frames of the training clips (sizes the learned PE tables).
         patch_size, patch_stride: see `PatchEmbedding`.
         hidden_dim, num_layers, num_heads, intermediate_dim: encoder size.
-        activation, dropout, norm_first, layer_norm_epsilon, use_attention_bias: see
-            `TransformerEncoderBlock`.
+        activation, dropout, norm_first, layer_norm_epsilon, use_attention_bias,
+            use_feedforward_bias: see `TransformerEncoderBlock`.
+        distillation_token: a second learned prefix token after [CLS] (AST, DeiT).
+        embedding_norm: a LayerNorm on the embedded sequence, before the blocks (the
+            paper's code: yes; AST: no).
+        final_norm: a LayerNorm after the last block; None (the default) means one
+            exactly when `norm_first` (pre-norm), as before this option existed (the
+            paper's code has none).
         num_peg_layers: blocks followed by a PEG in the conditional kinds (paper: 5).
         peg_cls_embedding: the first PEG also learns a [CLS] embedding.
         alibi_slopes: `"paper"` or `"code"` slope rule, see `alibi_slopes`.
@@ -62,12 +75,16 @@ class ASTBackbone(FunctionalModel):
                  activation="relu", dropout=0.1, norm_first=True, layer_norm_epsilon=1e-6,
                  use_attention_bias=False, num_peg_layers=5, peg_cls_embedding=False,
                  alibi_slopes="paper", alibi_block_cls="time_heads",
-                 relative_row_order="key_minus_query", dtype=None, **kwargs):
+                 relative_row_order="key_minus_query", use_feedforward_bias=True,
+                 distillation_token=False, embedding_norm=True, final_norm=None, dtype=None,
+                 **kwargs):
         pe = get_position_encoding(position_encoding)
         alibi_block_cls = check_cls_blocking(alibi_block_cls, "alibi_block_cls")
         if relative_row_order not in ROW_ORDERS:
             raise ValueError(f"Unknown relative_row_order {relative_row_order!r}; expected "
                              f"one of {ROW_ORDERS}.")
+        final_norm = norm_first if final_norm is None else bool(final_norm)
+        num_prefix_tokens = 2 if distillation_token else 1
 
         # === Layers ===
         self.patch_embedding = PatchEmbedding(
@@ -83,18 +100,24 @@ class ASTBackbone(FunctionalModel):
         self.flatten_grid = keras.layers.Reshape((-1, hidden_dim), dtype=dtype,
                                                  name="flatten_grid")
         self.class_token = ClassToken(dtype=dtype, name="class_token")
-        self.embedding_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=dtype, name="embedding_norm"
-        )
+        self.distillation_token = None
+        if distillation_token:
+            self.distillation_token = ClassToken(dtype=dtype, name="distillation_token")
+        self.embedding_norm = None
+        if embedding_norm:
+            self.embedding_norm = keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, dtype=dtype, name="embedding_norm"
+            )
 
         def position_bias(index):
             name = f"block_{index}_position_bias"
             if pe.attention_bias in _ALIBI_MODES:
                 return ALiBiBias(num_heads, grid_shape[1], mode=_ALIBI_MODES[pe.attention_bias],
                                  slopes=alibi_slopes, block_patches_to_cls=alibi_block_cls,
-                                 name=name)
+                                 num_prefix_tokens=num_prefix_tokens, name=name)
             if pe.attention_bias == "learned_relative":
-                return LearnedRelativeBias(grid_shape, row_order=relative_row_order, name=name)
+                return LearnedRelativeBias(grid_shape, row_order=relative_row_order,
+                                           num_prefix_tokens=num_prefix_tokens, name=name)
             return None
 
         self.blocks = [
@@ -102,7 +125,7 @@ class ASTBackbone(FunctionalModel):
                 num_heads, intermediate_dim, activation=activation, dropout=dropout,
                 norm_first=norm_first, layer_norm_epsilon=layer_norm_epsilon,
                 use_attention_bias=use_attention_bias, position_bias=position_bias(i),
-                dtype=dtype, name=f"block_{i}",
+                use_feedforward_bias=use_feedforward_bias, dtype=dtype, name=f"block_{i}",
             )
             for i in range(num_layers)
         ]
@@ -110,11 +133,12 @@ class ASTBackbone(FunctionalModel):
         if pe.peg:
             self.pegs = [
                 PositionEncodingGenerator(grid_shape[1], cls_embedding=peg_cls_embedding and
-                                          i == 0, dtype=dtype, name=f"peg_{i}")
+                                          i == 0, num_prefix_tokens=num_prefix_tokens,
+                                          dtype=dtype, name=f"peg_{i}")
                 for i in range(min(num_peg_layers, num_layers))
             ]
         self.final_norm = None
-        if norm_first:
+        if final_norm:
             self.final_norm = keras.layers.LayerNormalization(
                 epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
             )
@@ -124,8 +148,12 @@ class ASTBackbone(FunctionalModel):
         grid = self.patch_embedding(features)
         if self.position_embedding is not None:
             grid = self.position_embedding(grid)
-        x = self.class_token(self.flatten_grid(grid))
-        x = self.embedding_norm(x)
+        x = self.flatten_grid(grid)
+        if self.distillation_token is not None:
+            x = self.distillation_token(x)
+        x = self.class_token(x)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i < len(self.pegs):
@@ -154,6 +182,8 @@ class ASTBackbone(FunctionalModel):
         self.alibi_slopes = alibi_slopes
         self.alibi_block_cls = alibi_block_cls
         self.relative_row_order = relative_row_order
+        self.use_feedforward_bias = use_feedforward_bias
+        self.num_prefix_tokens = num_prefix_tokens
         self.grid_shape = grid_shape
 
     def get_config(self):
@@ -180,6 +210,10 @@ class ASTBackbone(FunctionalModel):
             "alibi_slopes": self.alibi_slopes,
             "alibi_block_cls": self.alibi_block_cls,
             "relative_row_order": self.relative_row_order,
+            "use_feedforward_bias": self.use_feedforward_bias,
+            "distillation_token": self.distillation_token is not None,
+            "embedding_norm": self.embedding_norm is not None,
+            "final_norm": self.final_norm is not None,
         }
 
     @classmethod

@@ -1,14 +1,18 @@
-"""Audio tagger / classifier: an `ASTBackbone` with a dense layer on the [CLS] state."""
+"""Audio tagger / classifier: an `ASTBackbone` with a dense layer on its prefix tokens."""
 
 import keras
-from keras import ops
 
+from keras_astpe.layers.class_token import PrefixPooling
 from keras_astpe.models.functional import FunctionalModel
 
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class ASTClassifier(FunctionalModel):
-    """Log-mel features -> class scores from the final [CLS] state.
+    """Log-mel features -> class scores from the final state of the prefix tokens.
+
+    The head reads the [CLS] state, or the mean of the [CLS] and distillation states when
+    the backbone has a distillation token (AST: `(x[:, 0] + x[:, 1]) / 2`), optionally
+    through a LayerNorm (`head_norm`, AST's `mlp_head`), into a dense layer.
 
     `activation="sigmoid"` for multi-label tagging (AudioSet, 527 classes),
     `"softmax"` for single-label classification (ESC-50, 50 classes). The activation runs
@@ -16,19 +20,23 @@ class ASTClassifier(FunctionalModel):
 
     The model takes features; its `audio_converter` (saved with it) turns a waveform into
     them, and `class_names` name its outputs, so that a loaded model scores raw audio
-    (`keras_astpe.tag`) and exports to TF Serving with nothing beside it.
+    (`keras_astpe.tag`) and exports to TF Serving with nothing beside it. `pool` and
+    `classify` split the head for callers that also want the embedding.
 
     Args:
         backbone: an `ASTBackbone`.
         num_classes: number of output classes.
         activation: output activation.
         audio_converter: the front end the model was trained with (e.g. a
-            `LogMelAudioConverter` holding the training set's statistics), or None.
+            `LogMelAudioConverter` holding the training set's statistics, or AST's
+            `KaldiFbankAudioConverter`), or None.
         class_names: names of the outputs, or None.
+        head_norm: a LayerNorm before the dense layer (AST).
+        head_norm_epsilon: its epsilon (AST: 1e-5, transformers' AST: `layer_norm_eps`).
     """
 
     def __init__(self, backbone, num_classes, activation="sigmoid", audio_converter=None,
-                 class_names=None, **kwargs):
+                 class_names=None, head_norm=False, head_norm_epsilon=1e-5, **kwargs):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes.")
         if audio_converter is not None and audio_converter.num_mel_bins != backbone.num_mel_bins:
@@ -36,18 +44,34 @@ class ASTClassifier(FunctionalModel):
                              f"bins, the backbone takes {backbone.num_mel_bins}.")
         self.backbone = backbone
         self.audio_converter = audio_converter
+        self.pooling = PrefixPooling(backbone.num_prefix_tokens, dtype=backbone.dtype_policy,
+                                     name="pooling")
+        self.head_norm = None
+        if head_norm:
+            self.head_norm = keras.layers.LayerNormalization(
+                epsilon=head_norm_epsilon, dtype=backbone.dtype_policy, name="head_norm")
         self.head = keras.layers.Dense(num_classes, dtype=backbone.dtype_policy, name="head")
         self.output_activation = keras.layers.Activation(
             activation or "linear", dtype="float32", name="output_activation"
         )
         features = keras.Input(shape=(None, backbone.num_mel_bins), name="features")
-        # `ops.split`, not `[:, 0]`: TensorFlow's gradient of a strided slice is slow on CPU.
-        cls_state = ops.squeeze(ops.split(backbone(features), [1], axis=1)[0], axis=1)
-        scores = self.output_activation(self.head(cls_state))
+        scores = self.classify(self.pool(backbone(features)))
         super().__init__(inputs=features, outputs=scores, **kwargs)
         self.num_classes = num_classes
         self.activation = activation
         self.class_names = None if class_names is None else tuple(map(str, class_names))
+        self.head_norm_epsilon = float(head_norm_epsilon)
+
+    def pool(self, states):
+        """Backbone states `[batch, tokens, dim]` -> the embedding `[batch, dim]` the head
+        reads: the mean of the prefix tokens' states ([CLS] alone in the study's models)."""
+        return self.pooling(states)
+
+    def classify(self, embedding):
+        """The embedding of `pool` -> class scores (head LayerNorm, dense, activation)."""
+        if self.head_norm is not None:
+            embedding = self.head_norm(embedding)
+        return self.output_activation(self.head(embedding))
 
     def get_config(self):
         return {
@@ -58,6 +82,8 @@ class ASTClassifier(FunctionalModel):
             "activation": self.activation,
             "audio_converter": keras.saving.serialize_keras_object(self.audio_converter),
             "class_names": None if self.class_names is None else list(self.class_names),
+            "head_norm": self.head_norm is not None,
+            "head_norm_epsilon": self.head_norm_epsilon,
         }
 
     @classmethod

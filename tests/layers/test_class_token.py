@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_astpe.layers import ClassToken
-from keras_astpe.layers.class_token import split_class_token, split_prefix_tokens
+from keras_astpe.layers.class_token import PrefixPooling, split_class_token, split_prefix_tokens
 from tests.layer_testing import assert_config_round_trip
 
 
@@ -45,3 +45,14 @@ def test_split_class_token_of_unknown_length_in_a_tensorflow_graph():
 
 def test_config_round_trip():
     assert_config_round_trip(ClassToken(), np.random.rand(2, 3, 4).astype("float32"))
+
+
+@pytest.mark.parametrize("num_prefix_tokens", [1, 2])
+def test_prefix_pooling_is_the_mean_of_the_prefix_states(num_prefix_tokens):
+    states = np.random.rand(2, 6, 3).astype("float32")
+    pooled = keras.ops.convert_to_numpy(PrefixPooling(num_prefix_tokens)(states))
+    np.testing.assert_allclose(pooled, states[:, :num_prefix_tokens].mean(axis=1), rtol=1e-6)
+
+
+def test_prefix_pooling_config_round_trip():
+    assert_config_round_trip(PrefixPooling(2), np.random.rand(2, 5, 3).astype("float32"))

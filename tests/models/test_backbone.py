@@ -4,6 +4,7 @@ import pytest
 
 import keras_astpe
 from keras_astpe import PE_KINDS, ASTBackbone, build_model
+from keras_astpe.models.presets import get_front_end, get_head
 
 TINY = {"preset": "ast-pe-tiny", "num_classes": 3}
 
@@ -30,10 +31,21 @@ def test_paper_parameter_counts():
     assert with_cls - counts["conditional"] == 768
 
 
-def test_ast_preset_grid():
-    backbone = build_model("absolute", preset="ast").backbone
-    assert backbone.grid_shape == (101, 12)  # 1212 overlapping 16x16 patches
+def test_ast_preset_is_the_original_ast():
+    """1212 overlapping 16x16 patches, [CLS] + distillation token, AST's head: the
+    parameters of transformers' ASTForAudioClassification (86,594,063 with 527 classes)
+    less the two prefix-token positions, which are folded into the tokens."""
+    backbone = ASTBackbone(position_encoding="absolute", **keras_astpe.get_preset("ast"))
+    assert backbone.grid_shape == (101, 12)
     assert backbone.position_embedding.get_weights()[0].shape == (101, 12, 768)
+    assert backbone.num_prefix_tokens == 2 and backbone.distillation_token is not None
+    assert backbone.embedding_norm is None and backbone.final_norm is not None
+    assert backbone.final_norm.epsilon == 1e-6 and backbone.dropout == 0.0
+    classifier = keras_astpe.ASTClassifier(backbone, 527, **get_head("ast"))
+    assert classifier.head_norm.epsilon == 1e-5
+    assert classifier.count_params() == 86_594_063 - 2 * 768
+    assert get_front_end("ast") == "kaldi_fbank" and get_front_end("ast-pe") == "log_mel"
+    assert get_head("ast-pe") == {}
 
 
 def test_pegs_follow_the_first_blocks():
@@ -74,6 +86,76 @@ def test_position_information_matters_except_for_none(pe):
 def test_post_norm_has_no_final_norm():
     backbone = build_model("none", norm_first=False, **TINY).backbone
     assert backbone.final_norm is None
+    assert backbone.get_config()["final_norm"] is False
+
+
+def _states(backbone, features):
+    return keras.ops.convert_to_numpy(backbone(features))
+
+
+def test_norm_options_remove_exactly_their_layernorm():
+    """`embedding_norm=False` (AST) and `final_norm=False` (the paper's code) give the
+    states of the default model run with that LayerNorm bypassed."""
+    features = np.random.rand(2, 64, 64).astype("float32")
+    default = build_model("absolute", **TINY).backbone
+    for layer in ("embedding_norm", "final_norm"):
+        without = build_model("absolute", **{layer: False}, **TINY).backbone
+        assert getattr(without, layer) is None
+        without.set_weights([w for v, w in zip(default.weights, default.get_weights(),
+                                               strict=True)
+                             if not v.path.startswith(f"{layer}/")])
+        norm = getattr(default, layer)
+        norm.call = lambda x: x
+        try:
+            np.testing.assert_allclose(_states(without, features), _states(default, features),
+                                       atol=1e-5)
+        finally:
+            del norm.call
+
+
+def test_feedforward_bias_option_reaches_every_block():
+    backbone = build_model("none", use_feedforward_bias=False, **TINY).backbone
+    assert all(block.feedforward_intermediate.bias is None for block in backbone.blocks)
+    assert backbone.count_params() == build_model("none", **TINY).backbone.count_params() - (
+        2 * (128 + 64))
+
+
+@pytest.mark.parametrize("pe", PE_KINDS)
+def test_distillation_token_follows_cls(pe):
+    """[CLS], then the distillation token, then the patches; every kind treats the second
+    prefix token as [CLS]: an identical token in both places gives identical states."""
+    model = build_model(pe, distillation_token=True, dropout=0.0, **TINY)
+    backbone = model.backbone
+    assert backbone.num_prefix_tokens == 2
+    features = np.random.rand(2, 96, 64).astype("float32")
+    states = _states(backbone, features)
+    assert states.shape == (2, 2 + 3 * 8, 64)
+    token = keras.ops.convert_to_numpy(backbone.class_token.token)
+    backbone.distillation_token.token.assign(token)
+    states = _states(backbone, features)
+    np.testing.assert_allclose(states[:, 0], states[:, 1], atol=1e-5)
+
+
+def test_config_from_before_the_options_keeps_the_model():
+    """Configs saved before `use_feedforward_bias`, `distillation_token`, `embedding_norm`
+    and `final_norm` existed build the same model (a final norm exactly with pre-norm)."""
+    for norm_first in (True, False):
+        config = build_model("conditional", norm_first=norm_first, **TINY).backbone.get_config()
+        assert config["final_norm"] is norm_first
+        old = {k: v for k, v in config.items() if k not in (
+            "use_feedforward_bias", "distillation_token", "embedding_norm", "final_norm")}
+        assert ASTBackbone.from_config(old).get_config() == config
+
+
+def test_backbone_config_round_trip_of_the_ast_options():
+    backbone = build_model("time_alibi", distillation_token=True, embedding_norm=False,
+                           final_norm=False, use_feedforward_bias=False, **TINY).backbone
+    restored = ASTBackbone.from_config(backbone.get_config())
+    assert restored.get_config() == backbone.get_config()
+    features = np.random.rand(1, 64, 64).astype("float32")
+    restored.set_weights(backbone.get_weights())
+    np.testing.assert_allclose(_states(restored, features), _states(backbone, features),
+                               atol=1e-6)
 
 
 def test_unknown_arguments_are_clear_errors():
