@@ -5,72 +5,72 @@ preprocessor saved with its task): the front-end settings and the normalization 
 are part of the model's config, so `keras.saving.load_model` gives everything needed to
 score raw audio, and the TF Serving export computes the features inside its graph.
 
-The converter runs `keras_astpe.frontend.waveform_to_features`, the very function of the
-tf.data training pipeline, so training, prediction and serving cannot disagree. It is
-written in TensorFlow ops (`tf.signal`); on the JAX and PyTorch backends it runs them
-eagerly on the host and hands the features over as a backend tensor.
+Two front ends: `LogMelAudioConverter`, the paper's (it runs
+`keras_astpe.frontend.waveform_to_features`, the very function of the tf.data training
+pipeline, so training, prediction and serving cannot disagree), and
+`KaldiFbankAudioConverter`, the original AST's (`keras_astpe.kaldi_fbank`). Both are
+written in TensorFlow ops (`tf.signal`); on the JAX and PyTorch backends they run them
+eagerly on the host and hand the features over as a backend tensor.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_astpe import kaldi_fbank
 from keras_astpe.frontend import FrontEndConfig, waveform_to_features
+from keras_astpe.kaldi_fbank import KaldiFbankConfig
 from keras_astpe.normalization import NormalizationStats
 
 
-@keras.saving.register_keras_serializable(package="keras_astpe")
-class LogMelAudioConverter(keras.layers.Layer):
-    """Mono waveform `[batch, samples]` -> scaled log-mel features `[batch, frames, bins]`.
+class AudioConverter(keras.layers.Layer):
+    """Mono waveform `[batch, samples]` -> features `[batch, frames, mel_bins]`.
 
-    The paper's front end (SPEC section 1): STFT, mel filterbank, log, then the linear map
-    of the training set's statistics to [0, 1] (and ReLU), without SpecAugment. The input is
-    float32 in [-1, 1] (or int16 PCM) at `frontend.sample_rate`.
-
-    Args:
-        frontend: a `FrontEndConfig` (or its dict).
-        stats: the `NormalizationStats` of the training set (or their dict: `low`, `high`,
-            `num_clips`).
+    What every front end offers the code that uses one generically (inference, serving,
+    the input pipeline): `sample_rate`, `num_mel_bins`, `num_frames(num_samples)`,
+    `num_samples(num_frames)`, `spec_augment_bins` (the bins SpecAugment's frequency masks
+    are drawn over) and `features(waveform, masks=None)`, the features as a TensorFlow
+    tensor on any backend. Calling the layer gives them as a backend tensor. The input
+    is float32 in [-1, 1] (or int16 PCM) at `sample_rate`.
     """
 
-    def __init__(self, frontend=None, stats=None, **kwargs):
+    def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
-        if isinstance(frontend, dict):
-            frontend = FrontEndConfig.from_dict(frontend)
-        self.frontend = frontend or FrontEndConfig()
-        if isinstance(stats, dict):
-            stats = NormalizationStats(low=float(stats["low"]), high=float(stats["high"]),
-                                       num_clips=int(stats.get("num_clips", 0)),
-                                       frontend=self.frontend)
-        self.stats = stats or NormalizationStats(frontend=self.frontend)
-        if self.stats.frontend is not None and self.stats.frontend != self.frontend:
-            raise ValueError(f"The normalization statistics were computed for the front end "
-                             f"{self.stats.frontend}, not {self.frontend}.")
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self.built = True
 
     @property
     def sample_rate(self):
-        return self.frontend.sample_rate
+        raise NotImplementedError
 
     @property
     def num_mel_bins(self):
-        return self.frontend.num_mel_bins
+        raise NotImplementedError
+
+    @property
+    def spec_augment_bins(self):
+        """Length of the `keep_freq` mask `features` takes."""
+        raise NotImplementedError
 
     def num_frames(self, num_samples):
         """Feature frames of a waveform of `num_samples` samples."""
-        return self.frontend.num_frames(num_samples)
+        raise NotImplementedError
 
     def num_samples(self, num_frames):
-        """Fewest samples that give `num_frames` frames."""
-        return self.frontend.num_samples(num_frames)
+        """Fewest samples that give `num_frames` frames of the clip itself."""
+        raise NotImplementedError
 
-    def features(self, waveform):
-        """The features as a TensorFlow tensor, on any backend (tf.data, serving)."""
-        return waveform_to_features(waveform, self.frontend, self.stats)
+    def features(self, waveform, masks=None):
+        """The features as a TensorFlow tensor, on any backend (tf.data, serving).
+
+        `masks`: SpecAugment keep-masks `(keep_time [..., frames], keep_freq [...,
+        spec_augment_bins])` of float 0/1 (training only), applied where the front end's
+        original code applies them.
+        """
+        raise NotImplementedError
 
     def call(self, waveform):
         if keras.backend.backend() == "tensorflow":
@@ -83,9 +83,116 @@ class LogMelAudioConverter(keras.layers.Layer):
         frames = None if samples is None else self.num_frames(samples)
         return (*input_shape[:-1], frames, self.num_mel_bins)
 
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class LogMelAudioConverter(AudioConverter):
+    """The paper's front end: waveform -> scaled log-mel features.
+
+    STFT, mel filterbank, log, then the linear map of the training set's statistics to
+    [0, 1] (and ReLU), as in the paper's code (SPEC section 1), without SpecAugment unless
+    `features` is given masks (on the linear magnitude, as the paper's code).
+
+    Args:
+        frontend: a `FrontEndConfig` (or its dict).
+        stats: the `NormalizationStats` of the training set (or their dict: `low`, `high`,
+            `num_clips`).
+    """
+
+    def __init__(self, frontend=None, stats=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(frontend, dict):
+            frontend = FrontEndConfig.from_dict(frontend)
+        self.frontend = frontend or FrontEndConfig()
+        if isinstance(stats, dict):
+            stats = NormalizationStats(low=float(stats["low"]), high=float(stats["high"]),
+                                       num_clips=int(stats.get("num_clips", 0)),
+                                       frontend=self.frontend)
+        self.stats = stats or NormalizationStats(frontend=self.frontend)
+        if self.stats.frontend is not None and self.stats.frontend != self.frontend:
+            raise ValueError(f"The normalization statistics were computed for the front end "
+                             f"{self.stats.frontend}, not {self.frontend}.")
+
+    @property
+    def sample_rate(self):
+        return self.frontend.sample_rate
+
+    @property
+    def num_mel_bins(self):
+        return self.frontend.num_mel_bins
+
+    @property
+    def spec_augment_bins(self):
+        return self.frontend.num_spectrogram_bins
+
+    def num_frames(self, num_samples):
+        return self.frontend.num_frames(num_samples)
+
+    def num_samples(self, num_frames):
+        return self.frontend.num_samples(num_frames)
+
+    def features(self, waveform, masks=None):
+        return waveform_to_features(waveform, self.frontend, self.stats, masks=masks)
+
     def get_config(self):
         config = super().get_config()
         config.update(frontend=self.frontend.to_dict(),
                       stats={"low": self.stats.low, "high": self.stats.high,
                              "num_clips": self.stats.num_clips})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_astpe")
+class KaldiFbankAudioConverter(AudioConverter):
+    """The original AST's front end: waveform -> normalized kaldi log-mel fbank.
+
+    `torchaudio.compliance.kaldi.fbank` as AST calls it (128 bins, 25 ms Hann frames every
+    10 ms, DC removal, pre-emphasis), zero frames appended or frames cut to
+    `config.target_frames` (1024 for AudioSet; None keeps the clip's frames), then
+    (x - mean) / (2 std) with the dataset's statistics (AudioSet's by default); see
+    `keras_astpe.kaldi_fbank`. SpecAugment masks, when `features` is given them, zero
+    fbank values after the padding and before the normalization, as AST's dataloader
+    does.
+
+    Args:
+        config: a `KaldiFbankConfig` (or its dict); AST's AudioSet settings by default.
+    """
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = KaldiFbankConfig.from_dict(config)
+        self.config = config or KaldiFbankConfig()
+
+    @property
+    def sample_rate(self):
+        return self.config.sample_rate
+
+    @property
+    def num_mel_bins(self):
+        return self.config.num_mel_bins
+
+    @property
+    def spec_augment_bins(self):
+        return self.config.num_mel_bins
+
+    def num_frames(self, num_samples):
+        if self.config.target_frames is not None:
+            return self.config.target_frames
+        return self.config.num_frames(num_samples)
+
+    def num_samples(self, num_frames):
+        return self.config.num_samples(num_frames)
+
+    def features(self, waveform, masks=None):
+        fbank = kaldi_fbank.log_fbank(waveform, self.config)
+        if self.config.target_frames is not None:
+            fbank = kaldi_fbank.pad_or_cut(fbank, self.config.target_frames)
+        if masks is not None:
+            keep_time, keep_freq = masks
+            fbank = fbank * keep_time[..., :, None] * keep_freq[..., None, :]
+        return kaldi_fbank.normalize(fbank, self.config)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(config=self.config.to_dict())
         return config
