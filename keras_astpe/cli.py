@@ -197,12 +197,13 @@ def run(main, config_cls, flag_values=flags.FLAGS):
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
         try:
-            return main(config_from_flags(config_cls, flag_values))
+            main(config_from_flags(config_cls, flag_values))
         except KeyboardInterrupt:
-            sys.exit("interrupted: rerun the same command to resume.")
+            sys.exit("\ninterrupted: rerun the same command to resume.")
         except _user_errors() as error:
             if flag_values[_VERBOSE].value:
                 raise
-            sys.exit(f"error: {error_line(error)}")
+            sys.stdout.flush()
+            sys.exit(f"\nerror: {error_line(error)}")  # on its own line, after progress bars
 
     app.run(entry)

@@ -11,19 +11,21 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from keras_astpe.cli import setting
+
 
 @dataclasses.dataclass(frozen=True)
 class FrontEndConfig:
     """STFT and mel filterbank settings; the defaults are the paper's ("ast-pe" preset)."""
 
-    sample_rate: int = 16000
-    frame_length: int = 400  # 25 ms Hann window
-    frame_step: int = 160  # 10 ms hop
-    fft_length: int = 512  # 257 magnitude bins
-    num_mel_bins: int = 64
-    lower_edge_hertz: float = 125.0
-    upper_edge_hertz: float = 7500.0
-    log_offset: float = 1e-3
+    sample_rate: int = setting(16000, help="Sample rate of the waveform, Hz.", flag=False)
+    frame_length: int = setting(400, help="STFT window, samples (25 ms, Hann).")
+    frame_step: int = setting(160, help="STFT hop, samples (10 ms).")
+    fft_length: int = setting(512, help="FFT size (257 magnitude bins).")
+    num_mel_bins: int = setting(64, help="Mel bands.")
+    lower_edge_hertz: float = setting(125.0, help="Lowest mel edge, Hz.")
+    upper_edge_hertz: float = setting(7500.0, help="Highest mel edge, Hz.")
+    log_offset: float = setting(1e-3, help="log(mel + log_offset).")
 
     def __post_init__(self):
         for name in ("sample_rate", "frame_length", "frame_step", "fft_length",

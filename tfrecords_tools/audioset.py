@@ -40,8 +40,8 @@ import dataclasses
 import os
 import re
 
-from absl import app, flags
-
+from keras_astpe import cli
+from keras_astpe.cli import setting
 from keras_astpe.data import dataset_info
 from tfrecords_tools import common
 
@@ -263,21 +263,26 @@ def convert_audioset(input_dir, output_dir, *, audio_dir=None, splits=DEFAULT_SP
     return summaries
 
 
-def main(argv):
-    FLAGS = flags.FLAGS
-    common.run_cli(argv, convert_audioset, input_dir=FLAGS.input_dir,
-                   output_dir=FLAGS.output_dir, audio_dir=FLAGS.audio_dir, splits=FLAGS.splits,
-                   shard_mb=FLAGS.shard_mb, num_workers=FLAGS.num_workers,
-                   overwrite=FLAGS.overwrite)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AudioSetConversion:
+    """The flags of `python -m tfrecords_tools.audioset`."""
+
+    input_dir: str = setting(help="Folder holding class_labels_indices.csv and the "
+                             "<split>_segments.csv lists.", required=True)
+    audio_dir: str | None = setting(None, help="Folder searched recursively for the "
+                                    "downloaded clips, named <YTID>[_<start>[_<end>]].<ext> "
+                                    "(default: --input_dir).")
+    splits: tuple[str, ...] = setting(DEFAULT_SPLITS, help="Splits to convert; each needs "
+                                      "<split>_segments.csv in --input_dir and becomes "
+                                      "<split>-*.tfrecord.")
+    output: common.OutputOptions
+
+
+def main(config):
+    convert_audioset(config.input_dir, audio_dir=config.audio_dir, splits=config.splits,
+                     **config.output.arguments())
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("input_dir", None, "Folder holding class_labels_indices.csv and the "
-                        "<split>_segments.csv lists.", required=True)
-    flags.DEFINE_string("audio_dir", None, "Folder searched recursively for the downloaded "
-                        "clips, named <YTID>[_<start>[_<end>]].<ext> (default: --input_dir).")
-    flags.DEFINE_list("splits", list(DEFAULT_SPLITS), "Splits to convert; each needs "
-                      "<split>_segments.csv in --input_dir and becomes <split>-*.tfrecord.")
-    common.define_common_flags()
-    flags.adopt_module_key_flags(common)
-    app.run(main)
+    cli.run(main, AudioSetConversion)

@@ -42,14 +42,13 @@ import multiprocessing
 import os
 import shlex
 import shutil
-import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
 from tqdm import tqdm
 
 import keras_astpe
+from keras_astpe.cli import setting
 from keras_astpe.data import dataset_info, schema
 from keras_astpe.data.audio_io import AudioDecodeError, load_audio
 from keras_astpe.io_utils import atomic_path, atomic_write_text
@@ -678,31 +677,21 @@ def _csv_text(rows):
     return text.getvalue()
 
 
-def run_cli(argv, convert, **arguments):
-    """A converter's command-line `main`: `convert(**arguments)`. An error the user can
-    cause (bad inputs, an unwritable or full output folder) ends in one line naming the file,
-    exit status 1."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        convert(**arguments)
-    except (ConversionError, OSError) as error:
-        sys.exit(f"error: {error}")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    """The flags every converter shares: where and how the shards are written."""
 
+    output_dir: str = setting(help="Folder for the shards, reports and class list (created "
+                              "if needed).", required=True)
+    shard_mb: float = setting(DEFAULT_SHARD_MB, help="Target shard size in MB of 16 kHz 16-bit "
+                              "audio; shards are planned from the expected clip durations.")
+    num_workers: int = setting(os.cpu_count() or 1, help="Decoding processes (1 decodes in "
+                               "the main process).")
+    overwrite: bool = setting(False, help="Replace the shards of a split that output_dir "
+                              "already holds from a different input list. Without it such a "
+                              "run stops; a re-run of the same command always resumes, "
+                              "keeping the completed shards.")
 
-def define_common_flags():
-    """Defines the flags every converter CLI shares (call from the CLI's `__main__`).
-
-    The CLI then calls `flags.adopt_module_key_flags(common)` so `--help` lists them.
-    """
-    flags.DEFINE_string("output_dir", None, "Folder for the shards, reports and class list "
-                        "(created if needed).", required=True)
-    flags.DEFINE_float("shard_mb", DEFAULT_SHARD_MB,
-                       "Target shard size in MB of 16 kHz 16-bit audio; shards are planned "
-                       "from the expected clip durations.")
-    flags.DEFINE_integer("num_workers", os.cpu_count(),
-                         "Decoding processes (1 decodes in the main process).")
-    flags.DEFINE_bool("overwrite", False,
-                      "Replace the shards of a split that output_dir already holds from a "
-                      "different input list. Without it such a run stops; a re-run of the "
-                      "same command always resumes, keeping the completed shards.")
+    def arguments(self):
+        """The keyword arguments of the `convert_*` functions."""
+        return dataclasses.asdict(self)

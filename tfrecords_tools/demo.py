@@ -25,6 +25,7 @@ Generation is deterministic for a seed and idempotent: a complete output (marker
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -32,8 +33,9 @@ import shutil
 
 import numpy as np
 import soundfile as sf
-from absl import app, flags
 
+from keras_astpe import cli
+from keras_astpe.cli import setting
 from keras_astpe.io_utils import atomic_write_text
 
 # Sizes: clips with audio per AudioSet split, rows without audio per split, ESC-50 clips
@@ -434,18 +436,22 @@ def _file_lock(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    FLAGS = flags.FLAGS
-    paths = generate_demo(FLAGS.output_dir, seed=FLAGS.seed, size=FLAGS.size)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """The flags of `python -m tfrecords_tools.demo`."""
+
+    output_dir: str = setting(DEMO_DIR, help="Folder for audioset/ and esc50/.")
+    seed: int = setting(0, help="Random seed; the same seed gives the same files.")
+    size: str = setting("small", choices=tuple(SIZES), help="small: 400 train + 100 eval "
+                        "AudioSet clips, 20 ESC-50 clips per class; tiny: a few clips per "
+                        "split, for tests.")
+
+
+def main(config):
+    paths = generate_demo(config.output_dir, seed=config.seed, size=config.size)
     print(f"demo AudioSet: {paths['audioset']}\ndemo ESC-50: {paths['esc50']}")
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("output_dir", "demo_data", "Folder for audioset/ and esc50/.")
-    flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same files.")
-    flags.DEFINE_enum("size", "small", list(SIZES),
-                      "small: 400 train + 100 eval AudioSet clips, 20 ESC-50 clips per class; "
-                      "tiny: a few clips per split, for tests.")
-    app.run(main)
+    cli.run(main, DemoConfig)

@@ -13,10 +13,11 @@ a row with too few or too many fields, or a fold other than 1-5, is an error nam
 line.
 """
 
+import dataclasses
 import os
 
-from absl import app, flags
-
+from keras_astpe import cli
+from keras_astpe.cli import setting
 from keras_astpe.data import dataset_info
 from tfrecords_tools import common
 
@@ -93,16 +94,19 @@ def convert_esc50(input_dir, output_dir, *, shard_mb=common.DEFAULT_SHARD_MB, nu
         extra_summary={"folds": sorted({row["fold"] for row in rows})})
 
 
-def main(argv):
-    FLAGS = flags.FLAGS
-    common.run_cli(argv, convert_esc50, input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir,
-                   shard_mb=FLAGS.shard_mb, num_workers=FLAGS.num_workers,
-                   overwrite=FLAGS.overwrite)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ESC50Conversion:
+    """The flags of `python -m tfrecords_tools.esc50`."""
+
+    input_dir: str = setting(help="ESC-50 folder (e.g. ESC-50-master) holding meta/esc50.csv "
+                             "and audio/*.wav.", required=True)
+    output: common.OutputOptions
+
+
+def main(config):
+    convert_esc50(config.input_dir, **config.output.arguments())
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("input_dir", None, "ESC-50 folder (e.g. ESC-50-master) holding "
-                        "meta/esc50.csv and audio/*.wav.", required=True)
-    common.define_common_flags()
-    flags.adopt_module_key_flags(common)
-    app.run(main)
+    cli.run(main, ESC50Conversion)

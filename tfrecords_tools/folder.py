@@ -19,10 +19,11 @@ to it, possibly from another class) is not a second clip but skipped, reported i
 not walked again; both are printed and counted in the summaries (`symlink_repeats`).
 """
 
+import dataclasses
 import os
 
-from absl import app, flags
-
+from keras_astpe import cli
+from keras_astpe.cli import setting
 from tfrecords_tools import common
 
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -126,21 +127,28 @@ def _clip_id(path, input_dir):
     return os.path.relpath(path, input_dir).replace(os.sep, "/")
 
 
-def main(argv):
-    FLAGS = flags.FLAGS
-    common.run_cli(argv, convert_folder, input_dir=FLAGS.input_dir,
-                   output_dir=FLAGS.output_dir, clip_seconds=FLAGS.clip_seconds,
-                   shard_mb=FLAGS.shard_mb, num_workers=FLAGS.num_workers,
-                   overwrite=FLAGS.overwrite)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FolderConversion:
+    """The flags of `python -m tfrecords_tools.folder`."""
+
+    input_dir: str = setting(help="Folder with one sub-folder of audio files per class, and "
+                             "optionally validation_list.txt and testing_list.txt.",
+                             required=True)
+    clip_seconds: float | None = setting(
+        None, help="Nominal clip duration in seconds, recorded in dataset.json and used to "
+        "plan the shard sizes (default: the most common duration of the clips).")
+    output: common.OutputOptions
+
+    def __post_init__(self):
+        if self.clip_seconds is not None and not self.clip_seconds > 0:
+            raise ValueError(f"--clip_seconds must be > 0, got {self.clip_seconds}")
+
+
+def main(config):
+    convert_folder(config.input_dir, clip_seconds=config.clip_seconds,
+                   **config.output.arguments())
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("input_dir", None, "Folder with one sub-folder of audio files per "
-                        "class, and optionally validation_list.txt and testing_list.txt.",
-                        required=True)
-    flags.DEFINE_float("clip_seconds", None, "Nominal clip duration in seconds, recorded in "
-                       "dataset.json and used to plan the shard sizes (default: the most "
-                       "common duration of the clips).", lower_bound=0.001)
-    common.define_common_flags()
-    flags.adopt_module_key_flags(common)
-    app.run(main)
+    cli.run(main, FolderConversion)

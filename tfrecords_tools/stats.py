@@ -14,50 +14,37 @@ clips, with the front-end settings used. Pass the same front-end flags as the mo
 preset: the stats only fit that front end.
 """
 
-import sys
+import dataclasses
 
-import tensorflow as tf
-from absl import app, flags
-
+from keras_astpe import cli
+from keras_astpe.cli import setting
 from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.data.statistics import compute_stats
 from keras_astpe.frontend import FrontEndConfig
 
-FLAGS = flags.FLAGS
-_DEFAULTS = FrontEndConfig()
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StatsConfig:
+    """The flags of `python -m tfrecords_tools.stats` (the front end's fields included)."""
 
-def define_flags(flag_values=FLAGS):
-    """Defined on demand rather than at import, so importing this module (tests, other
-    tools) never collides with flags of the same name defined elsewhere."""
-    fv = {"flag_values": flag_values}
-    flags.DEFINE_string("data_dir", None, "A converted dataset: its training splits are "
-                        "used (give this or --input_pattern).", **fv)
-    flags.DEFINE_string("input_pattern", None, "Glob of the training TFRecord shards (give "
-                        "this or --data_dir).", **fv)
-    flags.DEFINE_string("output_dir", None, "Directory for normalization_stats.json "
-                        "(default: --data_dir).", **fv)
-    flags.DEFINE_bool("skip_bad_records", False, "Skip and count bad or lost records "
-                      "instead of stopping at the first.", **fv)
-    flags.DEFINE_integer("max_clips", None, "Use only the first N clips (default: all).",
-                         lower_bound=1, **fv)
-    flags.DEFINE_integer("frame_length", _DEFAULTS.frame_length, "STFT window, samples.", **fv)
-    flags.DEFINE_integer("frame_step", _DEFAULTS.frame_step, "STFT hop, samples.", **fv)
-    flags.DEFINE_integer("fft_length", _DEFAULTS.fft_length, "FFT size.", **fv)
-    flags.DEFINE_integer("num_mel_bins", _DEFAULTS.num_mel_bins, "Mel bands.", **fv)
-    flags.DEFINE_float("lower_edge_hertz", _DEFAULTS.lower_edge_hertz, "Lowest mel edge, Hz.",
-                       **fv)
-    flags.DEFINE_float("upper_edge_hertz", _DEFAULTS.upper_edge_hertz,
-                       "Highest mel edge, Hz.", **fv)
-    flags.DEFINE_float("log_offset", _DEFAULTS.log_offset, "log(mel + log_offset).", **fv)
-    flags.register_multi_flags_validator(
-        ["data_dir", "input_pattern"], lambda values: sum(v is not None for v in
-                                                          values.values()) == 1,
-        "give exactly one of --data_dir and --input_pattern", flag_values=flag_values)
-    flags.register_multi_flags_validator(
-        ["data_dir", "output_dir"], lambda values: any(v is not None for v in
-                                                       values.values()),
-        "--input_pattern needs --output_dir", flag_values=flag_values)
+    data_dir: str | None = setting(None, help="A converted dataset: its training splits are "
+                                   "used (give this or --input_pattern).")
+    input_pattern: str | None = setting(None, help="Glob of the training TFRecord shards "
+                                        "(give this or --data_dir).")
+    output_dir: str | None = setting(None, help="Directory for normalization_stats.json "
+                                     "(default: --data_dir).")
+    skip_bad_records: bool = setting(False, help="Skip and count bad or lost records instead "
+                                     "of stopping at the first.")
+    max_clips: int | None = setting(None, help="Use only the first N clips (default: all).")
+    frontend: FrontEndConfig = dataclasses.field(default_factory=FrontEndConfig)
+
+    def __post_init__(self):
+        if (self.data_dir is None) == (self.input_pattern is None):
+            raise ValueError("give exactly one of --data_dir and --input_pattern")
+        if self.data_dir is None and self.output_dir is None:
+            raise ValueError("--input_pattern needs --output_dir")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ValueError(f"--max_clips must be >= 1, got {self.max_clips}")
 
 
 def _training_files(data_dir):
@@ -71,36 +58,19 @@ def _training_files(data_dir):
     return [path for split in splits for path in info.split_files(split)]
 
 
-def run(flag_values=FLAGS):
-    """Computes and writes the stats from parsed flags; exits with a message on bad input."""
-    try:
-        config = FrontEndConfig(
-            frame_length=flag_values.frame_length, frame_step=flag_values.frame_step,
-            fft_length=flag_values.fft_length, num_mel_bins=flag_values.num_mel_bins,
-            lower_edge_hertz=flag_values.lower_edge_hertz,
-            upper_edge_hertz=flag_values.upper_edge_hertz, log_offset=flag_values.log_offset)
-        files = (flag_values.input_pattern if flag_values.data_dir is None
-                 else _training_files(flag_values.data_dir))
-        stats = compute_stats(files, config, max_clips=flag_values.max_clips,
-                              skip_bad_records=flag_values.skip_bad_records, progress=True)
-    except (OSError, ValueError) as error:
-        sys.exit(f"error: {error}")
-    except tf.errors.OpError as error:  # bad data: the message names the file
-        sys.exit(f"error: {error.message} (--skip_bad_records skips and counts bad data)")
-    path = stats.save(flag_values.output_dir or flag_values.data_dir)
+def run(config):
+    """Computes and writes the stats of `config`; returns the path written."""
+    files = (config.input_pattern if config.data_dir is None
+             else _training_files(config.data_dir))
+    stats = compute_stats(files, config.frontend, max_clips=config.max_clips,
+                          skip_bad_records=config.skip_bad_records, progress=True)
+    path = stats.save(config.output_dir or config.data_dir)
     skipped = (f"; skipped {stats.skipped_records} bad or lost records (see the warnings)"
-               if flag_values.skip_bad_records else "")
+               if config.skip_bad_records else "")
     print(f"{stats.num_clips} clips: log-mel {stats.low:.4f} -> 0, {stats.high:.4f} -> 1"
           f"{skipped}; wrote {path}")
     return path
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run()
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(run, StatsConfig)
