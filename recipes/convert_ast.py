@@ -59,7 +59,7 @@ def main(config):
     model.save(config.output)
     backbone, front_end = model.backbone, model.audio_converter.config
     print(f"Wrote {config.output}: AST, {backbone.num_layers} blocks of {backbone.hidden_dim}, "
-          f"{backbone.grid_shape[1]} x {backbone.grid_shape[0]} patches, "
+          f"{backbone.grid_shape[0]} time x {backbone.grid_shape[1]} frequency patches, "
           f"{model.num_classes} classes; front end {front_end.num_mel_bins} kaldi fbank bins x "
           f"{front_end.target_frames} frames, mean {front_end.mean:g}, std {front_end.std:g}")
 

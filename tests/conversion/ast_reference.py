@@ -6,6 +6,9 @@ The geometry is AST's (128 mel bins x 1024 frames, 16x16 patches, stride 10: 12 
 the width small: 2 blocks of 192 with 3 heads of 64.
 """
 
+import json
+import struct
+
 import numpy as np
 
 NUM_CLASSES = 5
@@ -115,3 +118,66 @@ def original_logits(state, features, fstride=10, tstride=10):
 def features(batch=2, frames=1024, seed=0):
     """Random normalized fbank features `[batch, frames, 128]`."""
     return np.random.default_rng(seed).standard_normal((batch, frames, 128)).astype("float32")
+
+
+def write_safetensors(path, tensors):
+    """A `.safetensors` file by hand (8-byte header size, JSON header, little-endian data):
+    `tensors` maps names to `(dtype name, array)` or to float32 arrays."""
+    header, data, offset = {}, b"", 0
+    for name, value in tensors.items():
+        dtype, array = value if isinstance(value, tuple) else ("F32", value)
+        raw = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        data += raw
+        offset += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    blob = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob + data)
+
+
+def write_hf_folder(folder, seed=0, num_frames=1024):
+    """A transformers AST checkpoint folder written without transformers: `config.json`
+    and `model.safetensors` in the on-disk (ViT) key layout, random weights."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.1).astype("float32")
+
+    grid = 12 * ((num_frames - 16) // 10 + 1)
+    ast = "audio_spectrogram_transformer."
+    tensors = {
+        ast + "embeddings.cls_token": w(1, 1, HIDDEN),
+        ast + "embeddings.distillation_token": w(1, 1, HIDDEN),
+        ast + "embeddings.position_embeddings": w(1, grid + 2, HIDDEN),
+        ast + "embeddings.patch_embeddings.projection.weight": w(HIDDEN, 1, 16, 16),
+        ast + "embeddings.patch_embeddings.projection.bias": w(HIDDEN),
+        ast + "layernorm.weight": 1 + w(HIDDEN), ast + "layernorm.bias": w(HIDDEN),
+        "classifier.layernorm.weight": 1 + w(HIDDEN), "classifier.layernorm.bias": w(HIDDEN),
+        "classifier.dense.weight": w(NUM_CLASSES, HIDDEN), "classifier.dense.bias": w(NUM_CLASSES),
+    }
+    for i in range(LAYERS):
+        layer = f"{ast}encoder.layer.{i}."
+        for name, shape in (("attention.attention.query", (HIDDEN, HIDDEN)),
+                            ("attention.attention.key", (HIDDEN, HIDDEN)),
+                            ("attention.attention.value", (HIDDEN, HIDDEN)),
+                            ("attention.output.dense", (HIDDEN, HIDDEN)),
+                            ("intermediate.dense", (INTERMEDIATE, HIDDEN)),
+                            ("output.dense", (HIDDEN, INTERMEDIATE))):
+            tensors[f"{layer}{name}.weight"] = w(*shape)
+            tensors[f"{layer}{name}.bias"] = w(shape[0])
+        for norm in ("layernorm_before", "layernorm_after"):
+            tensors[f"{layer}{norm}.weight"] = 1 + w(HIDDEN)
+            tensors[f"{layer}{norm}.bias"] = w(HIDDEN)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(folder / "model.safetensors", tensors)
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["ASTForAudioClassification"],
+        "model_type": "audio-spectrogram-transformer", "hidden_size": HIDDEN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+        "intermediate_size": INTERMEDIATE, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+        "patch_size": 16, "qkv_bias": True, "frequency_stride": 10, "time_stride": 10,
+        "max_length": num_frames, "num_mel_bins": 128,
+        "id2label": {str(i): f"class {i}" for i in range(NUM_CLASSES)}}))
+    return folder

@@ -1,34 +1,20 @@
 """Tensors from .safetensors (read without the package), .npz and PyTorch files."""
 
-import json
 import struct
 
 import numpy as np
 import pytest
 
 from keras_astpe.conversion.state_dicts import read_safetensors, read_state_dict
+from tests.conversion.ast_reference import write_safetensors
 
 pytestmark = pytest.mark.backend_agnostic
-
-
-def _write_safetensors(path, tensors):
-    """The format by hand: 8-byte header size, JSON header, little-endian data."""
-    header, data, offset = {}, b"", 0
-    for name, (dtype, array) in tensors.items():
-        raw = array.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        data += raw
-        offset += len(raw)
-    header["__metadata__"] = {"format": "pt"}
-    blob = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
 
 
 def test_safetensors_by_hand_including_bfloat16(tmp_path):
     weight = np.random.randn(3, 4).astype("float32")
     bf16 = (weight.view(np.uint32) >> 16).astype("<u2")  # truncated to bfloat16
-    _write_safetensors(tmp_path / "m.safetensors", {
+    write_safetensors(tmp_path / "m.safetensors", {
         "w": ("F32", weight), "h": ("F16", weight.astype("float16")), "b": ("BF16", bf16),
         "i": ("I64", np.arange(5))})
     tensors = read_state_dict(tmp_path / "m.safetensors")
