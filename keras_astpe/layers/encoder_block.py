@@ -1,6 +1,7 @@
 """One Transformer encoder block: self-attention and feed-forward with residuals."""
 
 import keras
+from keras import ops
 
 from keras_astpe.layers.attention import MultiHeadSelfAttention
 
@@ -79,7 +80,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.feedforward_output.build((*input_shape[:-1], self.intermediate_dim))
 
     def _feedforward(self, x):
-        return self.feedforward_output(self.feedforward_intermediate(x))
+        # On the [batch * length, dim] token matrix: see `MultiHeadSelfAttention.call`.
+        shape = ops.shape(x)
+        tokens = ops.reshape(x, (-1, shape[-1]))
+        return ops.reshape(self.feedforward_output(self.feedforward_intermediate(tokens)), shape)
 
     def call(self, x, training=None):
         def residual(branch, x):
