@@ -512,7 +512,7 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
                  spec_augment=DEFAULT_SPEC_AUGMENT, multi_label=True, folds=None,
                  mixup_alpha=0.0, balanced_sampling=False, seed=None, deterministic=False,
                  skip_bad_records=False, repeat=None, shuffle_buffer=1000,
-                 drop_remainder=None, return_clip_ids=False):
+                 drop_remainder=None, return_clip_ids=False, shard_count=1, shard_index=0):
     """Batches `(features [B, frames, mel_bins] float32, targets [B, num_classes] float32)`.
 
     `training=True` shuffles shards and records, crops clips at random, and applies
@@ -523,7 +523,17 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
     `folds`: keep only these ESC-50 folds. `repeat` defaults to `training`,
     `drop_remainder` to `training`. With `seed` and `deterministic=True` the batches are the
     same on every run (evaluation order is always deterministic). `return_clip_ids` adds a
-    third element, the clip ids. The dataset's `bad_records` attribute is the
+    third element, the clip ids.
+
+    `shard_count` > 1 makes the dataset of one worker of a data-parallel run,
+    `shard_index`: of the stream of clips (shuffled, with their random crops and SpecAugment
+    masks drawn), it keeps every `shard_count`-th from the `shard_index`-th, before the
+    front end runs, and batches them by `batch_size` (the worker's share of the global
+    batch). With the same `seed`, the workers' batches `s` together hold the clips of batch
+    `s` of the unsharded dataset batched globally, each clip once, processed alike (mixup
+    pairs clips of a worker's batch). Every worker reads and parses every record.
+
+    The dataset's `bad_records` attribute is the
     `BadRecordReport` of `skip_bad_records=True` (None otherwise); without it, a shard that
     is missing or not of the size its converter recorded raises `DamagedShardError` here,
     other bad data a `tf.errors.InvalidArgumentError` naming the file when read.
@@ -548,6 +558,9 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
         raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
     if folds is not None and not folds:
         raise ValueError("folds is empty: pass None to keep every fold")
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"need 0 <= shard_index < shard_count, got shard_index={shard_index}, "
+                         f"shard_count={shard_count}")
 
     files = resolve_files(file_pattern)
     seed = random.randrange(2**31) if seed is None else int(seed)
@@ -576,6 +589,8 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
         dataset = tf.data.Dataset.zip(dataset, _augmentation_draws(
             seed, frontend.num_frames(clip_samples), frontend.num_spectrogram_bins,
             spec_augment))
+    if shard_count > 1:  # a worker's clips, drawn as in the whole stream
+        dataset = dataset.shard(shard_count, shard_index)
 
     def process(element, draws=None):
         features = _clip_features(element["pcm16"], draws, clip_samples=clip_samples,
