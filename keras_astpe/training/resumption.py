@@ -77,11 +77,16 @@ class DropoutReseed(keras.callbacks.Callback):
     uninterrupted one. It happens at the first batch rather than at the epoch start because
     on PyTorch, creating the data iterator (at the first epoch of a `fit`) draws from the
     global generator.
+
+    With a `distribution` (`keras_astpe.training.distribution`) whose replicas each keep a
+    copy of the state (tf.distribute), replica `r > 0` is seeded from `(seed, epoch, r)`:
+    Keras would otherwise draw the same masks on every replica.
     """
 
-    def __init__(self, seed):
+    def __init__(self, seed, distribution=None):
         super().__init__()
         self.seed = int(seed)
+        self.distribution = distribution
         self._epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -92,8 +97,16 @@ class DropoutReseed(keras.callbacks.Callback):
             return
         epoch, self._epoch = self._epoch, None
         for index, state in enumerate(seed_generator_states(self.model)):
-            value = np.array([derive_seed(self.seed, 0, epoch, index), 0])
-            state.assign(value.astype(keras.backend.standardize_dtype(state.dtype)))
+            dtype = keras.backend.standardize_dtype(state.dtype)
+
+            def value_of(replica, index=index, dtype=dtype):
+                keys = (0, epoch, index) + ((replica,) if replica else ())
+                return np.array([derive_seed(self.seed, *keys), 0]).astype(dtype)
+
+            if self.distribution is None:
+                state.assign(value_of(0))
+            else:
+                self.distribution.assign_per_replica(state, value_of)
         if keras.backend.backend() == "torch":
             import torch
 
@@ -267,10 +280,23 @@ class RunConfig:
     """The settings that define a run, stored as `<run_dir>/run_config.json`.
 
     `check_or_write` writes them at the first start; a restart must present the same
-    settings, else resuming would silently mix two runs.
+    settings, else resuming would silently mix two runs. `record_start` appends to the
+    file's `starts` list how each start ran (e.g. on how many devices), which is not
+    compared: a setting that does not change the run (the number of replicas, under
+    global-batch semantics) may change between starts, and the file says when it did.
     """
 
     FILENAME = "run_config.json"
+    STARTS = "starts"
+
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError) as error:
+            raise RunMismatchError(f"{path} is unreadable ({error}): delete it to start the "
+                                   "run over, or choose another --output_dir") from None
 
     @staticmethod
     def check_or_write(run_dir, config):
@@ -279,12 +305,8 @@ class RunConfig:
         if not os.path.exists(path):
             write_json(path, config)
             return
-        try:
-            with open(path, encoding="utf-8") as f:
-                stored = json.load(f)
-        except (OSError, ValueError) as error:
-            raise RunMismatchError(f"{path} is unreadable ({error}): delete it to start the "
-                                   "run over, or choose another --output_dir") from None
+        stored = RunConfig._read(path)
+        stored.pop(RunConfig.STARTS, None)
         differences = {key: (stored.get(key), config.get(key))
                        for key in sorted(set(stored) | set(config))
                        if stored.get(key) != config.get(key)}
@@ -294,6 +316,15 @@ class RunConfig:
             raise RunMismatchError(
                 f"{run_dir} holds a run with other settings ({listing}). Rerun with the "
                 "same settings to resume it, or choose another --output_dir.")
+
+    @staticmethod
+    def record_start(run_dir, start):
+        """Appends `start` (a JSON-able dict) to the `starts` of `run_config.json`."""
+        path = os.path.join(run_dir, RunConfig.FILENAME)
+        stored = RunConfig._read(path)
+        stored[RunConfig.STARTS] = [*stored.get(RunConfig.STARTS, []),
+                                    json.loads(json.dumps(start))]
+        write_json(path, stored)
 
 
 def truncate_training_log(path, num_epochs):

@@ -128,35 +128,60 @@ def resolve_stats(run_dir, train_files, frontend, *, source=None, max_clips=None
     return stats, skipped
 
 
-def compile_classifier(model, learning_rate, *, multi_label, num_classes, metrics=None):
-    """Compiles as in the paper: Adam with gradient clipping by value 1; binary
-    cross-entropy and per-class PR/ROC AUC (`mAP`, `AUC`) for multi-label tagging,
-    categorical cross-entropy and `accuracy` for single-label classification (or
-    `metrics`, when given)."""
+def classifier_loss(multi_label):
+    """The paper's loss: binary cross-entropy for multi-label tagging, categorical
+    cross-entropy for single-label classification."""
     if multi_label:
-        loss = keras.losses.BinaryCrossentropy()
-        tracked = [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes,
-                                     name="mAP"),
-                   keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=num_classes,
-                                     name="AUC")]
-    else:
-        loss = keras.losses.CategoricalCrossentropy()
-        tracked = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipvalue=CLIP_VALUE),
-                  loss=loss, metrics=tracked if metrics is None else metrics)
+        return keras.losses.BinaryCrossentropy()
+    return keras.losses.CategoricalCrossentropy()
+
+
+def classifier_metrics(multi_label, num_classes):
+    """New metric objects: per-class PR and ROC AUC (`mAP`, `AUC`) for multi-label tagging,
+    `accuracy` for single-label classification."""
+    if multi_label:
+        return [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes,
+                                  name="mAP"),
+                keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=num_classes,
+                                  name="AUC")]
+    return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+
+
+def compile_classifier(model, learning_rate, *, multi_label, num_classes, metrics=None,
+                       jit_compile="auto", distribution=None):
+    """Compiles as in the paper: Adam with gradient clipping by value 1, `classifier_loss`
+    and `classifier_metrics` (or `metrics`, when given).
+
+    `jit_compile`: Keras' `compile` argument ("auto": XLA where Keras finds it works and
+    helps, i.e. TensorFlow on a GPU and JAX always; True; False). `distribution`: the run's
+    `keras_astpe.training.distribution.Distribution`, whose optimizer class is used (under
+    tf.distribute it clips the gradient summed over the replicas, as on one device).
+    """
+    optimizer_cls = keras.optimizers.Adam
+    if distribution is not None:
+        optimizer_cls = distribution.optimizer_class(optimizer_cls)
+    model.compile(optimizer=optimizer_cls(learning_rate, clipvalue=CLIP_VALUE),
+                  loss=classifier_loss(multi_label),
+                  metrics=classifier_metrics(multi_label, num_classes) if metrics is None
+                  else metrics,
+                  jit_compile=jit_compile)
     return model
 
 
 def dataset_maker(*, num_classes, multi_label, batch_size, clip_samples, converter,
                   options, skips):
-    """`make(files, training, num_clips=None, **kwargs)`: `make_dataset` with the run's
-    settings, counting what it skips in `skips` under `"training"` or `"evaluation"`.
+    """`make(files, training, num_clips=None, batch_size=None, count_skips=True, **kwargs)`:
+    `make_dataset` with the run's settings (`batch_size` overrides the run's), counting what
+    it skips in `skips` under `"training"` or `"evaluation"` unless `count_skips` is False.
 
     `num_clips` (evaluation) is the number of clips the data hold: the dataset then has
     that many batches as its cardinality (progress bars, no "ran out of data" warning), and
     tf.data raises if the data hold another number, unless bad records may be skipped.
     """
-    def make(files, training, num_clips=None, **kwargs):
+    default_batch_size = batch_size
+
+    def make(files, training, num_clips=None, batch_size=None, count_skips=True, **kwargs):
+        batch_size = batch_size or default_batch_size
         extra = {"mixup_alpha": options.mixup,
                  "balanced_sampling": options.balanced_sampling} if training else {}
         dataset = make_dataset(
@@ -164,7 +189,8 @@ def dataset_maker(*, num_classes, multi_label, batch_size, clip_samples, convert
             clip_samples=clip_samples, frontend=converter.frontend, stats=converter.stats,
             multi_label=multi_label, skip_bad_records=options.skip_bad_records,
             **extra, **kwargs)
-        skips.track("training" if training else "evaluation", dataset)
+        if count_skips:
+            skips.track("training" if training else "evaluation", dataset)
         if num_clips is not None and not options.skip_bad_records:
             report = dataset.bad_records
             dataset = dataset.apply(tf.data.experimental.assert_cardinality(

@@ -1,6 +1,7 @@
 """Exact resumption: seeds, interval data, dropout, verified checkpoints, run identity."""
 
 import csv
+import json
 import os
 
 import keras
@@ -194,6 +195,13 @@ def test_run_config_detects_other_settings(tmp_path):
     resumption.RunConfig.check_or_write(tmp_path, {"pe": "none", "steps": (1, 2)})
     with pytest.raises(ValueError, match=r"pe: 'none' -> 'absolute'.*another --output_dir"):
         resumption.RunConfig.check_or_write(tmp_path, {"pe": "absolute", "steps": (1, 2)})
+    # How each start ran is recorded, not compared.
+    resumption.RunConfig.record_start(tmp_path, {"step": 0, "num_replicas": 2})
+    resumption.RunConfig.record_start(tmp_path, {"step": 30, "num_replicas": 1})
+    resumption.RunConfig.check_or_write(tmp_path, {"pe": "none", "steps": (1, 2)})
+    stored = json.loads((tmp_path / "run_config.json").read_text())
+    assert stored["starts"] == [{"step": 0, "num_replicas": 2}, {"step": 30, "num_replicas": 1}]
+    assert stored["pe"] == "none"
     (tmp_path / "run_config.json").write_text("{trunc")
     with pytest.raises(resumption.RunMismatchError, match="unreadable"):
         resumption.RunConfig.check_or_write(tmp_path, {"pe": "none", "steps": (1, 2)})
