@@ -156,7 +156,7 @@ class _Signatures:
         rate = wav.checked(rate, [(tf.reduce_any(tf.equal(rate, rates)), tf.strings.format(
             "wav_bytes[{}]: a sample rate of {} Hz is not supported; expected one of "
             + supported + " Hz", (index, rate)))])
-        mono = tf.reduce_mean(samples, axis=1)  # as audio_io.load_audio downmixes
+        mono = _downmix(samples)
         waveform = resample.resample_any(mono, rate, self._converter.sample_rate)
         length = tf.shape(waveform)[0]
         return wav.checked(waveform, [(length >= self._minimum, tf.strings.format(
@@ -187,6 +187,19 @@ class _Signatures:
 
         return tf.cond(tf.reduce_all(tf.equal(lengths, lengths[0])),
                        lambda: self._score(waveforms.to_tensor()), one_by_one)
+
+
+def _downmix(samples):
+    """`[frames, channels]` -> their mean `[frames]`, as `audio_io.load_audio` downmixes.
+
+    A sum by matmul, then one division (what numpy's mean does): `tf.reduce_mean` over an
+    inner axis of 2 channels costs 1.5x more; mono is only a reshape.
+    """
+    channels = tf.shape(samples)[1]
+    return tf.cond(
+        tf.equal(channels, 1), lambda: tf.reshape(samples, [-1]),
+        lambda: tf.reshape(tf.matmul(samples, tf.ones(tf.stack([channels, 1]))), [-1])
+        / tf.cast(channels, tf.float32))
 
 
 def export_saved_model(model, export_dir, *, window_seconds=None, hop_seconds=None,

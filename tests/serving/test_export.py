@@ -229,8 +229,16 @@ def test_windows_are_aggregated_as_computed_by_hand(windowed):
     np.testing.assert_allclose([by_tag[name] for name in CLASSES],
                                outputs["scores"].numpy()[0], atol=1e-5)
     short = _noise(int(0.9 * RATE), seed=23)[None]  # not longer than a window: whole
-    np.testing.assert_allclose(serve(waveform=tf.constant(short))["scores"].numpy(),
-                               _keras_scores(model, short), atol=1e-5)
+    whole = serve(waveform=tf.constant(short))["scores"].numpy()
+    np.testing.assert_allclose(whole, _keras_scores(model, short), atol=1e-5)
+    contents = []  # files of different lengths: each scored alone, with the same windows
+    for waveform in (waveforms[0], short[0]):
+        buffer = io.BytesIO()
+        sf.write(buffer, waveform, RATE, subtype="FLOAT", format="WAV")
+        contents.append(buffer.getvalue())
+    from_wav = loaded.signatures["serving_wav"](wav_bytes=tf.constant(contents))["scores"]
+    np.testing.assert_allclose(from_wav.numpy(), [outputs["scores"].numpy()[0], whole[0]],
+                               atol=1e-5)
 
 
 @agnostic
