@@ -19,7 +19,9 @@ from keras_astpe.models import (  # noqa: E402
     PRESETS,
     ASTBackbone,
     ASTClassifier,
+    KaldiFbankAudioConverter,
     LogMelAudioConverter,
+    get_head,
     get_preset,
 )
 
@@ -53,7 +55,8 @@ def build_model(pe, preset="ast-pe", num_classes=527, activation="sigmoid",
     config.update(overrides)
     backbone = ASTBackbone(position_encoding=pe, **config)
     return ASTClassifier(backbone, num_classes, activation=activation,
-                         audio_converter=audio_converter, class_names=class_names)
+                         audio_converter=audio_converter, class_names=class_names,
+                         **get_head(preset))
 
 
 def _backbone_arguments():
@@ -64,4 +67,4 @@ def _backbone_arguments():
 
 
 __all__ = ["PE_KINDS", "POSITION_ENCODINGS", "PRESETS", "ASTBackbone", "ASTClassifier",
-           "LogMelAudioConverter", "build_model", "get_preset"]
+           "KaldiFbankAudioConverter", "LogMelAudioConverter", "build_model", "get_preset"]

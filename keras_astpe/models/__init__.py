@@ -1,6 +1,10 @@
 """Backbone, classifier, its audio converter, presets and the table of positional encodings."""
 
-from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.models.audio_converter import (
+    AudioConverter,
+    KaldiFbankAudioConverter,
+    LogMelAudioConverter,
+)
 from keras_astpe.models.backbone import ASTBackbone
 from keras_astpe.models.classifier import ASTClassifier
 from keras_astpe.models.position_encodings import (
@@ -9,7 +13,7 @@ from keras_astpe.models.position_encodings import (
     PositionEncoding,
     get_position_encoding,
 )
-from keras_astpe.models.presets import PRESETS, get_preset
+from keras_astpe.models.presets import PRESETS, get_front_end, get_head, get_preset
 
 __all__ = [
     "PE_KINDS",
@@ -17,8 +21,12 @@ __all__ = [
     "PRESETS",
     "ASTBackbone",
     "ASTClassifier",
+    "AudioConverter",
+    "KaldiFbankAudioConverter",
     "LogMelAudioConverter",
     "PositionEncoding",
+    "get_front_end",
+    "get_head",
     "get_position_encoding",
     "get_preset",
 ]
