@@ -10,16 +10,21 @@ demo data are generated under `demo_data/` and a small model trains in a few min
 CPU. Rerun the same command after an interruption to resume from the last checkpoint.
 Outputs (model.keras, metrics.json, plots, logs) go to `--output_dir`. `--help` lists every
 flag (they are the fields of `keras_astpe.training.AudioSetConfig`).
+
+On several GPUs, `--distribute=mirrored` (TensorFlow, one host), `multi_worker` (TensorFlow,
+hosts of TF_CONFIG) or `data_parallel` (JAX), with the same global `--batch_size`; each
+worker of a multi-host run runs this same command (see keras_astpe/training/distribution.py).
 """
 
 import dataclasses
 
 from keras_astpe import cli
-from keras_astpe.training import audioset
+from keras_astpe.training import audioset, distribution
 from tfrecords_tools.demo import prepare_demo_data
 
 
 def main(config):
+    distribution.start(config.distribute)  # before anything runs on TensorFlow or JAX
     if config.data_dir is None:
         config = dataclasses.replace(
             config, data_dir=prepare_demo_data("audioset", size=config.demo_size))

@@ -16,6 +16,8 @@ ends with the model an uninterrupted run would have (see `resumption`).
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -27,7 +29,7 @@ from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.io_utils import write_json
 from keras_astpe.models.audio_converter import LogMelAudioConverter
-from keras_astpe.training import outputs, resumption, trainer
+from keras_astpe.training import distribution, outputs, resumption, throughput, trainer
 from keras_astpe.training.metrics import tagging_metrics
 from keras_astpe.training.plots import plot_learning_curves, plot_per_class_ap
 from keras_astpe.training.schedules import InverseSqrtSchedule, WarmupExponentialDecay
@@ -50,6 +52,10 @@ DEMO_DEFAULTS = {
     "preset": "ast-pe-tiny", "batch_size": 32, "train_steps": 800, "warmup_steps": 100,
     "max_lr": 2e-3, "checkpoint_every": 100, "swa_last": 5,
 }
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
+# Settings that may change between the starts of a run without changing it (recorded in
+# the `starts` of run_config.json): under global-batch semantics, the number of replicas.
+PER_START = ("distribute", "jit_compile")
 
 
 def _mode_defaults(name):
@@ -99,7 +105,21 @@ class AudioSetConfig:
         None, help="Run folder (default: saved_models/audioset/<pe>, or "
         "saved_models/audioset-demo/<pe> for the demo). Rerunning with the same folder "
         "resumes the run.")
-    mixed_precision: bool = setting(False, help="Train with the mixed_bfloat16 dtype policy.")
+    mixed_precision: bool = setting(
+        False, help="Train with the mixed_bfloat16 dtype policy (attention logits, position "
+        "biases and softmax stay float32).")
+    distribute: str = setting(
+        "none", choices=distribution.KINDS, help="Data-parallel training: 'mirrored' "
+        "(tensorflow backend: every GPU of this host), 'multi_worker' (tensorflow: the hosts "
+        "of TF_CONFIG), 'data_parallel' (jax: every device, across hosts after "
+        "jax.distributed.initialize from KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID). --batch_size "
+        "stays the global batch and the steps those of one device, so a run may resume on "
+        "another number of replicas. See keras_astpe/training/distribution.py.")
+    jit_compile: str = setting(
+        "auto", choices=tuple(JIT_COMPILE), help="XLA compilation of the training step: "
+        "'auto' is Keras' choice (tensorflow: on a GPU without tf.distribute; jax: always; "
+        "torch: never), 'true' forces it (torch.compile on torch), 'false' turns it off.")
     seed: int = setting(0, help="Seed of initialisation, data order, augmentation, dropout.")
     stats_max_clips: int = setting(
         20000, help="Training clips used to compute the normalization statistics (0: all), "
@@ -151,6 +171,10 @@ class AudioSetConfig:
             raise ValueError("--train_splits is empty")
         if self.stats_max_clips < 0:
             raise ValueError(f"--stats_max_clips must be >= 0, got {self.stats_max_clips}")
+        if self.jit_compile not in JIT_COMPILE:
+            raise ValueError(f"--jit_compile must be one of {tuple(JIT_COMPILE)}, got "
+                             f"{self.jit_compile!r}")
+        distribution.check_backend(self.distribute)
 
     @property
     def num_intervals(self):
@@ -176,44 +200,69 @@ def train_audioset(config, verbose="auto", log=print):
     it is None). Writes in `config.output_dir`: `model.keras` (the SWA model, carrying its
     front end, statistics and class names), `metrics.json` (mAP, AUC, d-prime of the SWA
     model and of the last checkpoint, chance mAP, config), `per_class_ap.csv` / `.png`,
-    `learning_curves.png`, `training_log.csv`, `tensorboard/`, `normalization_stats.json`,
-    and the resumable state `checkpoints/`, `swa/` and `run_config.json`.
+    `learning_curves.png`, `training_log.csv` (per interval: losses, metrics, learning
+    rate, clips per second and the time spent waiting for input), `tensorboard/`,
+    `normalization_stats.json`, and the resumable state `checkpoints/`, `swa/` and
+    `run_config.json`. Under `config.distribute`, every worker runs this function and the
+    chief (worker 0) writes the folder (see `distribution`).
 
     Returns:
-        The content of `metrics.json`, plus `output_dir`.
+        The content of `metrics.json`, plus `output_dir`; on the other workers of a
+        distributed run, `output_dir`, `worker` and `distribution`.
     """
     start_time = time.monotonic()
-    run_dir = trainer.prepare_output_dir(config.output_dir)
+    dist = distribution.start(config.distribute)
+    dist.check_batch(config.batch_size)
+    chief = dist.is_chief
+    say = log if chief else (lambda message: None)
+    run_dir = os.fspath(config.output_dir)
     info = DatasetInfo.load(config.data_dir)
     train_files = [path for split in config.train_splits for path in info.split_files(split)]
     eval_files = info.split_files(EVAL_SPLIT)
     num_classes = info.num_classes
-    resumption.RunConfig.check_or_write(run_dir, {
-        **config.to_dict(), "output_dir": None, "data_dir": os.path.abspath(config.data_dir),
-        "num_train_shards": len(train_files), "num_classes": num_classes})
+    identity = {**config.to_dict(), "output_dir": None,
+                "data_dir": os.path.abspath(config.data_dir),
+                "num_train_shards": len(train_files), "num_classes": num_classes}
+    for key in PER_START:
+        identity.pop(key)
 
-    # === Front end, statistics and model ===
+    # === Front end, statistics (the chief's: it writes the run folder) and model ===
     preset = keras_astpe.get_preset(config.preset)
     frontend = FrontEndConfig(num_mel_bins=preset["num_mel_bins"])
     skips = trainer.SkipCounter()
-    stats, skipped = trainer.resolve_stats(
-        run_dir, train_files, frontend, source=config.data_dir,
-        max_clips=config.stats_max_clips or None,
-        skip_bad_records=config.data.skip_bad_records, log=log)
-    skips.add("the statistics pass", skipped)
+
+    def resolve_stats():
+        stats, skipped = trainer.resolve_stats(
+            run_dir, train_files, frontend, source=config.data_dir,
+            max_clips=config.stats_max_clips or None,
+            skip_bad_records=config.data.skip_bad_records, log=log)
+        skips.add("the statistics pass", skipped)
+        return stats
+
+    def open_run():
+        trainer.prepare_output_dir(run_dir)
+        resumption.RunConfig.check_or_write(run_dir, identity)
+        return resolve_stats()
+
+    stats = _on_chief_first(dist, open_run)
+    if not chief:
+        stats = resolve_stats()  # the chief's, from the run folder
+    dist.check_same("the run's settings", distribution.settings_digest(identity))
     converter = LogMelAudioConverter(frontend, stats)
     clip_samples = converter.num_samples(preset["num_frames"])
 
     def build():
         keras.utils.set_random_seed(config.seed)
         overrides = {"dtype": "mixed_bfloat16"} if config.mixed_precision else {}
-        model = keras_astpe.build_model(
-            config.pe, preset=config.preset, num_classes=num_classes,
-            activation="sigmoid" if info.multi_label else "softmax",
-            audio_converter=converter, class_names=info.class_names, **overrides)
-        return trainer.compile_classifier(model, learning_rate_schedule(config),
-                                          multi_label=info.multi_label,
-                                          num_classes=num_classes)
+        with dist.scope():
+            model = keras_astpe.build_model(
+                config.pe, preset=config.preset, num_classes=num_classes,
+                activation="sigmoid" if info.multi_label else "softmax",
+                audio_converter=converter, class_names=info.class_names, **overrides)
+            return trainer.compile_classifier(
+                model, learning_rate_schedule(config), multi_label=info.multi_label,
+                num_classes=num_classes, jit_compile=JIT_COMPILE[config.jit_compile],
+                distribution=dist)
 
     model = build()
 
@@ -222,51 +271,96 @@ def train_audioset(config, verbose="auto", log=print):
     swa = StochasticWeightAveraging(config.checkpoint_every, config.swa_last,
                                     state_dir=os.path.join(run_dir, "swa"),
                                     final_step=config.train_steps)
-    step, fell_back = _resume(model, checkpoint_dir, swa, log)
+    with dist.scope():
+        step, fell_back = _resume(model, checkpoint_dir, swa, say)
     if step == 0 and fell_back:  # a failed load may have changed some weights
         model = build()
+    dist.check_same("the step to resume from", step)
     if step % config.checkpoint_every:
         raise ValueError(f"{checkpoint_dir} holds a checkpoint at step {step}, not a multiple "
                          f"of --checkpoint_every={config.checkpoint_every}")
     if step:
-        log(f"Resuming {run_dir} from step {step}")
+        say(f"Resuming {run_dir} from step {step}")
     initial_epoch = step // config.checkpoint_every
     log_path = os.path.join(run_dir, "training_log.csv")
-    resumption.truncate_training_log(log_path, initial_epoch)
+    if chief:
+        resumption.truncate_training_log(log_path, initial_epoch)
+        resumption.RunConfig.record_start(run_dir, {
+            "step": step, **dist.record(), "jit_compile": config.jit_compile,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
-    # === Datasets ===
+    # === Datasets: each worker's share of the clips of every global batch ===
+    input_batch = dist.input_batch(config.batch_size)
     make = trainer.dataset_maker(
         num_classes=num_classes, multi_label=info.multi_label, batch_size=config.batch_size,
         clip_samples=clip_samples, converter=converter, options=config.data, skips=skips)
 
+    def make_training(seed, count_skips=True):
+        return make(train_files, training=True, deterministic=True, seed=seed,
+                    batch_size=input_batch, shard_count=dist.num_workers,
+                    shard_index=dist.worker_index, count_skips=count_skips)
+
     def make_interval(k):
-        return make(train_files, training=True, deterministic=True,
-                    seed=resumption.derive_seed(config.seed, k, 1))
+        return make_training(resumption.derive_seed(config.seed, k, 1))
 
     num_eval_clips = info.num_clips(EVAL_SPLIT)
     eval_dataset = make(eval_files, training=False, num_clips=num_eval_clips)
-    callbacks = [
-        resumption.DropoutReseed(resumption.derive_seed(config.seed, 2)),
-        swa,
-        outputs.LogLearningRate(),
-        keras.callbacks.CSVLogger(log_path, append=True),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
-        resumption.IntervalCheckpoint(checkpoint_dir),
-    ]
-    if initial_epoch < config.num_intervals:
-        train_dataset = resumption.interval_dataset(
-            make_interval, initial_epoch, config.num_intervals, config.checkpoint_every)
-        log(f"Training {config.pe} ({config.preset}, {model.count_params():,} parameters) "
+    training = initial_epoch < config.num_intervals
+    input_wait = throughput.InputWait()
+    worker_dataset = input_wait.wrap(resumption.interval_dataset(
+        make_interval, initial_epoch if training else 0,
+        config.num_intervals if training else 1,
+        config.checkpoint_every * dist.batches_per_step if training else 1))
+    train_dataset = dist.distribute(lambda: worker_dataset)
+    say(dist.describe(config.batch_size))
+    if training:
+        say(f"Training {config.pe} ({config.preset}, {model.count_params():,} parameters) "
             f"for {config.train_steps} steps: {config.num_intervals} intervals of "
             f"{config.checkpoint_every} steps, batch {config.batch_size}")
+        if chief:
+            rate = throughput.probe_input(make_training(
+                resumption.derive_seed(config.seed, 3), count_skips=False), input_batch)
+            if rate is not None:
+                share = " (this worker's share)" if dist.num_workers > 1 else ""
+                say(f"Input pipeline alone{share}: {rate:.1f} clips/s on "
+                    f"{len(os.sched_getaffinity(0))} CPU cores")
     else:
-        train_dataset = resumption.interval_dataset(make_interval, 0, 1, 1)  # not read
-        log(f"{run_dir}: training already complete at step {step}")
-    resumption.build_for_fit(model, train_dataset)
-    model.fit(train_dataset, epochs=config.num_intervals, shuffle=False,
-              steps_per_epoch=config.checkpoint_every, initial_epoch=initial_epoch,
-              validation_data=eval_dataset, callbacks=callbacks, verbose=verbose)
+        say(f"{run_dir}: training already complete at step {step}")
+
+    # The other workers run the same callbacks (under tf.distribute, saving may create a
+    # variable, which is a collective) but write to a scratch folder; the chief alone keeps
+    # the SWA snapshots and validates (neither involves the other workers).
+    writes = run_dir if chief else tempfile.mkdtemp(prefix="keras_astpe-worker-")
+    callbacks = [resumption.DropoutReseed(resumption.derive_seed(config.seed, 2),
+                                          distribution=dist)]
+    if chief:
+        callbacks.append(swa)
+    callbacks += [throughput.Throughput(config.batch_size, input_wait),
+                  outputs.LogLearningRate()]
+    if chief and dist.kind != "none":
+        callbacks.append(distribution.LocalValidation(
+            dist, dist.local_model(model), eval_dataset,
+            trainer.classifier_loss(info.multi_label),
+            trainer.classifier_metrics(info.multi_label, num_classes)))
+    callbacks += [
+        keras.callbacks.CSVLogger(os.path.join(writes, "training_log.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(writes, "tensorboard")),
+        resumption.IntervalCheckpoint(os.path.join(writes, "checkpoints"))]
+    dist.prepare(model, worker_dataset)
+    try:
+        with dist.scope():
+            model.fit(train_dataset, epochs=config.num_intervals, shuffle=False,
+                      steps_per_epoch=config.checkpoint_every, initial_epoch=initial_epoch,
+                      validation_data=eval_dataset if dist.kind == "none" else None,
+                      callbacks=callbacks, verbose=verbose if chief else 0)
+    finally:
+        if not chief:
+            shutil.rmtree(writes, ignore_errors=True)
+    if not chief:
+        return {"output_dir": run_dir, "worker": dist.worker_index,
+                "distribution": dist.record()}
     # The model now holds the SWA average of the last `swa_last` checkpoints.
+    model = dist.local_model(model)
 
     # === Evaluation and outputs ===
     model_path = outputs.save_model(model, os.path.join(run_dir, "model.keras"))
@@ -296,6 +390,7 @@ def train_audioset(config, verbose="auto", log=print):
         "skipped_bad_records": skips.counts(),
         "num_parameters": int(model.count_params()),
         "backend": keras.backend.backend(),
+        "distribution": dist.record(),
         "wall_time_seconds_this_process": round(time.monotonic() - start_time, 1),
         "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
                    "clip_samples": clip_samples},
@@ -313,6 +408,22 @@ def train_audioset(config, verbose="auto", log=print):
                              os.path.join(run_dir, "learning_curves.png"),
                              title=f"AudioSet training, {config.pe}")
     return {**results, "output_dir": run_dir}
+
+
+def _on_chief_first(dist, work):
+    """Runs `work()` on the chief while the other workers wait; returns its result (None
+    elsewhere). An error on the chief is raised there and, as a one-line error, on the
+    others (they would otherwise wait for it forever)."""
+    result = None
+    if dist.is_chief:
+        try:
+            result = work()
+        except Exception:
+            dist.gather(1)
+            raise
+    if any(dist.gather(0)):
+        raise RuntimeError("worker 0 (the chief) failed to open the run: see its output")
+    return result
 
 
 def _resume(model, checkpoint_dir, swa, log):
@@ -349,6 +460,10 @@ def _write_per_class(path, class_names, metrics, positives):
 
 def summary(results):
     """The lines the recipe prints at the end of a run."""
+    if "worker" in results:
+        record = results["distribution"]
+        return (f"Worker {results['worker']} of {record['num_workers']} done; worker 0 "
+                f"writes the results in {results['output_dir']}.")
     out, last = results["output_dir"], results["last_checkpoint"]
     lines = [
         f"{results['config']['pe']}: eval mAP {results['mAP']:.3f} (chance "

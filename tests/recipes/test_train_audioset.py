@@ -111,7 +111,12 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(workdir):
         with open(folder / "training_log.csv", newline="") as f:
             log = list(csv.DictReader(f))
         assert [int(row["epoch"]) for row in log] == [0, 1, 2, 3]
-        assert {"loss", "val_loss", "mAP", "val_mAP", "learning_rate"} <= set(log[0])
+        assert {"loss", "val_loss", "mAP", "val_mAP", "learning_rate", "clips_per_second",
+                "compute_clips_per_second", "input_wait_fraction"} <= set(log[0])
+    assert metrics["distribution"] == {"distribute": "none", "backend": "tensorflow",
+                                       "num_replicas": 1, "num_workers": 1}
+    starts = json.loads((resumed_dir / "run_config.json").read_text())["starts"]
+    assert [start["step"] for start in starts] == [0, 3, 6]
 
     # Rerunning a finished run trains no more and gives the same results.
     output = _finish(_start(workdir, *TINY, f"--output_dir={resumed_dir}"))
@@ -167,6 +172,15 @@ def test_missing_records_and_bad_flags_give_clear_errors(tmp_path):
     assert output.strip().splitlines()[-1] == \
         f"error: --output_dir={tmp_path / 'a_file'} is a file, not a folder"
 
+    output = _error(tmp_path, "--pe=none", "--distribute=data_parallel")
+    assert output.strip().splitlines()[-1] == (
+        "error: --distribute=data_parallel needs the jax backend (KERAS_BACKEND=jax); on "
+        "tensorflow, use --distribute=mirrored (one host) or multi_worker")
+    output = _error(tmp_path, "--pe=none", "--distribute=multi_worker")
+    assert output.strip().splitlines()[-1] == (
+        "error: --distribute=multi_worker reads the cluster from the TF_CONFIG environment "
+        "variable, which is not set")
+
     with pytest.raises(ValueError, match="must divide"):
         AudioSetConfig.create("none", train_steps=10, checkpoint_every=3)
     with pytest.raises(ValueError, match="swa_last"):
@@ -191,6 +205,8 @@ def test_help_explains_flags():
     assert result.returncode in (0, 1), result.stderr[-2000:]  # absl exits 1 after --help
     for flag in ("--pe", "--preset", "--data_dir", "--batch_size", "--train_steps",
                  "--warmup_steps", "--max_lr", "--schedule", "--checkpoint_every",
-                 "--swa_last", "--output_dir", "--[no]mixed_precision", "--seed"):
+                 "--swa_last", "--output_dir", "--[no]mixed_precision", "--seed",
+                 "--distribute", "--jit_compile"):
         assert flag.lstrip("-") in result.stdout, flag  # booleans print as --[no]name
     assert "290000" in result.stdout and "inverse_sqrt" in result.stdout
+    assert "<none|mirrored|multi_worker|data_parallel>" in result.stdout
