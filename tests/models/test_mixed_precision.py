@@ -23,3 +23,36 @@ def test_mixed_precision_trains_with_float32_softmax(pe, policy):
     assert np.all(np.isfinite(history.history["loss"]))
     scores = keras.ops.convert_to_numpy(model.predict(features, verbose=0))
     assert scores.dtype == np.float32 and np.all(np.isfinite(scores))
+
+
+@pytest.mark.parametrize("pe", PE_KINDS)
+def test_mixed_bfloat16_attention_logits_biases_and_softmax_are_float32(pe, monkeypatch):
+    # What reaches the attention kernels (`dot_product_attention`, or a softmax should the
+    # attention compute its own) under mixed_bfloat16: queries, keys, values, the position
+    # bias, all float32; the projections around them run in bfloat16.
+    seen = []
+
+    def spy(name, function):
+        def wrapped(*args, **kwargs):
+            tensors = [a for a in (*args, *kwargs.values()) if hasattr(a, "dtype")]
+            seen.append((name, {keras.backend.standardize_dtype(t.dtype) for t in tensors}))
+            return function(*args, **kwargs)
+        return wrapped
+
+    for name in ("dot_product_attention", "softmax"):
+        monkeypatch.setattr(keras.ops, name, spy(name, getattr(keras.ops, name)))
+    model = build_model(pe, preset="ast-pe-tiny", num_classes=3, num_frames=128,
+                        dtype="mixed_bfloat16")
+    scores = model(np.random.rand(2, 128, 64).astype("float32"), training=True)
+    assert keras.backend.standardize_dtype(scores.dtype) == "float32"
+    attention = [dtypes for name, dtypes in seen if name == "dot_product_attention"]
+    assert len(attention) == len(model.backbone.blocks)
+    assert all(dtypes == {"float32"} for _, dtypes in seen), seen
+    for block in model.backbone.blocks:
+        assert block.attention.query_dense.compute_dtype == "bfloat16"
+        bias = block.attention.position_bias
+        if bias is not None:
+            query = keras.ops.zeros((2, 33, 4, 16), dtype="float32")
+            output = bias(query)
+            assert keras.backend.standardize_dtype(output.dtype) == "float32"
+            assert all(weight.dtype == "float32" for weight in bias.weights)
