@@ -8,7 +8,7 @@
 Writes `<output_dir>/<name>/<version>/` (saved_model.pb, variables/, assets/class_names.txt),
 the layout `tensorflow_model_server --model_base_path=<output_dir>/<name>` serves, and prints
 its path. Signatures `serving_default` (16 kHz float waveforms) and `serving_wav` (WAV file
-bytes at 8-48 kHz); see `keras_astpe.serving.export`. Works under any Keras backend: the
+bytes at 8-48 kHz); see `keras_astpe.serving.saved_model`. Works under any Keras backend: the
 export itself runs under TensorFlow (in a subprocess when the backend is another).
 """
 

@@ -24,7 +24,7 @@ from keras_astpe.models.audio_converter import LogMelAudioConverter
 from keras_astpe.models.classifier import ASTClassifier
 from keras_astpe.normalization import NormalizationStats
 from keras_astpe.serving import export_saved_model
-from keras_astpe.serving.export import serving_module
+from keras_astpe.serving.saved_model import serving_module
 
 RATE = 16000
 CLASSES = ("dog", "rain", "siren")

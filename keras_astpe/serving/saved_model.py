@@ -273,9 +273,9 @@ def _export_in_subprocess(model, export_dir, options):
             path = os.path.join(tmp, "model.keras")
             model.save(path)
         request = json.dumps({"model": path, "export_dir": export_dir, **options})
-        command = [sys.executable, "-c",
-                   "import sys; from keras_astpe.serving.export import _child; _child(sys.argv[1])",
-                   request]
+        child = ("import sys; from keras_astpe.serving.saved_model import _child; "
+                 "_child(sys.argv[1])")
+        command = [sys.executable, "-c", child, request]
         env = dict(os.environ, KERAS_BACKEND="tensorflow")
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
