@@ -15,8 +15,10 @@ preset's 32x8 ones, a distillation token, the same dropout).
 Every worker builds and warms up its model for one PE kind; then the workers time
 `--steps` steps each in turn, in `--rounds` rounds whose order rotates, so load from other
 work on the machine hits every engine alike. A figure is the median over the rounds of
-each round's median step; the spread is the range of the rounds. The peer is timed in the
-rounds of `absolute` (AST's own PE), or of the first PE kind asked for.
+each round's median step; the spread is the range of the rounds. CPU-s/step (all threads
+of the worker) is printed too: on a shared machine it moves less than the wall time. The
+peer is timed in the rounds of `absolute` (AST's own PE), or of the first PE kind asked
+for.
 
 Model FLOPs per step are counted from the configuration: the matrix products of the
 forward pass (patch projection 2*P*A*D for P patches of A values, per block 8*L*D^2 for
@@ -356,12 +358,16 @@ def _table_peak(gpu_name, mixed_precision):
     return None
 
 
-def _rounds(engines, rounds, steps):
-    """Per engine, each round's median step time (wall and CPU seconds)."""
+def _rounds(engines, rounds, steps, settle):
+    """Per engine, each round's median step time (wall and CPU seconds). Each turn starts
+    `settle` seconds after the previous one ends, so that the threads of the engine that
+    just ran stop spinning (PyTorch's OpenMP workers, statically split, otherwise lose
+    whole steps to them on a machine with few cores)."""
     wall = {e.name: [] for e in engines}
     cpu = {e.name: [] for e in engines}
     for r in range(rounds):
         for engine in engines[r % len(engines):] + engines[:r % len(engines)]:
+            time.sleep(settle)
             times = engine.call("time", steps=steps)
             wall[engine.name].append(float(np.median(times["wall"])))
             cpu[engine.name].append(float(np.median(times["cpu"])))
@@ -383,6 +389,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after building")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds of idle before each engine's turn")
     parser.add_argument("--mixed_precision", action="store_true",
                         help="mixed_bfloat16 (Keras) / bfloat16 autocast (peer)")
     parser.add_argument("--jit_compile", choices=("auto", "true", "false"), default="auto",
@@ -448,7 +456,7 @@ def report(args, gpu, pe_kinds, engines):
         for engine in timed:
             engine.send("build", pe=pe)
         built = {engine.name: engine.receive() for engine in timed}
-        wall, cpu = _rounds(timed, args.rounds, args.steps)
+        wall, cpu = _rounds(timed, args.rounds, args.steps, args.settle)
         for engine in timed:
             rows.append(_row(pe, engine.name, built[engine.name], wall[engine.name],
                              cpu[engine.name], args.batch_size, peak))

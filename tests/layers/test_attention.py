@@ -61,3 +61,33 @@ def test_config_round_trip_keeps_the_position_bias():
     restored = assert_config_round_trip(layer, np.random.randn(2, 5, 8).astype("float32"),
                                         atol=1e-5)
     assert isinstance(restored.position_bias, LearnedRelativeBias)
+
+
+def test_projection_weights_keep_their_layout():
+    """The projections run on token matrices, but their weights keep the shapes (and so the
+    checkpoints) of per-head projections: kernels [dim, heads, head_dim] and
+    [heads, head_dim, dim]."""
+    layer = _attention_with_bias()
+    shapes = {"/".join(w.path.split("/")[-2:]): tuple(w.shape) for w in layer.weights}
+    assert shapes == {
+        "query/kernel": (8, 2, 4), "query/bias": (2, 4),
+        "key/kernel": (8, 2, 4), "key/bias": (2, 4),
+        "value/kernel": (8, 2, 4), "value/bias": (2, 4),
+        "attention_output/kernel": (2, 4, 8), "attention_output/bias": (8,),
+    }
+
+
+def test_projection_biases_match_reference():
+    layer = MultiHeadSelfAttention(2, 4, use_bias=True)
+    layer.build((None, None, 8))
+    layer.set_weights([np.random.randn(*w.shape).astype("float32") * 0.5
+                       for w in layer.get_weights()])
+    x = np.random.randn(2, 5, 8).astype("float32")
+    (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (
+        [keras.ops.convert_to_numpy(w) for w in (d.kernel, d.bias)]
+        for d in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense))
+    q, k, v = (np.einsum("bld,dhk->blhk", x, w) + b for w, b in ((wq, bq), (wk, bk), (wv, bv)))
+    probs = references.softmax(np.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(4))
+    expected = np.einsum("bqhk,hkd->bqd", np.einsum("bhqs,bshk->bqhk", probs, v), wo) + bo
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected,
+                               rtol=1e-4, atol=1e-5)
