@@ -144,13 +144,12 @@ class Distribution:
         return 1
 
     def describe(self, global_batch):
-        """The line a run prints at start."""
+        """The line a run prints at start, e.g. "Training on 16 replicas (multi_worker: 2
+        workers x 8 gpu devices): per-replica batch 4, global batch 64"."""
         if self.kind == "none":
             return f"Training on {self.device}: batch {global_batch}"
-        workers = (f", {self.num_workers} workers of {self.replicas_per_worker}"
-                   if self.num_workers > 1 else "")
-        return (f"Training on {self.num_replicas} replicas ({self.kind}: {self.device}"
-                f"{workers}): per-replica batch {global_batch // self.num_replicas}, "
+        return (f"Training on {self.num_replicas} replicas ({self.kind}: {self.device}): "
+                f"per-replica batch {global_batch // self.num_replicas}, "
                 f"global batch {global_batch}")
 
     def record(self):
@@ -216,6 +215,12 @@ class Distribution:
         return fn
 
 
+def _devices(workers, what, per_worker, kinds):
+    """E.g. "2 workers x 8 gpu devices", "2 cpu devices"."""
+    local = f"{per_worker} {'/'.join(sorted(kinds))} device{'s' if per_worker != 1 else ''}"
+    return local if workers == 1 else f"{workers} {what} x {local}"
+
+
 def settings_digest(settings):
     """An integer digest of a JSON-able dict, to compare settings across workers."""
     text = json.dumps(settings, sort_keys=True, default=str)
@@ -250,11 +255,9 @@ class _TensorFlowStrategy(Distribution):
             self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
             num_workers, worker_index = _cluster_position(self.strategy.cluster_resolver)
         devices = self.strategy.extended.worker_devices
-        kinds = "/".join(sorted({name.split("device:")[-1].split(":")[0].lower()
-                                 for name in devices}))
+        kinds = {name.split("device:")[-1].split(":")[0].lower() for name in devices}
         super().__init__(self.strategy.num_replicas_in_sync, num_workers, worker_index,
-                         device=f"{len(devices)} {kinds} device(s)"
-                         + (" per worker" if num_workers > 1 else ""))
+                         device=_devices(num_workers, "workers", len(devices), kinds))
 
     def input_batch(self, global_batch):
         return global_batch // self.num_replicas  # each replica takes one element per step
@@ -415,11 +418,10 @@ class _JaxDataParallel(Distribution):
         # The workers feed their own clips (make_dataset's shards): no re-sharding.
         self.distribution = keras.distribution.DataParallel(devices=devices,
                                                             auto_shard_dataset=False)
-        platforms = "/".join(sorted({device.platform for device in devices}))
         super().__init__(len(devices), jax.process_count(), jax.process_index(),
-                         device=f"{len(devices)} {platforms} device(s)"
-                         + (f" in {jax.process_count()} processes"
-                            if jax.process_count() > 1 else ""))
+                         device=_devices(jax.process_count(), "processes",
+                                         jax.local_device_count(),
+                                         {device.platform for device in devices}))
 
     def scope(self):
         return self.distribution.scope()
@@ -433,14 +435,12 @@ class _JaxDataParallel(Distribution):
 
     @contextlib.contextmanager
     def local(self):
-        from keras.src.distribution import distribution_lib
-
-        previous = distribution_lib.distribution()
-        distribution_lib.set_distribution(None)
+        previous = keras.distribution.distribution()
+        keras.distribution.set_distribution(None)
         try:
             yield
         finally:
-            distribution_lib.set_distribution(previous)
+            keras.distribution.set_distribution(previous)
 
     def local_model(self, model):
         with self.local():

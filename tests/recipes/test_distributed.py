@@ -156,7 +156,7 @@ def tensorflow_runs(workdir):
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(workdir, tensorflow_runs):
     output = tensorflow_runs[1]
-    assert ("Training on 2 replicas (mirrored: 2 cpu device(s)): per-replica batch 2, "
+    assert ("Training on 2 replicas (mirrored: 2 cpu devices): per-replica batch 2, "
             "global batch 4") in output
     assert "Training on one device: batch 4" in tensorflow_runs[0]
     one, mirrored = workdir / "tf_one", workdir / "tf_mirrored"
@@ -181,7 +181,7 @@ def test_data_parallel_matches_one_device_and_resumes_on_one_device(workdir, run
     parallel = runs.start("jax_parallel", "--distribute=data_parallel", backend="jax",
                           env=TWO_HOST_DEVICES)
     killed = _kill_when(workdir / "jax_parallel" / FIRST_CHECKPOINT, parallel)[0]
-    assert ("Training on 2 replicas (data_parallel: 2 cpu device(s)): per-replica batch 2, "
+    assert ("Training on 2 replicas (data_parallel: 2 cpu devices): per-replica batch 2, "
             "global batch 4") in killed
     first, output = _finish(one, runs.start("jax_parallel", backend="jax"))
     assert "Training on one device: batch 4" in first
@@ -199,8 +199,8 @@ def test_multi_worker_on_loopback_matches_one_device_and_resumes(workdir, runs,
     uninterrupted = runs.start_workers("tf_workers")
     _kill_when(workdir / "tf_killed" / FIRST_CHECKPOINT, *runs.start_workers("tf_killed"))
     chief, worker, resumed_chief, _ = _finish(*uninterrupted, *runs.start_workers("tf_killed"))
-    assert ("Training on 2 replicas (multi_worker: 1 cpu device(s) per worker, 2 workers of "
-            "1): per-replica batch 2, global batch 4") in chief
+    assert ("Training on 2 replicas (multi_worker: 2 workers x 1 cpu device): per-replica "
+            "batch 2, global batch 4") in chief
     assert "Worker 1 of 2 done; worker 0 writes the results" in worker
     assert "Resuming" in resumed_chief and "from step 3" in resumed_chief
     workers, killed = workdir / "tf_workers", workdir / "tf_killed"

@@ -193,10 +193,11 @@ def _run(backend, kind, env, dropout):
     return json.loads(lines[0][len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_steps_as_one_device():
     out = _run("tensorflow", "mirrored", {distribution.CPU_REPLICAS_ENV: "2"}, dropout=0.0)
     assert out["replicas"] == 2 and out["batches_per_step"] == 2
-    assert out["describe"] == ("Training on 2 replicas (mirrored: 2 cpu device(s)): "
+    assert out["describe"] == ("Training on 2 replicas (mirrored: 2 cpu devices): "
                                "per-replica batch 4, global batch 8")
     # Clipping the gradient summed over the replicas is the one-device step; Keras' own
     # clipping of each replica's part is not (so the comparison can fail).
@@ -207,11 +208,12 @@ def test_mirrored_on_two_logical_cpus_steps_as_one_device():
     assert seeds[0] == out["one_device_seed"] and len(set(seeds)) == 2
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_host_devices_steps_as_one_device():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = _run("jax", "data_parallel", env, dropout=0.1)
     assert out["replicas"] == 2 and out["batches_per_step"] == 1
-    assert out["describe"] == ("Training on 2 replicas (data_parallel: 2 cpu device(s)): "
+    assert out["describe"] == ("Training on 2 replicas (data_parallel: 2 cpu devices): "
                                "per-replica batch 4, global batch 8")
     # JAX clips the global gradient and draws the one-device dropout masks.
     assert out["clip_after_sum"] < 1e-6 and out["keras_clip"] < 1e-6
