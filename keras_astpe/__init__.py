@@ -13,6 +13,7 @@ from keras_astpe._startup import import_tensorflow
 
 import_tensorflow()  # before Keras: TensorFlow's start-up log lines go to a buffer
 
+from keras_astpe.inference import attach_audio_converter, tag  # noqa: E402
 from keras_astpe.models import (  # noqa: E402
     PE_KINDS,
     POSITION_ENCODINGS,
@@ -24,6 +25,7 @@ from keras_astpe.models import (  # noqa: E402
     get_head,
     get_preset,
 )
+from keras_astpe.serving import export_saved_model  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -67,4 +69,5 @@ def _backbone_arguments():
 
 
 __all__ = ["PE_KINDS", "POSITION_ENCODINGS", "PRESETS", "ASTBackbone", "ASTClassifier",
-           "KaldiFbankAudioConverter", "LogMelAudioConverter", "build_model", "get_preset"]
+           "KaldiFbankAudioConverter", "LogMelAudioConverter", "attach_audio_converter",
+           "build_model", "export_saved_model", "get_preset", "tag"]

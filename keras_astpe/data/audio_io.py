@@ -55,7 +55,7 @@ _SOUNDFILE_EXTENSIONS = frozenset(
                           "aifc", "au", "snd", "caf", "w64", "rf64"))
 
 
-class AudioDecodeError(Exception):
+class AudioDecodeError(ValueError):
     """A file that could not be turned into a waveform; `reason` is a key of `REASONS`."""
 
     def __init__(self, path, reason, message):

@@ -88,11 +88,11 @@ class _Signatures:
     # === Scoring ===
 
     def _score_clips(self, waveforms):
-        """`[batch, samples]` -> scores and [CLS] embeddings of each clip, whole."""
+        """`[batch, samples]` -> scores and embeddings (the state the head reads: [CLS], or
+        for AST the mean of [CLS] and the distillation token) of each clip, whole."""
         features = self._converter.features(waveforms)
-        states = self._model.backbone(features, training=False)
-        embedding = states[:, 0]
-        scores = self._model.output_activation(self._model.head(embedding))
+        embedding = self._model.pool(self._model.backbone(features, training=False))
+        scores = self._model.classify(embedding)
         return {"scores": tf.cast(scores, tf.float32),
                 "embedding": tf.cast(embedding, tf.float32)}
 
