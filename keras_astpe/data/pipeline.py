@@ -526,12 +526,13 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
     third element, the clip ids.
 
     `shard_count` > 1 makes the dataset of one worker of a data-parallel run,
-    `shard_index`: of the stream of clips (shuffled, with their random crops and SpecAugment
-    masks drawn), it keeps every `shard_count`-th from the `shard_index`-th, before the
-    front end runs, and batches them by `batch_size` (the worker's share of the global
-    batch). With the same `seed`, the workers' batches `s` together hold the clips of batch
-    `s` of the unsharded dataset batched globally, each clip once, processed alike (mixup
-    pairs clips of a worker's batch). Every worker reads and parses every record.
+    `shard_index`: the stream of clips (shuffled, with their random crops and SpecAugment
+    masks drawn) is cut into blocks of `batch_size` (the worker's share of the global
+    batch), and the worker keeps every `shard_count`-th block from the `shard_index`-th,
+    before the front end runs. With the same `seed`, batch `s` of the workers, in worker
+    order, is batch `s` of the unsharded dataset batched by `shard_count * batch_size`: the
+    same clips in the same order, processed alike, each clip once (mixup pairs clips of a
+    worker's batch). Every worker reads and parses every record.
 
     The dataset's `bad_records` attribute is the
     `BadRecordReport` of `skip_bad_records=True` (None otherwise); without it, a shard that
@@ -589,8 +590,10 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
         dataset = tf.data.Dataset.zip(dataset, _augmentation_draws(
             seed, frontend.num_frames(clip_samples), frontend.num_spectrogram_bins,
             spec_augment))
-    if shard_count > 1:  # a worker's clips, drawn as in the whole stream
-        dataset = dataset.shard(shard_count, shard_index)
+    if shard_count > 1:  # a worker's blocks of clips, drawn as in the whole stream
+        dataset = (dataset.enumerate()
+                   .filter(lambda index, _: index // batch_size % shard_count == shard_index)
+                   .map(lambda _, element: element))
 
     def process(element, draws=None):
         features = _clip_features(element["pcm16"], draws, clip_samples=clip_samples,
