@@ -268,9 +268,11 @@ def train_audioset(config, verbose="auto", log=print):
 
     # === Resume from the newest intact checkpoint (and the SWA snapshots it needs) ===
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    # Averaged after `fit`, into the chief's copy of the model (a distributed model is not
+    # the chief's alone to assign to).
     swa = StochasticWeightAveraging(config.checkpoint_every, config.swa_last,
                                     state_dir=os.path.join(run_dir, "swa"),
-                                    final_step=config.train_steps)
+                                    final_step=config.train_steps, apply_at_end=False)
     with dist.scope():
         step, fell_back = _resume(model, checkpoint_dir, swa, say)
     if step == 0 and fell_back:  # a failed load may have changed some weights
@@ -357,10 +359,11 @@ def train_audioset(config, verbose="auto", log=print):
         if not chief:
             shutil.rmtree(writes, ignore_errors=True)
     if not chief:
+        dist.barrier()  # the chief's evaluation: JAX ends a process only with the others
         return {"output_dir": run_dir, "worker": dist.worker_index,
                 "distribution": dist.record()}
-    # The model now holds the SWA average of the last `swa_last` checkpoints.
     model = dist.local_model(model)
+    swa.apply_average(model)  # the average of the last `swa_last` checkpoints
 
     # === Evaluation and outputs ===
     model_path = outputs.save_model(model, os.path.join(run_dir, "model.keras"))
@@ -407,6 +410,7 @@ def train_audioset(config, verbose="auto", log=print):
         plot_learning_curves(outputs.read_training_log(log_path, config.checkpoint_every),
                              os.path.join(run_dir, "learning_curves.png"),
                              title=f"AudioSet training, {config.pe}")
+    dist.barrier()
     return {**results, "output_dir": run_dir}
 
 

@@ -11,17 +11,16 @@ The PyTorch backend trains on one device.
 
 **Global-batch semantics.** The batch size is the global batch. Each worker (a host, or a
 process) builds the same shuffled and augmented stream of clips as a single-device run and
-keeps every `num_workers`-th clip from its own index before the front end
-(`make_dataset(shard_count=, shard_index=)`), so each clip is decoded and augmented once, by
-one worker, and the replicas of step `s` together hold the clips of batch `s` of a
-single-device run, with the same crops and SpecAugment masks. The loss is the mean over the
-global batch and the gradients are summed over the replicas before they are clipped, so a
-step is the single-device step up to the order of floating-point sums, whatever the number
-of replicas: the learning-rate schedule is the same function of the step, and a run may
-resume on another number of replicas. What differs: on TensorFlow each replica draws its own
-dropout masks (JAX draws the single-device masks); mixup mixes clips within a worker's part
-of the batch; and every worker reads and parses every record (about 15% of the CPU time of a
-clip, the front end the rest).
+keeps its block of every global batch before the front end (`make_dataset(shard_count=,
+shard_index=)`), so each clip is decoded and augmented once, by one worker, and replica `r`
+of step `s` holds the `r`-th block of batch `s` of a single-device run, with the same crops
+and SpecAugment masks. The loss is the mean over the global batch and the gradients are
+summed over the replicas before they are clipped, so a step is the single-device step up to
+the order of floating-point sums, whatever the number of replicas: the learning-rate
+schedule is the same function of the step, and a run may resume on another number of
+replicas. What differs: on TensorFlow each replica draws its own dropout masks (JAX draws
+the single-device masks); mixup mixes clips within a worker's block; and every worker reads
+and parses every record (about 15% of the CPU time of a clip, the front end the rest).
 
 **One writer.** Worker 0, the chief, writes the run folder (checkpoints, SWA snapshots,
 logs, the model); the others write nothing and read the statistics and checkpoints there

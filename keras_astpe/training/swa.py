@@ -92,7 +92,9 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     `snapshot_every` up to it), so a damaged one it does not need blocks nothing.
 
     Use one `fit()` call per training run: the averaged weights replace the trained ones at
-    its end (`last_weights` keeps those of the last snapshot, to compare). With
+    its end (`last_weights` keeps those of the last snapshot, to compare); with
+    `apply_at_end=False` they are left, for `apply_average(model)` to set them in another
+    model (e.g. a copy of a distributed model on one device). With
     `steps_per_execution > 1`, a snapshot is taken at the first execution
     boundary at or after each multiple of `snapshot_every`. Host memory and disk use are
     `num_snapshots` copies of the weights (about 350 MB each for the paper's model).
@@ -102,9 +104,11 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         num_snapshots: number of most recent snapshots averaged (paper: 10).
         state_dir: optional directory where the state is persisted and restored from.
         final_step: the step training ends at, if known (limits what a restore reads).
+        apply_at_end: set the model's weights to the average when training ends.
     """
 
-    def __init__(self, snapshot_every, num_snapshots=10, state_dir=None, final_step=None):
+    def __init__(self, snapshot_every, num_snapshots=10, state_dir=None, final_step=None,
+                 apply_at_end=True):
         super().__init__()
         for name, value in (("snapshot_every", snapshot_every), ("num_snapshots", num_snapshots)):
             if isinstance(value, bool) or int(value) != value or value < 1:
@@ -113,6 +117,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self.num_snapshots = int(num_snapshots)
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
         self.final_step = None if final_step is None else int(final_step)
+        self.apply_at_end = bool(apply_at_end)
         self._verified = set()
         self.last_weights = None  # the weights before averaging, once training ended
         self._steps = []
@@ -209,6 +214,12 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         if self._needs_setup:  # no epoch ran, e.g. a run resumed after its last epoch
             self._setup(self._iterations())
             self._needs_setup = False
+        if self.apply_at_end:
+            self.apply_average(self.model)
+
+    def apply_average(self, model):
+        """Sets `model`'s weights to the average of the kept snapshots (and `last_weights`
+        to the last snapshot), or warns and leaves them if there is none."""
         if not self._snapshots:
             warnings.warn(
                 "StochasticWeightAveraging took no snapshot (training ran for fewer than "
@@ -224,7 +235,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
                 self.num_snapshots,
             )
         self.last_weights = self._snapshots[-1]
-        self.model.set_weights(self.averaged_weights())
+        model.set_weights(self.averaged_weights())
         logger.info("SWA: model weights set to the average of steps %s.", list(self._steps))
 
     def _snapshot(self, step):

@@ -1,12 +1,13 @@
 """recipes/train_audioset.py --distribute on the CPU with the real engines: TensorFlow's
-MirroredStrategy on two logical CPUs, JAX's DataParallel on two host devices, and a
-two-process MultiWorkerMirroredStrategy on 127.0.0.1, against one device; SIGKILLed runs
-resume (subprocesses, the tiny demo).
+MirroredStrategy on two logical CPUs and a two-process MultiWorkerMirroredStrategy on
+127.0.0.1, JAX's DataParallel on two host devices and in two processes (jax.distributed on
+127.0.0.1), against one device; SIGKILLed runs resume (subprocesses, the tiny demo).
 
 Tolerances: JAX trains on the one-device batches with the one-device dropout masks, so its
 losses agree to float rounding (rtol 1e-4). TensorFlow's replicas draw their own dropout
-masks (0.1 in every block), which moves the per-interval losses by about 3% here: rtol 10%.
-(tests/training/test_distribution.py checks the steps themselves, without dropout.)
+masks (0.1 in every block), which moves the per-interval losses by about 3% here: rtol 10%
+against one device; two workers of one replica and two replicas of one worker draw the same
+(rtol 1e-5). (tests/training/test_distribution.py checks the steps without dropout.)
 """
 
 import csv
@@ -69,6 +70,13 @@ class Runs:
         return [self.start(name, "--distribute=multi_worker", *args, env={"TF_CONFIG": json.dumps(
             {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
              "task": {"type": "worker", "index": index}})}) for index in (0, 1)]
+
+    def start_processes(self, name, *args):
+        """The two processes of a JAX DataParallel run on 127.0.0.1 (jax.distributed)."""
+        address = f"127.0.0.1:{_free_ports(1)[0]}"
+        return [self.start(name, "--distribute=data_parallel", *args, backend="jax", env={
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": address, "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}) for index in (0, 1)]
 
     def kill_all(self):
         for process in self.processes:
@@ -174,17 +182,27 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(workdir, tensorflow_run
     assert [(start["step"], start["num_replicas"]) for start in starts] == [(0, 2)]
 
 
-def test_data_parallel_matches_one_device_and_resumes_on_one_device(workdir, runs):
+@pytest.fixture(scope="module")
+def jax_one_device(workdir):
+    runs = Runs(workdir)
+    try:
+        output = _finish(runs.start("jax_one", backend="jax"))[0]
+    finally:
+        runs.kill_all()
+    assert "Training on one device: batch 4" in output
+    return workdir / "jax_one"
+
+
+def test_data_parallel_matches_one_device_and_resumes_on_one_device(workdir, runs,
+                                                                     jax_one_device):
     # JAX on two host devices, SIGKILLed after its first checkpoint, then resumed on one
     # device: global-batch semantics let another number of replicas go on with the run.
-    one = runs.start("jax_one", backend="jax")
     parallel = runs.start("jax_parallel", "--distribute=data_parallel", backend="jax",
                           env=TWO_HOST_DEVICES)
     killed = _kill_when(workdir / "jax_parallel" / FIRST_CHECKPOINT, parallel)[0]
     assert ("Training on 2 replicas (data_parallel: 2 cpu devices): per-replica batch 2, "
             "global batch 4") in killed
-    first, output = _finish(one, runs.start("jax_parallel", backend="jax"))
-    assert "Training on one device: batch 4" in first
+    output = _finish(runs.start("jax_parallel", backend="jax"))[0]
     assert "Resuming" in output and "from step 3" in output
     np.testing.assert_allclose(_log(workdir / "jax_parallel", "loss", "val_loss"),
                                _log(workdir / "jax_one", "loss", "val_loss"), rtol=JAX_RTOL)
@@ -192,6 +210,16 @@ def test_data_parallel_matches_one_device_and_resumes_on_one_device(workdir, run
     starts = _json(workdir / "jax_parallel" / "run_config.json")["starts"]
     assert [(s["step"], s["distribute"], s["num_replicas"]) for s in starts] == [
         (0, "data_parallel", 2), (3, "none", 1)]
+
+
+def test_data_parallel_in_two_processes_matches_one_device(workdir, runs, jax_one_device):
+    chief, worker = _finish(*runs.start_processes("jax_processes"))
+    assert ("Training on 2 replicas (data_parallel: 2 processes x 1 cpu device): per-replica "
+            "batch 2, global batch 4") in chief
+    assert "Worker 1 of 2 done; worker 0 writes the results" in worker
+    np.testing.assert_allclose(_log(workdir / "jax_processes", "loss", "val_loss"),
+                               _log(jax_one_device, "loss", "val_loss"), rtol=JAX_RTOL)
+    _assert_same_model(workdir / "jax_processes", jax_one_device, atol=1e-5)
 
 
 def test_multi_worker_on_loopback_matches_one_device_and_resumes(workdir, runs,
@@ -206,6 +234,10 @@ def test_multi_worker_on_loopback_matches_one_device_and_resumes(workdir, runs,
     workers, killed = workdir / "tf_workers", workdir / "tf_killed"
     np.testing.assert_allclose(_log(workers, "loss", "val_loss"),
                                _log(workdir / "tf_one", "loss", "val_loss"), rtol=TF_RTOL)
+    # Replica r takes the r-th block of each global batch and the r-th dropout seed,
+    # whether the replicas are devices of one worker or workers.
+    np.testing.assert_allclose(_log(workers, "loss", "val_loss"),
+                               _log(workdir / "tf_mirrored", "loss", "val_loss"), rtol=1e-5)
     # The killed run goes on as if never stopped: the same data, seeds and dropout masks.
     np.testing.assert_allclose(_log(killed, "loss", "val_loss"), _log(workers, "loss", "val_loss"),
                                rtol=1e-5)
