@@ -7,6 +7,7 @@ needed and pyplot's global state (and the user's chosen backend) is left alone.
 import csv
 import math
 import os
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,6 +21,13 @@ def _new_figure(width, height):
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def _suptitle(figure, text, fontsize=12):
+    """A figure title wrapped to the figure's width (constrained layout keeps the lines
+    inside the figure, but not a single line wider than it)."""
+    characters = int(figure.get_figwidth() * 72 / (0.6 * fontsize))
+    figure.suptitle(textwrap.fill(text, width=max(characters, 20)), fontsize=fontsize)
 
 
 def _check_out_png(out_png):
@@ -110,7 +118,7 @@ def plot_learning_curves(history, out_png, title="Learning curves"):
     num_cols = min(3, len(metrics))
     num_panel_rows = math.ceil(len(metrics) / num_cols)
     figure = _new_figure(4.5 * num_cols, 3.2 * num_panel_rows + 0.4)
-    figure.suptitle(title)
+    _suptitle(figure, title)
     axes = figure.subplots(num_panel_rows, num_cols, squeeze=False).ravel()
     for ax, name in zip(axes, metrics, strict=False):
         base = name[4:] if name.startswith("val_") else name
@@ -169,7 +177,8 @@ def plot_per_class_ap(per_class_ap, class_names, out_png, top_k=20, title="Per-c
     figure = _new_figure(len(panels) * (3.5 + 0.07 * label_width), 1.2 + 0.22 * bars)
     excluded = ap.size - valid.size
     suffix = f", {excluded} classes without positives excluded" if excluded else ""
-    figure.suptitle(f"{title} (mAP {np.mean(ap[valid]):.3f} over {valid.size} classes{suffix})")
+    _suptitle(figure, f"{title} (mAP {np.mean(ap[valid]):.3f} over {valid.size} classes"
+                      f"{suffix})")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_title, indices) in zip(axes, panels, strict=True):
         positions = np.arange(len(indices))
@@ -221,7 +230,7 @@ def plot_confusion_matrix(cm, class_names, out_png, title="Confusion matrix"):
     figure = _new_figure(size + 1.0, size)
     total = cm.sum()
     accuracy = np.trace(cm) / total if total else float("nan")
-    figure.suptitle(f"{title} (accuracy {accuracy:.3f}, {int(total)} examples)")
+    _suptitle(figure, f"{title} (accuracy {accuracy:.3f}, {int(total)} examples)")
     ax = figure.subplots()
     image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     figure.colorbar(image, ax=ax, shrink=0.6, label="fraction of the true class")

@@ -111,3 +111,15 @@ def test_confusion_matrix(tmp_path):
 def test_confusion_matrix_errors(tmp_path, cm, names, match):
     with pytest.raises(ValueError, match=match):
         plot_confusion_matrix(cm, names, tmp_path / "cm.png")
+
+
+def test_long_titles_stay_inside_the_figure():
+    from keras_astpe.training.plots import _new_figure, _suptitle
+
+    figure = _new_figure(4.3, 3.0)
+    _suptitle(figure, "Per-class AP, time_alibi (eval) (mAP 0.666 over 10 classes, "
+                      "2 classes without positives excluded)")
+    figure.canvas.draw()
+    box = figure._suptitle.get_window_extent(figure.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width
+    assert "\n" in figure._suptitle.get_text()
