@@ -119,6 +119,23 @@ def test_final_weights_are_the_average_of_the_last_snapshots():
     assert int(model.get_weights()[0]) == 10
 
 
+def test_average_applied_to_another_model():
+    # apply_at_end=False: the trained model keeps its weights; apply_average sets the average
+    # in a copy (as a distributed run does on the chief).
+    model = _model()
+    x, y = _data(4)
+    recorder = Recorder(every=2)
+    swa = StochasticWeightAveraging(snapshot_every=2, num_snapshots=2, apply_at_end=False)
+    _fit(model, x, y, [recorder, swa])
+    _assert_weights_close(model.get_weights(), recorder.snapshots[4])
+    assert swa.last_weights is None
+    copy = _model()
+    swa.apply_average(copy)
+    _assert_weights_close(copy.get_weights(), _manual_average([recorder.snapshots[2],
+                                                               recorder.snapshots[4]]))
+    _assert_weights_close(swa.last_weights, recorder.snapshots[4])
+
+
 def test_fewer_snapshots_than_asked_are_averaged_and_logged(caplog):
     model = _model()
     x, y = _data(5)
