@@ -14,8 +14,35 @@ import tensorflow as tf
 from keras_astpe.cli import setting
 
 
+class Framing:
+    """What the front-end configs share: the frame count of an uncentred STFT of
+    `frame_length` samples every `frame_step`, and the dict round trip of the config."""
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of `num_samples` samples: 158960 samples -> 992 frames (31 x 32)."""
+        if num_samples < self.frame_length:
+            return 0
+        return 1 + (num_samples - self.frame_length) // self.frame_step
+
+    def num_samples(self, num_frames: int) -> int:
+        """Smallest number of samples that gives `num_frames` frames."""
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        return self.frame_length + (num_frames - 1) * self.frame_step
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        unknown = set(d) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclasses.dataclass(frozen=True)
-class FrontEndConfig:
+class FrontEndConfig(Framing):
     """STFT and mel filterbank settings; the defaults are the paper's ("ast-pe" preset)."""
 
     sample_rate: int = setting(16000, help="Sample rate of the waveform, Hz.", flag=False)
@@ -46,29 +73,6 @@ class FrontEndConfig:
     @property
     def num_spectrogram_bins(self) -> int:
         return self.fft_length // 2 + 1
-
-    def num_frames(self, num_samples: int) -> int:
-        """Frames of an uncentred STFT: 158960 samples -> 992 frames (31 x 32)."""
-        if num_samples < self.frame_length:
-            return 0
-        return 1 + (num_samples - self.frame_length) // self.frame_step
-
-    def num_samples(self, num_frames: int) -> int:
-        """Smallest number of samples that gives `num_frames` frames."""
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        return self.frame_length + (num_frames - 1) * self.frame_step
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown FrontEndConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 @functools.lru_cache(maxsize=8)

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_astpe.cli import setting
 from keras_astpe.data import audio_io
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.models.audio_converter import LogMelAudioConverter
@@ -31,6 +32,23 @@ from keras_astpe.models.classifier import ASTClassifier
 from keras_astpe.normalization import NormalizationStats
 
 AGGREGATIONS = ("mean", "max")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WindowSettings:
+    """Sliding-window scoring of long clips: the flags of `recipes/predict.py` and
+    `recipes/export.py`, and the keyword arguments of `tag` and `export_saved_model`."""
+
+    window_seconds: float | None = setting(
+        None, help="Score clips longer than this as sliding windows (default: whole clips).")
+    hop_seconds: float | None = setting(
+        None, help="Step between windows (default: --window_seconds).")
+    aggregation: str = setting("mean", choices=AGGREGATIONS,
+                               help="How window scores are combined (in the graph, for an "
+                               "export).")
+
+    def arguments(self):
+        return dataclasses.asdict(self)
 
 
 class ClipTooShortError(ValueError):

@@ -30,13 +30,15 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from keras_astpe.frontend import Framing
+
 WINDOWS = ("hanning", "povey")
 # Kaldi's floor before the log: std::numeric_limits<float>::epsilon().
 LOG_FLOOR = float(np.finfo(np.float32).eps)
 
 
 @dataclasses.dataclass(frozen=True)
-class KaldiFbankConfig:
+class KaldiFbankConfig(Framing):
     """Fbank, length and normalization settings; the defaults are AST's for AudioSet.
 
     `upper_edge_hertz=None` means the Nyquist frequency (kaldi's `high_freq=0`).
@@ -94,29 +96,6 @@ class KaldiFbankConfig:
     @property
     def num_spectrogram_bins(self) -> int:
         return self.fft_length // 2 + 1
-
-    def num_frames(self, num_samples: int) -> int:
-        """Fbank frames before padding or cutting: 160000 samples (10 s) -> 998."""
-        if num_samples < self.frame_length:
-            return 0
-        return 1 + (num_samples - self.frame_length) // self.frame_step
-
-    def num_samples(self, num_frames: int) -> int:
-        """Smallest number of samples that gives `num_frames` frames: 1024 -> 164080."""
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        return self.frame_length + (num_frames - 1) * self.frame_step
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown KaldiFbankConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 @functools.lru_cache(maxsize=8)

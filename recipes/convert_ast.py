@@ -13,9 +13,9 @@ See `keras_astpe.conversion`.
 """
 
 import dataclasses
-import os
 
 from keras_astpe import cli
+from keras_astpe.conversion import ConvertedModel
 
 PTH_ONLY = ".pth only; a transformers folder states it in its config."
 
@@ -24,12 +24,6 @@ PTH_ONLY = ".pth only; a transformers folder states it in its config."
 class ConvertConfig:
     checkpoint: str = cli.setting(help="transformers AST folder, or original AST .pth file.",
                                   required=True)
-    output: str = cli.setting(help="The .keras file to write.", required=True)
-    class_names: str | None = cli.setting(
-        None, help="CSV of class names (header row, name in the last column, one row per "
-        "output). Default: transformers' id2label; for a .pth with 527 outputs AudioSet's.")
-    activation: str = cli.setting("sigmoid", choices=("sigmoid", "softmax", "none"),
-                                  help="Output activation (AST's logits: none).")
     frequency_stride: int | None = cli.setting(
         None, help=f"AST's fstride, when not one of the released settings ({PTH_ONLY})")
     time_stride: int | None = cli.setting(None, help=f"AST's tstride ({PTH_ONLY})")
@@ -38,27 +32,20 @@ class ConvertConfig:
         None, help=f"Front-end mean, default AudioSet's -4.2677393 ({PTH_ONLY})")
     std: float | None = cli.setting(
         None, help=f"Front-end std, default AudioSet's 4.5689974 ({PTH_ONLY})")
-
-    def __post_init__(self):
-        if not self.output.endswith(".keras"):
-            raise ValueError(f"--output={self.output}: the file name must end in .keras")
-        if self.class_names is not None and not os.path.isfile(self.class_names):
-            raise FileNotFoundError(f"--class_names={self.class_names}: file not found")
+    model: ConvertedModel
 
 
 def main(config):
     from keras_astpe.conversion import convert_ast_checkpoint
-    from keras_astpe.inference import read_class_names
 
     model = convert_ast_checkpoint(
-        config.checkpoint, activation=None if config.activation == "none" else config.activation,
-        class_names=read_class_names(config.class_names) if config.class_names else None,
-        frequency_stride=config.frequency_stride, time_stride=config.time_stride,
-        num_frames=config.num_frames, mean=config.mean, std=config.std)
-    os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
-    model.save(config.output)
+        config.checkpoint, activation=config.model.head_activation,
+        class_names=config.model.names(), frequency_stride=config.frequency_stride,
+        time_stride=config.time_stride, num_frames=config.num_frames, mean=config.mean,
+        std=config.std)
+    path = config.model.write(model)
     backbone, front_end = model.backbone, model.audio_converter.config
-    print(f"Wrote {config.output}: AST, {backbone.num_layers} blocks of {backbone.hidden_dim}, "
+    print(f"Wrote {path}: AST, {backbone.num_layers} blocks of {backbone.hidden_dim}, "
           f"{backbone.grid_shape[0]} time x {backbone.grid_shape[1]} frequency patches, "
           f"{model.num_classes} classes; front end {front_end.num_mel_bins} kaldi fbank bins x "
           f"{front_end.target_frames} frames, mean {front_end.mean:g}, std {front_end.std:g}")

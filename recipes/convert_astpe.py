@@ -13,9 +13,9 @@ original's scores; see `keras_astpe.conversion.dienen`.
 """
 
 import dataclasses
-import os
 
 from keras_astpe import cli
+from keras_astpe.conversion import ConvertedModel
 from keras_astpe.models.position_encodings import PE_KINDS
 
 
@@ -26,42 +26,27 @@ class ConvertConfig:
         required=True)
     pe: str = cli.setting(choices=PE_KINDS, help="Positional encoding of the model.",
                           required=True)
-    output: str = cli.setting(help="The .keras file to write.", required=True)
-    class_names: str | None = cli.setting(
-        None, help="CSV of class names (header row, name in the last column). Default: "
-        "AudioSet's for 527 outputs.")
     num_heads: int | None = cli.setting(
         None, help="Attention heads, when the checkpoint does not tell (default: width / "
         "64, the paper's 12).")
-    activation: str = cli.setting("sigmoid", choices=("sigmoid", "softmax", "none"),
-                                  help="Output activation (the original: sigmoid).")
-
-    def __post_init__(self):
-        if not self.output.endswith(".keras"):
-            raise ValueError(f"--output={self.output}: the file name must end in .keras")
-        if self.class_names is not None and not os.path.isfile(self.class_names):
-            raise FileNotFoundError(f"--class_names={self.class_names}: file not found")
+    model: ConvertedModel
 
 
 def main(config):
     from keras_astpe.conversion import convert_dienen, default_class_names
-    from keras_astpe.inference import read_class_names
 
     model = convert_dienen(config.checkpoint, config.pe, num_heads=config.num_heads,
-                           activation=None if config.activation == "none" else config.activation)
-    names = (read_class_names(config.class_names) if config.class_names
-             else default_class_names(model.num_classes))
+                           activation=config.model.head_activation)
+    names = config.model.names() or default_class_names(model.num_classes)
     if names is not None:
         if len(names) != model.num_classes:
-            raise ValueError(f"--class_names={config.class_names}: {len(names)} names for "
-                             f"{model.num_classes} outputs")
+            raise ValueError(f"--class_names={config.model.class_names}: {len(names)} names "
+                             f"for {model.num_classes} outputs")
         model.class_names = tuple(names)
-    os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
-    model.save(config.output)
+    path = config.model.write(model)
     backbone = model.backbone
-    print(f"Wrote {config.output}: {config.pe}, {len(config.checkpoint)} checkpoint(s) "
-          f"averaged, {backbone.num_layers} blocks of {backbone.hidden_dim}, "
-          f"{model.num_classes} classes")
+    print(f"Wrote {path}: {config.pe}, {len(config.checkpoint)} checkpoint(s) averaged, "
+          f"{backbone.num_layers} blocks of {backbone.hidden_dim}, {model.num_classes} classes")
 
 
 if __name__ == "__main__":

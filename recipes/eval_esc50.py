@@ -15,17 +15,14 @@ clips; writes results.json and the confusion matrix (summed over folds) to `--ou
 `--help` lists every flag (the fields of `keras_astpe.training.ESC50Config`).
 """
 
-import dataclasses
 
 from keras_astpe import cli
 from keras_astpe.training import esc50
-from tfrecords_tools.demo import prepare_demo_data
+from tfrecords_tools.demo import with_demo_data
 
 
 def main(config):
-    if config.data_dir is None:
-        config = dataclasses.replace(
-            config, data_dir=prepare_demo_data("esc50", size=config.demo_size))
+    config = with_demo_data(config, "esc50")
     print("\n" + esc50.summary(esc50.evaluate_esc50(config)))
 
 

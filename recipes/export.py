@@ -16,7 +16,7 @@ import dataclasses
 import os
 
 from keras_astpe import cli
-from keras_astpe.inference import AGGREGATIONS
+from keras_astpe.inference import WindowSettings
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,12 +30,7 @@ class ExportConfig:
         "the model for a model.keras, else the file name without .keras).")
     version: int | None = cli.setting(
         None, help="Version folder (default: one more than the highest already there, or 1).")
-    window_seconds: float | None = cli.setting(
-        None, help="Score clips longer than this as sliding windows (default: whole clips).")
-    hop_seconds: float | None = cli.setting(
-        None, help="Step between windows (default: --window_seconds).")
-    aggregation: str = cli.setting("mean", choices=AGGREGATIONS,
-                                   help="How window scores are combined, in the graph.")
+    windows: WindowSettings = dataclasses.field(default_factory=WindowSettings)
     overwrite: bool = cli.setting(False, help="Replace an existing version folder.")
 
     def __post_init__(self):
@@ -68,10 +63,8 @@ def main(config):
 
     base = os.path.join(config.output_dir, config.name or model_name(config.model))
     version = config.version or next_version(base)
-    print(export_saved_model(
-        config.model, os.path.join(base, str(version)), window_seconds=config.window_seconds,
-        hop_seconds=config.hop_seconds, aggregation=config.aggregation,
-        overwrite=config.overwrite))
+    print(export_saved_model(config.model, os.path.join(base, str(version)),
+                             **config.windows.arguments(), overwrite=config.overwrite))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import sys
 
 from keras_astpe import cli
-from keras_astpe.inference import AGGREGATIONS
+from keras_astpe.inference import WindowSettings
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -27,12 +27,7 @@ class PredictConfig:
     audio: str = cli.setting(help="Audio file, or folder searched recursively for audio "
                              "files.", required=True)
     top_k: int = cli.setting(5, help="Classes printed per file.")
-    window_seconds: float | None = cli.setting(
-        None, help="Score clips longer than this as sliding windows (default: whole clips).")
-    hop_seconds: float | None = cli.setting(
-        None, help="Step between windows (default: --window_seconds).")
-    aggregation: str = cli.setting("mean", choices=AGGREGATIONS,
-                                   help="How window scores are combined.")
+    windows: WindowSettings = dataclasses.field(default_factory=WindowSettings)
 
     def __post_init__(self):
         if not os.path.isfile(self.model):
@@ -71,8 +66,8 @@ def main(config):
 
     model = keras.saving.load_model(config.model, compile=False)
     rate = audio_converter_of(model).sample_rate
-    Windows.create(config.window_seconds, config.hop_seconds, config.aggregation,
-                   sample_rate=rate, minimum=minimum_samples(model))  # checked once
+    Windows.create(**config.windows.arguments(), sample_rate=rate,
+                   minimum=minimum_samples(model))  # checked once
     files = audio_files(config.audio)
     if not files:
         raise FileNotFoundError(f"--audio={config.audio}: no audio files in this folder")
@@ -82,8 +77,7 @@ def main(config):
         try:
             decoded = load_audio(path, rate)
             result = tag(model, decoded.waveform, sample_rate=rate, top_k=config.top_k,
-                         window_seconds=config.window_seconds,
-                         hop_seconds=config.hop_seconds, aggregation=config.aggregation)
+                         **config.windows.arguments())
         except (AudioDecodeError, ClipTooShortError) as error:
             if single:  # the one file asked for: an error (one line, exit code 1)
                 raise ValueError(str(error)) from None

@@ -426,6 +426,15 @@ def prepare_demo_data(dataset, root=DEMO_DIR, *, size="small", progress=True):
     return output_dir
 
 
+def with_demo_data(config, dataset):
+    """`config` itself when its `data_dir` is set, else a copy whose `data_dir` is the demo
+    `dataset` prepared at `config.demo_size` (what the recipes do without --data_dir)."""
+    if config.data_dir is not None:
+        return config
+    return dataclasses.replace(
+        config, data_dir=prepare_demo_data(dataset, size=config.demo_size))
+
+
 @contextlib.contextmanager
 def _file_lock(path):
     with open(path, "a") as f:

@@ -8,8 +8,10 @@
   averaged) -> an `ASTClassifier` with the paper's front end.
 """
 
+import dataclasses
 import os
 
+from keras_astpe.cli import setting
 from keras_astpe.conversion.ast_pth import convert_ast_pth
 from keras_astpe.conversion.dienen import convert_dienen
 from keras_astpe.conversion.transformers_ast import convert_transformers_ast
@@ -18,6 +20,43 @@ from keras_astpe.conversion.vit_init import ViTInitReport, init_from_vit
 AUDIOSET_CLASSES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data",
                                 "audioset_class_labels_indices.csv")
 NUM_AUDIOSET_CLASSES = 527
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvertedModel:
+    """The converter recipes' flags for the model they write: file, class names, head."""
+
+    output: str = setting(help="The .keras file to write.", required=True)
+    class_names: str | None = setting(
+        None, help="CSV of class names (header row, name in the last column, one row per "
+        "output). Default: the checkpoint's (transformers' id2label), else AudioSet's for a "
+        "head of 527 outputs.")
+    activation: str = setting("sigmoid", choices=("sigmoid", "softmax", "none"),
+                              help="Output activation (the original models: sigmoid).")
+
+    def __post_init__(self):
+        if not self.output.endswith(".keras"):
+            raise ValueError(f"--output={self.output}: the file name must end in .keras")
+        if self.class_names is not None and not os.path.isfile(self.class_names):
+            raise FileNotFoundError(f"--class_names={self.class_names}: file not found")
+
+    @property
+    def head_activation(self):
+        return None if self.activation == "none" else self.activation
+
+    def names(self):
+        """The class names of `--class_names`, or None."""
+        from keras_astpe.inference import read_class_names
+
+        return read_class_names(self.class_names) if self.class_names else None
+
+    def write(self, model):
+        """Saves `model` to `--output`, atomically (folders created)."""
+        from keras_astpe.io_utils import atomic_path
+
+        with atomic_path(self.output) as tmp:
+            model.save(tmp)
+        return self.output
 
 
 def default_class_names(num_classes):
@@ -63,5 +102,5 @@ def _renamed(model, class_names, source):
     return model
 
 
-__all__ = ["ViTInitReport", "convert_ast_checkpoint", "convert_ast_pth", "convert_dienen",
-           "convert_transformers_ast", "default_class_names", "init_from_vit"]
+__all__ = ["ConvertedModel", "ViTInitReport", "convert_ast_checkpoint", "convert_ast_pth",
+           "convert_dienen", "convert_transformers_ast", "default_class_names", "init_from_vit"]

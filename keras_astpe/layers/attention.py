@@ -4,6 +4,13 @@ import keras
 from keras import ops
 
 
+def deserialize_position_bias(position_bias):
+    """A position-bias layer, from itself or from its config (as `get_config` stores it)."""
+    if isinstance(position_bias, dict):
+        return keras.saving.deserialize_keras_object(position_bias)
+    return position_bias
+
+
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """softmax((Q K^T + R) / sqrt(d)) V, with R from an optional position-bias layer.
@@ -36,9 +43,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
         self.use_bias = bool(use_bias)
-        if isinstance(position_bias, dict):
-            position_bias = keras.saving.deserialize_keras_object(position_bias)
-        self.position_bias = position_bias
+        self.position_bias = deserialize_position_bias(position_bias)
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]

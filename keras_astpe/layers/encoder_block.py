@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_astpe.layers.attention import MultiHeadSelfAttention
+from keras_astpe.layers.attention import MultiHeadSelfAttention, deserialize_position_bias
 
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
@@ -39,9 +39,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.use_attention_bias = bool(use_attention_bias)
         self.use_feedforward_bias = bool(use_feedforward_bias)
-        if isinstance(position_bias, dict):
-            position_bias = keras.saving.deserialize_keras_object(position_bias)
-        self.position_bias = position_bias
+        self.position_bias = deserialize_position_bias(position_bias)
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
