@@ -16,18 +16,15 @@ hosts of TF_CONFIG) or `data_parallel` (JAX), with the same global `--batch_size
 worker of a multi-host run runs this same command (see keras_astpe/training/distribution.py).
 """
 
-import dataclasses
 
 from keras_astpe import cli
 from keras_astpe.training import audioset, distribution
-from tfrecords_tools.demo import prepare_demo_data
+from tfrecords_tools.demo import with_demo_data
 
 
 def main(config):
     distribution.start(config.distribute)  # before anything runs on TensorFlow or JAX
-    if config.data_dir is None:
-        config = dataclasses.replace(
-            config, data_dir=prepare_demo_data("audioset", size=config.demo_size))
+    config = with_demo_data(config, "audioset")
     print("\n" + audioset.summary(audioset.train_audioset(config)))
 
 
