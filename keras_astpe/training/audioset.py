@@ -119,7 +119,8 @@ class AudioSetConfig:
     jit_compile: str = setting(
         "auto", choices=tuple(JIT_COMPILE), help="XLA compilation of the training step: "
         "'auto' is Keras' choice (tensorflow: on a GPU without tf.distribute; jax: always; "
-        "torch: never), 'true' forces it (torch.compile on torch), 'false' turns it off.")
+        "torch: never), 'true' forces it (torch.compile on torch; not with tf.distribute), "
+        "'false' turns it off.")
     seed: int = setting(0, help="Seed of initialisation, data order, augmentation, dropout.")
     stats_max_clips: int = setting(
         20000, help="Training clips used to compute the normalization statistics (0: all), "
@@ -175,6 +176,7 @@ class AudioSetConfig:
             raise ValueError(f"--jit_compile must be one of {tuple(JIT_COMPILE)}, got "
                              f"{self.jit_compile!r}")
         distribution.check_backend(self.distribute)
+        distribution.check_jit_compile(self.distribute, JIT_COMPILE[self.jit_compile])
 
     @property
     def num_intervals(self):

@@ -83,6 +83,15 @@ def check_backend(kind, backend=None):
                      f"on {backend}, use --distribute={other}")
 
 
+def check_jit_compile(kind, jit_compile):
+    """Raises a one-line `ValueError` for XLA forced on under tf.distribute: Keras keeps it
+    off there ("auto"), and forced on, the first step never ended here (Keras 3.15, TF 2.21,
+    MirroredStrategy)."""
+    if jit_compile is True and _BACKEND.get(kind) == "tensorflow":
+        raise ValueError(f"--jit_compile=true is not supported with --distribute={kind} "
+                         "(tf.distribute): use --jit_compile=auto or false")
+
+
 def start(kind):
     """The `Distribution` of `--distribute=kind`, started once per process.
 

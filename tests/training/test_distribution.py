@@ -41,6 +41,16 @@ def test_backend_mismatch_is_a_one_line_error():
         distribution.check_backend("horovod", "tensorflow")
 
 
+def test_xla_forced_on_under_tf_distribute_is_an_error():
+    for jit_compile in ("auto", True, False):
+        distribution.check_jit_compile("none", jit_compile)
+        distribution.check_jit_compile("data_parallel", jit_compile)
+    distribution.check_jit_compile("mirrored", "auto")
+    with pytest.raises(ValueError, match=r"^--jit_compile=true is not supported with "
+                                         r"--distribute=multi_worker \(tf.distribute\)"):
+        distribution.check_jit_compile("multi_worker", True)
+
+
 def test_one_device():
     one = distribution.Distribution()
     assert (one.num_replicas, one.num_workers, one.is_chief, one.batches_per_step) == (
