@@ -23,12 +23,14 @@ the single-device masks); mixup mixes clips within a worker's block; and every w
 and parses every record (about 15% of the CPU time of a clip, the front end the rest).
 
 **One writer.** Worker 0, the chief, writes the run folder (checkpoints, SWA snapshots,
-logs, the model); the others write nothing and read the statistics and checkpoints there
-when they start, so the folder must be on a file system every worker reads. Under
-tf.distribute, Keras 3's `save_weights` reads the model and optimizer variables, which are
-mirrored: a local read on each worker, no collective, so the chief may save alone (metric
-variables, whose reads would be collective, are not saved). Every worker resumes from the
-same checkpoint: the step and the run's settings are compared across workers at start.
+logs, the model); the others read the statistics and checkpoints there when they start, so
+the folder must be on a file system every worker reads. The others run the same callbacks
+but write into a scratch folder they delete: Keras 3.15's `save_weights` creates a variable
+(a reference optimizer), and creating a variable under `MultiWorkerMirroredStrategy` is a
+collective every worker must join. The chief alone keeps the SWA snapshots (reading the
+mirrored weights is local) and validates, on one device (`LocalValidation`). Every worker
+resumes from the same checkpoint: the step and the run's settings are compared across
+workers at start, and the workers end together.
 
 **Several hosts.** TensorFlow: set `TF_CONFIG` on each host, e.g. on the second of two
 `{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index":
