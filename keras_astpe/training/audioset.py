@@ -326,8 +326,9 @@ def train_audioset(config, verbose="auto", log=print):
                 resumption.derive_seed(config.seed, 3), count_skips=False), input_batch)
             if rate is not None:
                 share = " (this worker's share)" if dist.num_workers > 1 else ""
-                say(f"Input pipeline alone{share}: {rate:.1f} clips/s on "
-                    f"{len(os.sched_getaffinity(0))} CPU cores")
+                cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else os.cpu_count())
+                say(f"Input pipeline alone{share}: {rate:.1f} clips/s on {cores} CPU cores")
     else:
         say(f"{run_dir}: training already complete at step {step}")
 
