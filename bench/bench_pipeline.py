@@ -118,8 +118,7 @@ def clip_features(pcm16, draws):
     from keras_astpe.data import pipeline
 
     return pipeline._clip_features(pcm16, draws, clip_samples=CLIP_SAMPLES,
-                                   frontend=pipeline.DEFAULT_FRONTEND,
-                                   stats=pipeline.DEFAULT_STATS)
+                                   converter=pipeline.PaperFrontEnd())
 
 
 def part_methods(args, pattern, clips_per_call, math, clips):

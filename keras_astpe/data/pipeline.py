@@ -468,19 +468,38 @@ def _crop_or_pad(waveform, clip_samples, seed):
     return tf.ensure_shape(waveform, [clip_samples])
 
 
-def _clip_features(pcm16, draws, *, clip_samples, frontend, stats):
+class PaperFrontEnd:
+    """The paper's front end (`FrontEndConfig` + `NormalizationStats`) with the interface of
+    a model's audio converter, which is what the pipeline runs: `features(waveform, masks)`,
+    `num_frames`, `num_samples`, `num_mel_bins`, `spec_augment_bins`, `sample_rate`."""
+
+    def __init__(self, frontend=DEFAULT_FRONTEND, stats=DEFAULT_STATS):
+        if stats.frontend is not None and stats.frontend != frontend:
+            raise ValueError(f"normalization stats were computed with {stats.frontend}, but "
+                             f"the pipeline uses {frontend}")
+        self.frontend, self.stats = frontend, stats
+        self.sample_rate = frontend.sample_rate
+        self.num_mel_bins = frontend.num_mel_bins
+        self.spec_augment_bins = frontend.num_spectrogram_bins
+        self.num_frames, self.num_samples = frontend.num_frames, frontend.num_samples
+
+    def features(self, waveform, masks=None):
+        return waveform_to_features(waveform, self.frontend, self.stats, masks=masks)
+
+
+def _clip_features(pcm16, draws, *, clip_samples, converter):
     """One clip's int16 samples -> `[frames, mel_bins]` features.
 
     Crops the int16 samples first (only the kept ones are converted to float): at random
     with `draws` (from `_augmentation_draws`), which also bring the SpecAugment masks if
-    any, at the start without. Then runs the front end.
+    any, at the start without. Then runs the front end (`converter.features`).
     """
     seed = None if draws is None else tf.stack([draws["root"], 1])
     masks = None if draws is None or "keep_time" not in draws else (
         draws["keep_time"], draws["keep_freq"])
-    features = waveform_to_features(_crop_or_pad(pcm16, clip_samples, seed), frontend, stats,
-                                    masks=masks)
-    return tf.ensure_shape(features, [frontend.num_frames(clip_samples), frontend.num_mel_bins])
+    features = converter.features(_crop_or_pad(pcm16, clip_samples, seed), masks=masks)
+    return tf.ensure_shape(features, [converter.num_frames(clip_samples),
+                                      converter.num_mel_bins])
 
 
 def _mixup(batch_seed, alpha, features, targets):
@@ -512,7 +531,8 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
                  spec_augment=DEFAULT_SPEC_AUGMENT, multi_label=True, folds=None,
                  mixup_alpha=0.0, balanced_sampling=False, seed=None, deterministic=False,
                  skip_bad_records=False, repeat=None, shuffle_buffer=1000,
-                 drop_remainder=None, return_clip_ids=False, shard_count=1, shard_index=0):
+                 drop_remainder=None, return_clip_ids=False, shard_count=1, shard_index=0,
+                 converter=None):
     """Batches `(features [B, frames, mel_bins] float32, targets [B, num_classes] float32)`.
 
     `training=True` shuffles shards and records, crops clips at random, and applies
@@ -524,6 +544,10 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
     `drop_remainder` to `training`. With `seed` and `deterministic=True` the batches are the
     same on every run (evaluation order is always deterministic). `return_clip_ids` adds a
     third element, the clip ids.
+
+    The features are those of the paper's front end, `frontend` scaled by `stats`, or of
+    `converter`, a model's audio converter (e.g. AST's `KaldiFbankAudioConverter`), which
+    then replaces both.
 
     `shard_count` > 1 makes the dataset of one worker of a data-parallel run,
     `shard_index`: the stream of clips (shuffled, with their random crops and SpecAugment
@@ -542,15 +566,13 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
     if num_classes < 1 or batch_size < 1:
         raise ValueError(f"num_classes and batch_size must be >= 1, got {num_classes}, "
                          f"{batch_size}")
-    if clip_samples < frontend.frame_length:
+    converter = converter or PaperFrontEnd(frontend, stats)
+    if clip_samples < converter.num_samples(1):
         raise ValueError(f"clip_samples ({clip_samples}) is shorter than one frame "
-                         f"({frontend.frame_length} samples)")
-    if frontend.sample_rate != schema.SAMPLE_RATE:
-        raise ValueError(f"the TFRecords hold {schema.SAMPLE_RATE} Hz audio, but "
-                         f"frontend.sample_rate is {frontend.sample_rate}")
-    if stats.frontend is not None and stats.frontend != frontend:
-        raise ValueError(f"normalization stats were computed with {stats.frontend}, but the "
-                         f"pipeline uses {frontend}")
+                         f"({converter.num_samples(1)} samples)")
+    if converter.sample_rate != schema.SAMPLE_RATE:
+        raise ValueError(f"the TFRecords hold {schema.SAMPLE_RATE} Hz audio, but the front "
+                         f"end's sample rate is {converter.sample_rate}")
     if mixup_alpha < 0:
         raise ValueError(f"mixup_alpha must be >= 0, got {mixup_alpha}")
     if not training and (mixup_alpha > 0 or balanced_sampling):
@@ -571,7 +593,7 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
     report = BadRecordReport() if skip_bad_records else None
 
     def records(shuffle_seed, report):
-        stream = read_records(files, sample_rate=frontend.sample_rate,
+        stream = read_records(files, sample_rate=converter.sample_rate,
                               num_classes=num_classes, single_label=not multi_label,
                               report=report, shuffle_seed=shuffle_seed)
         return stream if folds is None else _keep_folds(stream, folds)
@@ -588,7 +610,7 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
         dataset = dataset.repeat()
     if training:  # draws for the clips in the order they are processed
         dataset = tf.data.Dataset.zip(dataset, _augmentation_draws(
-            seed, frontend.num_frames(clip_samples), frontend.num_spectrogram_bins,
+            seed, converter.num_frames(clip_samples), converter.spec_augment_bins,
             spec_augment))
     if shard_count > 1:  # a worker's blocks of clips, drawn as in the whole stream
         dataset = (dataset.enumerate()
@@ -597,7 +619,7 @@ def make_dataset(file_pattern, *, num_classes, batch_size, training,
 
     def process(element, draws=None):
         features = _clip_features(element["pcm16"], draws, clip_samples=clip_samples,
-                                  frontend=frontend, stats=stats)
+                                  converter=converter)
         if multi_label:
             targets = _multi_hot(element["labels"], num_classes)
         else:  # the reader checked that there is exactly one label

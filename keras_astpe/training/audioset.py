@@ -25,10 +25,14 @@ import numpy as np
 
 import keras_astpe
 from keras_astpe.cli import setting
+from keras_astpe.conversion import init_from_vit
 from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.io_utils import write_json
-from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.kaldi_fbank import KaldiFbankConfig
+from keras_astpe.models import get_front_end
+from keras_astpe.models.audio_converter import KaldiFbankAudioConverter, LogMelAudioConverter
+from keras_astpe.serving import export_saved_model
 from keras_astpe.training import distribution, outputs, resumption, throughput, trainer
 from keras_astpe.training.metrics import tagging_metrics
 from keras_astpe.training.plots import plot_learning_curves, plot_per_class_ap
@@ -48,9 +52,11 @@ PAPER_DEFAULTS = {
 PAPER_DEFAULTS_BY_PE = {"learned_relative": {"batch_size": 32, "train_steps": 470_000}}
 # The demo (no --data_dir): generation + conversion + training + evaluation of the
 # synthetic demo data in a few minutes on 2 CPU cores.
+# SWA does not help a run this short, still improving at a learning rate already decayed
+# 10x (README, "SWA on the demo"): the demo averages its last 3 checkpoints, 50 steps apart.
 DEMO_DEFAULTS = {
     "preset": "ast-pe-tiny", "batch_size": 32, "train_steps": 800, "warmup_steps": 100,
-    "max_lr": 2e-3, "checkpoint_every": 100, "swa_last": 5,
+    "max_lr": 2e-3, "checkpoint_every": 50, "swa_last": 3,
 }
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 # Settings that may change between the starts of a run without changing it (recorded in
@@ -121,6 +127,13 @@ class AudioSetConfig:
         "'auto' is Keras' choice (tensorflow: on a GPU without tf.distribute; jax: always; "
         "torch: never), 'true' forces it (torch.compile on torch; not with tf.distribute), "
         "'false' turns it off.")
+    init: str | None = setting(
+        None, help="ImageNet ViT/DeiT weights to start from, as AST does: a timm state dict "
+        "(.pth, .bin, .safetensors, .npz) or a keras-hub ViT preset folder; for the 'ast' "
+        "preset (absolute position embeddings, no embedding LayerNorm).")
+    export: bool = setting(
+        True, help="At the end, also write the TF Serving SavedModel of the final model to "
+        "<output_dir>/saved_model/1 (serve with --model_base_path=<output_dir>/saved_model).")
     seed: int = setting(0, help="Seed of initialisation, data order, augmentation, dropout.")
     stats_max_clips: int = setting(
         20000, help="Training clips used to compute the normalization statistics (0: all), "
@@ -231,9 +244,12 @@ def train_audioset(config, verbose="auto", log=print):
     # === Front end, statistics (the chief's: it writes the run folder) and model ===
     preset = keras_astpe.get_preset(config.preset)
     frontend = FrontEndConfig(num_mel_bins=preset["num_mel_bins"])
+    kaldi = get_front_end(config.preset) == "kaldi_fbank"  # AST's: fixed statistics
     skips = trainer.SkipCounter()
 
     def resolve_stats():
+        if kaldi:
+            return None
         stats, skipped = trainer.resolve_stats(
             run_dir, train_files, frontend, source=config.data_dir,
             max_clips=config.stats_max_clips or None,
@@ -250,8 +266,13 @@ def train_audioset(config, verbose="auto", log=print):
     if not chief:
         stats = resolve_stats()  # the chief's, from the run folder
     dist.check_same("the run's settings", distribution.settings_digest(identity))
-    converter = LogMelAudioConverter(frontend, stats)
-    clip_samples = converter.num_samples(preset["num_frames"])
+    if kaldi:  # AST pads (or cuts) the fbank of the clip to the model's frames
+        converter = KaldiFbankAudioConverter(KaldiFbankConfig(
+            num_mel_bins=preset["num_mel_bins"], target_frames=preset["num_frames"]))
+        clip_samples = int(round(info.clip_seconds * converter.sample_rate))
+    else:
+        converter = LogMelAudioConverter(frontend, stats)
+        clip_samples = converter.num_samples(preset["num_frames"])
 
     def build():
         keras.utils.set_random_seed(config.seed)
@@ -261,6 +282,8 @@ def train_audioset(config, verbose="auto", log=print):
                 config.pe, preset=config.preset, num_classes=num_classes,
                 activation="sigmoid" if info.multi_label else "softmax",
                 audio_converter=converter, class_names=info.class_names, **overrides)
+            if config.init:  # a resumed run then loads its checkpoint over it
+                say(init_from_vit(model, config.init).describe())
             return trainer.compile_classifier(
                 model, learning_rate_schedule(config), multi_label=info.multi_label,
                 num_classes=num_classes, jit_compile=JIT_COMPILE[config.jit_compile],
@@ -370,6 +393,11 @@ def train_audioset(config, verbose="auto", log=print):
 
     # === Evaluation and outputs ===
     model_path = outputs.save_model(model, os.path.join(run_dir, "model.keras"))
+    export_path = None
+    if config.export:
+        say("Exporting the TF Serving SavedModel")
+        export_path = export_saved_model(model_path, os.path.join(run_dir, "saved_model", "1"),
+                                         overwrite=True)
     y_true, swa_scores = outputs.predict(model, eval_dataset, num_eval_clips,
                                          description="Evaluating the SWA model on eval")
     swa_weights = model.get_weights()
@@ -400,9 +428,9 @@ def train_audioset(config, verbose="auto", log=print):
         "wall_time_seconds_this_process": round(time.monotonic() - start_time, 1),
         "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
                    "clip_samples": clip_samples},
-        "normalization_stats": {"low": stats.low, "high": stats.high,
-                                "num_clips": stats.num_clips},
+        "normalization": trainer.normalization_record(converter),
         "model": model_path,
+        "saved_model": export_path,
     }
     write_json(os.path.join(run_dir, "metrics.json"), results)
     # sklearn's AP can exceed 1 by a rounding error.
@@ -484,7 +512,8 @@ def summary(results):
         lines.append("Skipped bad records: " + ", ".join(
             f"{count} in {purpose}" for purpose, count in skipped.items()))
     lines += [
-        f"Model: {os.path.join(out, 'model.keras')}",
+        f"Model: {os.path.join(out, 'model.keras')}"
+        + (f"; TF Serving export: {results['saved_model']}" if results["saved_model"] else ""),
         f"Metrics: {os.path.join(out, 'metrics.json')}, per-class AP: "
         f"{os.path.join(out, 'per_class_ap.csv')}",
         f"Plots: {os.path.join(out, 'learning_curves.png')}, "

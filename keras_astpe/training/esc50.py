@@ -23,8 +23,9 @@ from keras_astpe.cli import setting
 from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.io_utils import write_json
-from keras_astpe.models import ASTBackbone, ASTClassifier, get_preset
-from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.kaldi_fbank import KaldiFbankConfig
+from keras_astpe.models import ASTBackbone, ASTClassifier, get_front_end, get_head, get_preset
+from keras_astpe.models.audio_converter import KaldiFbankAudioConverter, LogMelAudioConverter
 from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
 from keras_astpe.training import outputs, resumption, trainer
 from keras_astpe.training.metrics import classification_metrics
@@ -176,13 +177,18 @@ def _load_pretrained(path):
 
 
 def _new_classifier(config, num_classes, converter=None, class_names=None):
-    """A fresh model for one fold: the pretrained backbone (or a new one) + a softmax head."""
+    """A fresh model for one fold: the pretrained backbone (or a new one) + a new softmax
+    head of the same kind (AST's: LayerNorm + dense)."""
     if config.init is not None:
-        backbone = _load_pretrained(config.init).backbone
+        pretrained = _load_pretrained(config.init)
+        backbone = pretrained.backbone
+        head = {"head_norm": pretrained.head_norm is not None,
+                "head_norm_epsilon": pretrained.head_norm_epsilon}
     else:
         backbone = ASTBackbone(position_encoding=config.pe, **get_preset(config.preset))
+        head = get_head(config.preset)
     return ASTClassifier(backbone, num_classes, activation="softmax",
-                         audio_converter=converter, class_names=class_names)
+                         audio_converter=converter, class_names=class_names, **head)
 
 
 def _compile(model, learning_rate):
@@ -261,29 +267,40 @@ def evaluate_esc50(config, verbose="auto", log=print):
                              allow_unbalanced=config.allow_unbalanced_folds, log=log)
 
     # === Front end and statistics (those of the pretrained model with --init) ===
+    skips = trainer.SkipCounter()
+    kaldi = None  # AST's front end: the model's fixed statistics, no statistics pass
     if config.init:
         pretrained = _load_pretrained(config.init)
         num_mel_bins, position_encoding = (pretrained.backbone.num_mel_bins,
                                            pretrained.backbone.position_encoding)
         num_backbone_parameters = pretrained.backbone.count_params()
-        source = _pretrained_stats(config.init, pretrained, log)
+        if isinstance(pretrained.audio_converter, KaldiFbankAudioConverter):
+            kaldi = pretrained.audio_converter.config
+        else:
+            source = _pretrained_stats(config.init, pretrained, log)
         del pretrained
     else:
         preset = get_preset(config.preset)
         num_mel_bins, position_encoding = preset["num_mel_bins"], config.pe
         num_backbone_parameters = None
+        if get_front_end(config.preset) == "kaldi_fbank":
+            kaldi = KaldiFbankConfig(num_mel_bins=num_mel_bins)
         source = config.data_dir
-    frontend = FrontEndConfig(num_mel_bins=num_mel_bins)
-    clip_samples = int(round(info.clip_seconds * frontend.sample_rate))
-    stats_path = os.path.join(run_dir, STATS_FILENAME)
-    if os.path.exists(stats_path):
-        os.remove(stats_path)  # a new evaluation: statistics from its own source
-    skips = trainer.SkipCounter()
-    stats, skipped = trainer.resolve_stats(run_dir, files, frontend, source=source,
-                                           skip_bad_records=config.data.skip_bad_records,
-                                           log=log)
-    skips.add("the statistics pass", skipped)
-    converter = LogMelAudioConverter(frontend, stats)
+    if kaldi is not None:
+        # The clips keep their frames (no padding to a pretraining length: the model adapts
+        # its positions to any length).
+        converter = KaldiFbankAudioConverter(dataclasses.replace(kaldi, target_frames=None))
+    else:
+        frontend = FrontEndConfig(num_mel_bins=num_mel_bins)
+        stats_path = os.path.join(run_dir, STATS_FILENAME)
+        if os.path.exists(stats_path):
+            os.remove(stats_path)  # a new evaluation: statistics from its own source
+        stats, skipped = trainer.resolve_stats(run_dir, files, frontend, source=source,
+                                               skip_bad_records=config.data.skip_bad_records,
+                                               log=log)
+        skips.add("the statistics pass", skipped)
+        converter = LogMelAudioConverter(frontend, stats)
+    clip_samples = int(round(info.clip_seconds * converter.sample_rate))
     log(f"ESC-50 {'fine-tuning ' + config.init if config.init else 'from scratch: ' + config.pe}"
         f"; {num_classes} classes, folds {folds}; {position_encoding}"
         + (f", {num_backbone_parameters:,} backbone parameters"
@@ -347,8 +364,7 @@ def evaluate_esc50(config, verbose="auto", log=print):
         "wall_time_seconds": round(time.monotonic() - start_time, 1),
         "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
                    "clip_samples": clip_samples},
-        "normalization_stats": {"low": stats.low, "high": stats.high,
-                                "num_clips": stats.num_clips},
+        "normalization": trainer.normalization_record(converter),
     }
     write_json(os.path.join(run_dir, "results.json"), results)
     plot_confusion_matrix(confusion, info.class_names,

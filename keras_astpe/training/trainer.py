@@ -168,6 +168,15 @@ def compile_classifier(model, learning_rate, *, multi_label, num_classes, metric
     return model
 
 
+def normalization_record(converter):
+    """How a front end scales its features, for the results files: the statistics of the
+    paper's front end, or the mean and standard deviation of AST's."""
+    stats = getattr(converter, "stats", None)
+    if stats is not None:
+        return {"low": stats.low, "high": stats.high, "num_clips": stats.num_clips}
+    return {"mean": converter.config.mean, "std": converter.config.std}
+
+
 def dataset_maker(*, num_classes, multi_label, batch_size, clip_samples, converter,
                   options, skips):
     """`make(files, training, num_clips=None, batch_size=None, count_skips=True, **kwargs)`:
@@ -186,7 +195,7 @@ def dataset_maker(*, num_classes, multi_label, batch_size, clip_samples, convert
                  "balanced_sampling": options.balanced_sampling} if training else {}
         dataset = make_dataset(
             files, num_classes=num_classes, batch_size=batch_size, training=training,
-            clip_samples=clip_samples, frontend=converter.frontend, stats=converter.stats,
+            clip_samples=clip_samples, converter=converter,
             multi_label=multi_label, skip_bad_records=options.skip_bad_records,
             **extra, **kwargs)
         if count_skips:

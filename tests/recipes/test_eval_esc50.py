@@ -67,7 +67,7 @@ def test_cross_validation_from_audioset_model(workdir):
                                      "num_train_clips": 40}
     assert results["config"]["clip_samples"] == 80000
     # The statistics the pretrained model carries are used, not recomputed.
-    assert results["normalization_stats"]["low"] == pytest.approx(-4.5)
+    assert results["normalization"]["low"] == pytest.approx(-4.5)
     assert results["clips_per_fold"] == {str(fold): 10 for fold in range(1, 6)}
     assert results["unbalanced_folds"] == []
     pooled = (results["folds"]["1"]["accuracy"] + results["folds"]["3"]["accuracy"]) / 2

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras_astpe  # noqa: F401  (registers the model classes for load_model)
-from keras_astpe.training import AudioSetConfig
+from keras_astpe.training import AudioSetConfig, resumption
 from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 
 pytestmark = pytest.mark.backend_agnostic
@@ -103,6 +103,12 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(workdir):
                  "normalization_stats.json", "run_config.json"):
         assert (run_dir / name).is_file(), name
     assert os.listdir(run_dir / "tensorboard")
+    # Readable by others as the umask allows (a serving account), not mkstemp's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.keras", "metrics.json", "per_class_ap.csv", "run_config.json",
+                 "checkpoints/ckpt-000000000012.weights.h5"):
+        assert os.stat(run_dir / name).st_mode & 0o777 == 0o666 & ~umask, name
     with open(run_dir / "per_class_ap.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 10 and rows[0]["class_name"] == "Sine wave"
@@ -185,6 +191,38 @@ def test_missing_records_and_bad_flags_give_clear_errors(tmp_path):
         AudioSetConfig.create("none", train_steps=10, checkpoint_every=3)
     with pytest.raises(ValueError, match="swa_last"):
         AudioSetConfig.create("none", train_steps=10, checkpoint_every=5, swa_last=3)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB file system (tmpfs; needs root): the tiny run fills it after 2 checkpoints."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_disk_keeps_the_last_checkpoint_and_the_rerun_resumes(workdir, small_disk):
+    reference = _start(workdir, *TINY, "--noexport", f"--output_dir={workdir / 'reference'}")
+    run_dir = small_disk / "run"
+    output = _error(workdir, *TINY, "--noexport", f"--output_dir={run_dir}")
+    assert output.strip().splitlines()[-1].startswith("error: no space left on the device")
+    checkpoints = resumption.list_checkpoints(run_dir / "checkpoints")
+    assert checkpoints  # the newest one is intact, and no partial file is left
+    resumption.verify_file(checkpoints[0][1])
+    assert not [name for name in os.listdir(run_dir / "checkpoints") if name.startswith(".")]
+    # Space freed: the same command goes on from that checkpoint to the same model.
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    output = _finish(_start(workdir, *TINY, "--noexport", f"--output_dir={run_dir}"))
+    assert f"from step {checkpoints[0][0]}" in output
+    _finish(reference)
+    for a, b in zip(_weights(workdir / "reference" / "model.keras"),
+                    _weights(run_dir / "model.keras"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_mode_defaults():
