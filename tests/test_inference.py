@@ -10,7 +10,6 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from keras_astpe import build_model
 from keras_astpe.data import audio_io, pipeline, schema
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.inference import (
@@ -22,29 +21,9 @@ from keras_astpe.inference import (
     sliding_window_starts,
     tag,
 )
-from keras_astpe.models.audio_converter import LogMelAudioConverter
-from keras_astpe.models.classifier import ASTClassifier
-from keras_astpe.normalization import NormalizationStats
+from tests.taggers import CLASSES, STATS, noise, tagger
 
 RATE = 16000
-CLASSES = ("dog", "rain", "siren")
-STATS = NormalizationStats(low=-6.5, high=1.5, num_clips=10, frontend=FrontEndConfig())
-
-
-def _tagger(activation="sigmoid", converter=True):
-    """A tiny tagger carrying its front end (non-default statistics) and class names."""
-    bare = build_model("time_alibi", preset="ast-pe-tiny", num_classes=len(CLASSES),
-                       activation=activation)
-    if not converter:
-        return bare
-    return ASTClassifier(bare.backbone, len(CLASSES), activation=activation,
-                         audio_converter=LogMelAudioConverter(FrontEndConfig(), STATS),
-                         class_names=CLASSES)
-
-
-def _noise(samples, seed=0, amplitude=0.3):
-    rng = np.random.default_rng(seed)
-    return np.clip(amplitude * rng.standard_normal(samples), -1, 1).astype(np.float32)
 
 
 def _reference(model, waveform):
@@ -57,12 +36,12 @@ def _reference(model, waveform):
 def saved(tmp_path_factory):
     """A tagger saved to and loaded from a .keras file (the user's path)."""
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    _tagger().save(path)
+    tagger().save(path)
     return keras.saving.load_model(path)
 
 
 def test_loaded_model_tags_a_file_in_three_lines(saved, tmp_path):
-    waveform = _noise(3 * 44100, seed=1)
+    waveform = noise(3 * 44100, seed=1)
     path = tmp_path / "clip.wav"
     sf.write(path, np.stack([waveform, 0.5 * waveform], axis=1), 44100, subtype="PCM_16")
     result = tag(saved, str(path))
@@ -75,7 +54,7 @@ def test_loaded_model_tags_a_file_in_three_lines(saved, tmp_path):
 
 
 def test_waveform_at_another_rate_is_resampled_as_files_are(saved):
-    waveform = _noise(2 * 22050, seed=2)
+    waveform = noise(2 * 22050, seed=2)
     stereo = np.stack([waveform, -waveform * 0.25], axis=1)
     result = dict(tag(saved, stereo, sample_rate=22050))
     mono = audio_io.resample(stereo.mean(axis=1, dtype=np.float32), 22050, RATE)
@@ -90,7 +69,7 @@ def test_waveform_at_another_rate_is_resampled_as_files_are(saved):
 
 def test_prediction_features_are_the_training_pipelines(saved, tmp_path):
     """The converter of a loaded model computes, bit for bit, what tf.data trains on."""
-    waveform = _noise(2 * RATE, seed=3)
+    waveform = noise(2 * RATE, seed=3)
     path = tmp_path / "clip.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(schema.encode_example(waveform, "clip", [0], original_sample_rate=RATE,
@@ -106,11 +85,11 @@ def test_prediction_features_are_the_training_pipelines(saved, tmp_path):
 def test_clips_of_any_length_from_one_patch(saved):
     minimum = minimum_samples(saved)
     assert minimum == FrontEndConfig().num_samples(32) == 5360
-    assert len(tag(saved, _noise(minimum), sample_rate=RATE)) == 3
-    assert len(tag(saved, _noise(30 * RATE), sample_rate=RATE)) == 3
+    assert len(tag(saved, noise(minimum), sample_rate=RATE)) == 3
+    assert len(tag(saved, noise(30 * RATE), sample_rate=RATE)) == 3
     with pytest.raises(ValueError, match=r"0\.335 s is too short: the model needs at least "
                                          r"5360 samples at 16000 Hz"):
-        tag(saved, _noise(minimum - 1), sample_rate=RATE)
+        tag(saved, noise(minimum - 1), sample_rate=RATE)
 
 
 def test_sliding_window_starts_cover_the_clip_with_whole_windows():
@@ -121,14 +100,14 @@ def test_sliding_window_starts_cover_the_clip_with_whole_windows():
 
 
 def test_windows_aggregate_the_scores_of_the_windows(saved):
-    waveform = _noise(int(2.3 * RATE), seed=4)
+    waveform = noise(int(2.3 * RATE), seed=4)
     by_hand = np.stack([_reference(saved, waveform[start:start + RATE])
                         for start in (0, 8000, 16000, 20800)])
     for aggregation, expected in (("max", by_hand.max(0)), ("mean", by_hand.mean(0))):
         result = dict(tag(saved, waveform, sample_rate=RATE, window_seconds=1.0,
                           hop_seconds=0.5, aggregation=aggregation))
         np.testing.assert_allclose([result[name] for name in CLASSES], expected, atol=1e-6)
-    short = _noise(int(0.8 * RATE), seed=5)  # no longer than the window: scored whole
+    short = noise(int(0.8 * RATE), seed=5)  # no longer than the window: scored whole
     result = dict(tag(saved, short, sample_rate=RATE, window_seconds=1.0))
     np.testing.assert_allclose([result[name] for name in CLASSES], _reference(saved, short),
                                atol=1e-6)
@@ -147,8 +126,8 @@ def test_bad_window_settings_are_clear_errors(settings, message):
 
 
 def test_softmax_head_scores_sum_to_one():
-    model = _tagger(activation="softmax")
-    scores = clip_scores(model, _noise(RATE))
+    model = tagger(activation="softmax")
+    scores = clip_scores(model, noise(RATE))
     assert scores.shape == (3,) and abs(scores.sum() - 1.0) < 1e-5
 
 
@@ -158,7 +137,7 @@ def test_bad_audio_is_a_clear_error(saved, tmp_path):
     with pytest.raises(audio_io.AudioDecodeError, match="broken.wav"):
         tag(saved, broken)
     with pytest.raises(ValueError, match="needs its sample_rate"):
-        tag(saved, _noise(RATE))
+        tag(saved, noise(RATE))
     with pytest.raises(ValueError, match="NaN or Inf"):
         tag(saved, np.full(RATE, np.nan, np.float32), sample_rate=RATE)
     with pytest.raises(ValueError, match=r"expected a waveform \[samples\]"):
@@ -169,17 +148,17 @@ def test_bad_audio_is_a_clear_error(saved, tmp_path):
 
 def test_model_saved_without_a_front_end_says_how_to_attach_one(tmp_path):
     path = tmp_path / "old.keras"
-    _tagger(converter=False).save(path)
+    tagger(converter=False).save(path)
     old = keras.saving.load_model(path)
     with pytest.raises(ValueError, match=r"carries no audio converter .*"
                                          r"keras_astpe\.attach_audio_converter\("):
-        tag(old, _noise(RATE), sample_rate=RATE)
+        tag(old, noise(RATE), sample_rate=RATE)
 
     STATS.save(tmp_path / "run")
     (tmp_path / "classes.csv").write_text(
         "index,category\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
     attached = attach_audio_converter(old, tmp_path / "run", tmp_path / "classes.csv")
-    waveform = _noise(RATE, seed=6)
+    waveform = noise(RATE, seed=6)
     expected = keras.ops.convert_to_numpy(old(
         attached.audio_converter.features(tf.constant(waveform[None])).numpy()))[0]
     result = dict(tag(attached, waveform, sample_rate=RATE))
@@ -193,7 +172,7 @@ def test_model_saved_without_a_front_end_says_how_to_attach_one(tmp_path):
 
 
 def test_attach_checks_its_inputs(tmp_path):
-    old = _tagger(converter=False)
+    old = tagger(converter=False)
     with pytest.raises(ValueError, match="2 class names for a model of 3 classes"):
         attach_audio_converter(old, STATS, ["a", "b"])
     (tmp_path / "bad.json").write_text(json.dumps({"low": 1.0, "high": 0.0}))

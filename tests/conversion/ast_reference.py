@@ -1,6 +1,6 @@
-"""Small random ASTs of transformers and of the original repository's layout, and the
+"""Small random ASTs of transformers and of the original repository's layout, the
 original AST's forward in torch (for the conversion tests; torch and transformers are
-test extras: callers skip without them).
+test extras: callers skip without them), and random timm DeiT state dicts (ImageNet init).
 
 The geometry is AST's (128 mel bins x 1024 frames, 16x16 patches, stride 10: 12 x 101),
 the width small: 2 blocks of 192 with 3 heads of 64.
@@ -181,3 +181,28 @@ def write_hf_folder(folder, seed=0, num_frames=1024):
         "max_length": num_frames, "num_mel_bins": 128,
         "id2label": {str(i): f"class {i}" for i in range(NUM_CLASSES)}}))
     return folder
+
+
+def deit_state(width, blocks, intermediate, distilled=True, seed=0, scale=1.0, side=24):
+    """A random timm ViT/DeiT state dict (384 px: a `side` x `side` grid of 16x16 patches),
+    with a distillation token and head when `distilled`."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):
+        return scale * rng.standard_normal(shape).astype("float32")
+
+    state = {"cls_token": w(1, 1, width), "pos_embed": w(1, 1 + distilled + side * side, width),
+             "patch_embed.proj.weight": w(width, 3, 16, 16), "patch_embed.proj.bias": w(width),
+             "norm.weight": 1 + w(width), "norm.bias": w(width), "head.weight": w(1000, width),
+             "head.bias": w(1000)}
+    if distilled:
+        state.update({"dist_token": w(1, 1, width), "head_dist.weight": w(1000, width),
+                      "head_dist.bias": w(1000)})
+    for i in range(blocks):
+        for name, shape in (("norm1", (width,)), ("norm2", (width,)),
+                            ("attn.qkv", (3 * width, width)), ("attn.proj", (width, width)),
+                            ("mlp.fc1", (intermediate, width)),
+                            ("mlp.fc2", (width, intermediate))):
+            state[f"blocks.{i}.{name}.weight"] = w(*shape)
+            state[f"blocks.{i}.{name}.bias"] = w(shape[0])
+    return state

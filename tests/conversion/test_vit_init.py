@@ -10,6 +10,7 @@ import pytest
 
 from keras_astpe import ASTBackbone, ASTClassifier, get_preset
 from keras_astpe.conversion import init_from_vit
+from tests.conversion import ast_reference as reference
 
 WIDTH, HEADS, BLOCKS, FF, SIDE = 128, 2, 2, 96, 24
 
@@ -21,26 +22,7 @@ def _model(num_frames=1024, **options):
 
 
 def _deit_state(distilled=True, seed=0):
-    """A random timm DeiT (384 px: a 24 x 24 grid of 16x16 patches) state dict."""
-    rng = np.random.default_rng(seed)
-
-    def w(*shape):
-        return rng.standard_normal(shape).astype("float32")
-
-    state = {"cls_token": w(1, 1, WIDTH), "pos_embed": w(1, 1 + distilled + SIDE * SIDE, WIDTH),
-             "patch_embed.proj.weight": w(WIDTH, 3, 16, 16), "patch_embed.proj.bias": w(WIDTH),
-             "norm.weight": w(WIDTH), "norm.bias": w(WIDTH), "head.weight": w(1000, WIDTH),
-             "head.bias": w(1000)}
-    if distilled:
-        state.update({"dist_token": w(1, 1, WIDTH), "head_dist.weight": w(1000, WIDTH),
-                      "head_dist.bias": w(1000)})
-    for i in range(BLOCKS):
-        for name, shape in (("norm1", (WIDTH,)), ("norm2", (WIDTH,)),
-                            ("attn.qkv", (3 * WIDTH, WIDTH)), ("attn.proj", (WIDTH, WIDTH)),
-                            ("mlp.fc1", (FF, WIDTH)), ("mlp.fc2", (WIDTH, FF))):
-            state[f"blocks.{i}.{name}.weight"] = w(*shape)
-            state[f"blocks.{i}.{name}.bias"] = w(shape[0])
-    return state
+    return reference.deit_state(WIDTH, BLOCKS, FF, distilled=distilled, seed=seed, side=SIDE)
 
 
 def _torch_bilinear_1d(values, size):

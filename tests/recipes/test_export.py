@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_astpe import build_model
-from keras_astpe.frontend import FrontEndConfig
-from keras_astpe.models.audio_converter import LogMelAudioConverter
-from keras_astpe.models.classifier import ASTClassifier
 from keras_astpe.normalization import NormalizationStats
+from tests.taggers import tagger
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -30,9 +27,7 @@ def _run(*args, cwd=ROOT):
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    bare = build_model("alibi_2d", preset="ast-pe-tiny", num_classes=len(CLASSES))
-    model = ASTClassifier(bare.backbone, len(CLASSES), audio_converter=LogMelAudioConverter(
-        FrontEndConfig(), NormalizationStats(-6.0, 2.0)), class_names=CLASSES)
+    model = tagger("alibi_2d", class_names=CLASSES, stats=NormalizationStats(-6.0, 2.0))
     path = tmp_path_factory.mktemp("run") / "alibi_2d" / "model.keras"
     path.parent.mkdir()
     model.save(path)

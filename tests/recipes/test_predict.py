@@ -12,11 +12,9 @@ import pytest
 import soundfile as sf
 
 from keras_astpe import build_model
-from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.inference import tag
-from keras_astpe.models.audio_converter import LogMelAudioConverter
-from keras_astpe.models.classifier import ASTClassifier
 from keras_astpe.normalization import NormalizationStats
+from tests.taggers import tagger
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -37,9 +35,7 @@ def _noise(samples, seed):
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    bare = build_model("conditional", preset="ast-pe-tiny", num_classes=len(CLASSES))
-    model = ASTClassifier(bare.backbone, len(CLASSES), audio_converter=LogMelAudioConverter(
-        FrontEndConfig(), NormalizationStats(-6.0, 2.0)), class_names=CLASSES)
+    model = tagger("conditional", class_names=CLASSES, stats=NormalizationStats(-6.0, 2.0))
     path = tmp_path_factory.mktemp("model") / "model.keras"
     model.save(path)
     return path

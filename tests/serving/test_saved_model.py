@@ -18,36 +18,18 @@ import tensorflow as tf
 
 from keras_astpe import PE_KINDS, build_model
 from keras_astpe.data import audio_io, pipeline, schema
-from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.inference import Windows, clip_scores, tag
-from keras_astpe.models.audio_converter import LogMelAudioConverter
-from keras_astpe.models.classifier import ASTClassifier
-from keras_astpe.normalization import NormalizationStats
 from keras_astpe.serving import export_saved_model
 from keras_astpe.serving.saved_model import serving_module
+from tests.taggers import CLASSES, STATS, noise, tagger
 
 RATE = 16000
-CLASSES = ("dog", "rain", "siren")
-STATS = NormalizationStats(low=-6.5, high=1.5, num_clips=10, frontend=FrontEndConfig())
 TOLERANCE = 1e-4  # the issue's bound between the export and the Keras model
 agnostic = pytest.mark.backend_agnostic
 
 
-def _tagger(pe="time_alibi", activation="sigmoid"):
-    bare = build_model(pe, preset="ast-pe-tiny", num_classes=len(CLASSES),
-                       activation=activation)
-    return ASTClassifier(bare.backbone, len(CLASSES), activation=activation,
-                         audio_converter=LogMelAudioConverter(FrontEndConfig(), STATS),
-                         class_names=CLASSES)
-
-
-def _noise(samples, seed=0, amplitude=0.3):
-    rng = np.random.default_rng(seed)
-    return np.clip(amplitude * rng.standard_normal(samples), -1, 1).astype(np.float32)
-
-
 def _wav(path, seconds, rate, channels, subtype, seed):
-    samples = np.stack([_noise(int(seconds * rate), seed + c) for c in range(channels)], 1)
+    samples = np.stack([noise(int(seconds * rate), seed + c) for c in range(channels)], 1)
     sf.write(path, samples, rate, subtype=subtype)
     return str(path)
 
@@ -71,7 +53,7 @@ def clips(tmp_path_factory):
 def exported(tmp_path_factory):
     """`(keras model, export dir, loaded export)`: one export for the module's tests."""
     folder = tmp_path_factory.mktemp("export")
-    _tagger().save(folder / "model.keras")
+    tagger().save(folder / "model.keras")
     model = keras.saving.load_model(folder / "model.keras")
     export_dir = export_saved_model(model, folder / "serving" / "tiny" / "1")
     return model, export_dir, tf.saved_model.load(export_dir)
@@ -93,7 +75,7 @@ def test_waveforms_score_as_the_keras_model(exported):
     model, _, loaded = exported
     serve = loaded.signatures["serving_default"]
     for seconds in (1, 60):
-        waveforms = np.stack([_noise(seconds * RATE, seed=s) for s in range(2)])
+        waveforms = np.stack([noise(seconds * RATE, seed=s) for s in range(2)])
         outputs = serve(waveform=tf.constant(waveforms))
         np.testing.assert_allclose(outputs["scores"].numpy(),
                                    _keras_scores(model, waveforms), atol=TOLERANCE)
@@ -120,7 +102,7 @@ def test_serving_features_are_the_training_pipelines(exported, tmp_path):
     """Scores of the export on a clip equal the model's on the tf.data pipeline's features of
     the same clip, from a waveform and from its 16-bit WAV."""
     model, _, loaded = exported
-    waveform = _noise(2 * RATE, seed=7)
+    waveform = noise(2 * RATE, seed=7)
     path = tmp_path / "clip.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(schema.encode_example(waveform, "clip", [0], original_sample_rate=RATE,
@@ -158,7 +140,7 @@ _FRESH = textwrap.dedent("""
 @agnostic
 def test_a_fresh_process_with_tensorflow_alone_gets_the_same_scores(exported, clips, tmp_path):
     model, export_dir, _ = exported
-    waveforms = np.stack([_noise(3 * RATE, seed=s) for s in (11, 12)])
+    waveforms = np.stack([noise(3 * RATE, seed=s) for s in (11, 12)])
     np.save(tmp_path / "waveforms.npy", waveforms)
     wavs = [clips["cd"], clips["phone"]]
     request = {"export_dir": export_dir, "waveforms": str(tmp_path / "waveforms.npy"),
@@ -185,7 +167,7 @@ def _saved_model_cli(export_dir, signature, inputs, outdir):
 @agnostic
 def test_saved_model_cli_runs_each_signature(exported, clips, tmp_path):
     model, export_dir, _ = exported
-    waveforms = _noise(2 * RATE, seed=13)[None]
+    waveforms = noise(2 * RATE, seed=13)[None]
     np.save(tmp_path / "waveform.npy", waveforms)
     np.save(tmp_path / "wavs.npy", np.array([open(clips["cd"], "rb").read()], dtype=object),
             allow_pickle=True)
@@ -203,7 +185,7 @@ def test_saved_model_cli_runs_each_signature(exported, clips, tmp_path):
 @pytest.fixture(scope="module")
 def windowed(tmp_path_factory):
     """An export that scores clips longer than 1 s as windows every 0.5 s, max of the scores."""
-    model = _tagger()
+    model = tagger()
     export_dir = export_saved_model(model, tmp_path_factory.mktemp("windowed") / "1",
                                     window_seconds=1.0, hop_seconds=0.5, aggregation="max")
     return model, tf.saved_model.load(export_dir)
@@ -213,7 +195,7 @@ def windowed(tmp_path_factory):
 def test_windows_are_aggregated_as_computed_by_hand(windowed):
     model, loaded = windowed
     serve = loaded.signatures["serving_default"]
-    waveforms = np.stack([_noise(int(2.3 * RATE), seed=s) for s in (21, 22)])
+    waveforms = np.stack([noise(int(2.3 * RATE), seed=s) for s in (21, 22)])
     starts = (0, 8000, 16000, 20800)  # every 0.5 s, the last window ends with the clip
     windows = [[w[s:s + RATE] for s in starts] for w in waveforms]
     by_hand = np.stack([_keras_scores(model, clip_windows) for clip_windows in windows])
@@ -228,7 +210,7 @@ def test_windows_are_aggregated_as_computed_by_hand(windowed):
                       hop_seconds=0.5, aggregation="max"))
     np.testing.assert_allclose([by_tag[name] for name in CLASSES],
                                outputs["scores"].numpy()[0], atol=1e-5)
-    short = _noise(int(0.9 * RATE), seed=23)[None]  # not longer than a window: whole
+    short = noise(int(0.9 * RATE), seed=23)[None]  # not longer than a window: whole
     whole = serve(waveform=tf.constant(short))["scores"].numpy()
     np.testing.assert_allclose(whole, _keras_scores(model, short), atol=1e-5)
     contents = []  # files of different lengths: each scored alone, with the same windows
@@ -245,11 +227,11 @@ def test_windows_are_aggregated_as_computed_by_hand(windowed):
 @pytest.mark.parametrize("pe", PE_KINDS)
 def test_every_positional_encoding_serves(pe, tmp_path):
     """The serving graphs, traced for any length, score as the Keras model (no save)."""
-    model = _tagger(pe, activation="softmax")
+    model = tagger(pe, activation="softmax")
     names = tmp_path / "names.txt"
     names.write_text("\n".join(CLASSES))
     module = serving_module(model, Windows(), str(names))
-    waveforms = np.stack([_noise(int(1.7 * RATE), seed=s) for s in (31, 32)])
+    waveforms = np.stack([noise(int(1.7 * RATE), seed=s) for s in (31, 32)])
     scores = module.serving_default(tf.constant(waveforms))["scores"].numpy()
     np.testing.assert_allclose(scores, _keras_scores(model, waveforms), atol=1e-5)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
@@ -257,7 +239,7 @@ def test_every_positional_encoding_serves(pe, tmp_path):
 
 def _wav_bytes(seconds=1.0, rate=RATE, subtype="PCM_16"):
     buffer = io.BytesIO()
-    sf.write(buffer, _noise(int(seconds * rate)), rate, subtype=subtype, format="WAV")
+    sf.write(buffer, noise(int(seconds * rate)), rate, subtype=subtype, format="WAV")
     return buffer.getvalue()
 
 
@@ -267,14 +249,14 @@ _EXPECTED_WAVEFORM = ("expected a float32 tensor [batch, samples] of mono audio 
 
 @agnostic
 @pytest.mark.parametrize("signature, request_input, message", [
-    ("serving_default", _noise(RATE), f"waveform: {_EXPECTED_WAVEFORM}, got shape [16000]"),
-    ("serving_default", _noise(RATE).reshape(1, 1, -1),
+    ("serving_default", noise(RATE), f"waveform: {_EXPECTED_WAVEFORM}, got shape [16000]"),
+    ("serving_default", noise(RATE).reshape(1, 1, -1),
      f"waveform: {_EXPECTED_WAVEFORM}, got shape [1 1 16000]"),
     ("serving_default", np.zeros((0, RATE), np.float32),
      f"waveform: the batch is empty; {_EXPECTED_WAVEFORM}"),
     ("serving_default", np.zeros((2, 0), np.float32),
      "waveform: the waveforms are empty (0 samples)"),
-    ("serving_default", _noise(5359)[None],
+    ("serving_default", noise(5359)[None],
      "waveform: 5359 samples is too short: the model needs at least 5360 samples at "
      "16000 Hz (0.335 s: one patch)"),
     ("serving_default", np.full((1, RATE), np.nan, np.float32),
@@ -282,7 +264,7 @@ _EXPECTED_WAVEFORM = ("expected a float32 tensor [batch, samples] of mono audio 
     ("serving_default", np.full((1, RATE), 1000.0, np.float32),
      "waveform: samples reach 1000; expected float samples in [-1, 1] (divide int16 PCM by "
      "32768)"),
-    ("serving_default", _noise(RATE)[None].astype(np.float64),
+    ("serving_default", noise(RATE)[None].astype(np.float64),
      "was expected to be a float tensor but is a double tensor"),
     ("serving_default", np.zeros((1, RATE), np.int16),
      "was expected to be a float tensor but is a int16 tensor"),
@@ -334,8 +316,8 @@ def test_model_trained_on_this_backend_exports_its_scores(tmp_path):
     """One training step on the current backend, save, export over the untrained model's
     export (in a TensorFlow subprocess off TensorFlow), and the export scores as the trained
     model."""
-    model = _tagger()
-    waveforms = np.stack([_noise(int(1.5 * RATE), seed=s) for s in (41, 42)])
+    model = tagger()
+    waveforms = np.stack([noise(int(1.5 * RATE), seed=s) for s in (41, 42)])
     before = _keras_scores(model, waveforms)
     export_dir = export_saved_model(model, tmp_path / "serving" / "1")  # replaced below
     features = keras.ops.convert_to_numpy(model.audio_converter(waveforms))

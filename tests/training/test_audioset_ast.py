@@ -11,6 +11,7 @@ import pytest
 
 from keras_astpe.models import KaldiFbankAudioConverter, presets
 from keras_astpe.training import AudioSetConfig, ESC50Config, evaluate_esc50, train_audioset
+from tests.conversion import ast_reference
 from tfrecords_tools.demo import prepare_demo_data
 
 pytestmark = [pytest.mark.backend_agnostic, pytest.mark.slow]
@@ -29,23 +30,8 @@ def tiny_ast_preset(monkeypatch):
 
 
 def _deit(path):
-    """A random timm DeiT state dict (24 x 24 grid of 16x16 patches) saved as .npz."""
-    rng = np.random.default_rng(0)
-
-    def w(*shape):
-        return 0.02 * rng.standard_normal(shape).astype("float32")
-
-    state = {"cls_token": w(1, 1, WIDTH), "dist_token": w(1, 1, WIDTH),
-             "pos_embed": w(1, 2 + 24 * 24, WIDTH), "patch_embed.proj.weight":
-             w(WIDTH, 3, 16, 16), "patch_embed.proj.bias": w(WIDTH),
-             "norm.weight": 1 + w(WIDTH), "norm.bias": w(WIDTH), "head.weight": w(1000, WIDTH),
-             "head.bias": w(1000)}
-    for i in range(BLOCKS):
-        for name, shape in (("norm1", (WIDTH,)), ("norm2", (WIDTH,)),
-                            ("attn.qkv", (3 * WIDTH, WIDTH)), ("attn.proj", (WIDTH, WIDTH)),
-                            ("mlp.fc1", (FF, WIDTH)), ("mlp.fc2", (WIDTH, FF))):
-            state[f"blocks.{i}.{name}.weight"] = w(*shape)
-            state[f"blocks.{i}.{name}.bias"] = w(shape[0])
+    """A random timm DeiT state dict saved as .npz."""
+    state = ast_reference.deit_state(WIDTH, BLOCKS, FF, scale=0.02)
     np.savez(path, **state)
     return state
 
