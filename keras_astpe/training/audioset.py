@@ -60,8 +60,9 @@ DEMO_DEFAULTS = {
 }
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 # Settings that may change between the starts of a run without changing it (recorded in
-# the `starts` of run_config.json): under global-batch semantics, the number of replicas.
-PER_START = ("distribute", "jit_compile")
+# the `starts` of run_config.json): under global-batch semantics, the number of replicas;
+# the compilation; whether the end of the run writes the TF Serving export.
+PER_START = ("distribute", "jit_compile", "export")
 
 
 def _mode_defaults(name):
@@ -314,7 +315,7 @@ def train_audioset(config, verbose="auto", log=print):
         resumption.truncate_training_log(log_path, initial_epoch)
         resumption.RunConfig.record_start(run_dir, {
             "step": step, **dist.record(), "jit_compile": config.jit_compile,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            "export": config.export, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     # === Datasets: each worker's share of the clips of every global batch ===
     input_batch = dist.input_batch(config.batch_size)
@@ -396,8 +397,8 @@ def train_audioset(config, verbose="auto", log=print):
     export_path = None
     if config.export:
         say("Exporting the TF Serving SavedModel")
-        export_path = export_saved_model(model_path, os.path.join(run_dir, "saved_model", "1"),
-                                         overwrite=True)
+        export_path = os.path.join(run_dir, "saved_model", "1")
+        export_saved_model(model_path, export_path, overwrite=True)
     y_true, swa_scores = outputs.predict(model, eval_dataset, num_eval_clips,
                                          description="Evaluating the SWA model on eval")
     swa_weights = model.get_weights()

@@ -71,8 +71,9 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(workdir):
     resumed_dir = workdir / "resumed"
     checkpoints = resumed_dir / "checkpoints"
     # Killed right after its first checkpoint, then again after its second (in the first
-    # resumed process): each restart goes on from the newest checkpoint.
-    _kill_when(_start(workdir, *TINY, f"--output_dir={resumed_dir}"),
+    # resumed process): each restart goes on from the newest checkpoint. Whether the run
+    # ends with an export may change between starts.
+    _kill_when(_start(workdir, *TINY, "--noexport", f"--output_dir={resumed_dir}"),
                checkpoints / "ckpt-000000000003.weights.h5")
     _kill_when(_start(workdir, *TINY, f"--output_dir={resumed_dir}"),
                checkpoints / "ckpt-000000000006.weights.h5")
@@ -123,6 +124,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(workdir):
                                        "num_replicas": 1, "num_workers": 1}
     starts = json.loads((resumed_dir / "run_config.json").read_text())["starts"]
     assert [start["step"] for start in starts] == [0, 3, 6]
+    assert [start["export"] for start in starts] == [False, True, True]
+    assert (resumed_dir / "saved_model" / "1" / "saved_model.pb").is_file()
 
     # Rerunning a finished run trains no more and gives the same results.
     output = _finish(_start(workdir, *TINY, f"--output_dir={resumed_dir}"))
