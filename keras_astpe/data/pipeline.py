@@ -151,6 +151,16 @@ def _recorded(files):
     return {path: recorded[path] for path in files if path in recorded}
 
 
+def recorded_num_records(files):
+    """How many records the converter wrote to `files`, or None if it did not record them
+    all (e.g. for a progress bar's total)."""
+    recorded = _recorded(files)
+    if len(recorded) < len(files) or any(shard.num_records is None
+                                          for shard in recorded.values()):
+        return None
+    return sum(shard.num_records for shard in recorded.values())
+
+
 def _size_change(size, expected):
     return ("the file was truncated or replaced" if size < expected else
             "the file was appended to or replaced")
@@ -342,7 +352,7 @@ def _shard_records(path, size, expected_bytes, expected_records, buffer_size, *,
                        expected_records], tf.string), lambda: tf.constant(""))
         if report is None:
             checks.append(tf.debugging.Assert(tf.logical_not(damaged), [
-                "keras_astpe: damaged TFRecord file", path, ":", description,
+                "keras_astpe: damaged TFRecord file", tf.strings.join([path, ":"]), description,
                 "(make_dataset(skip_bad_records=True) skips and counts bad data)"]))
         else:
             checks.append(description)

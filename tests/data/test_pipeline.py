@@ -261,18 +261,18 @@ def _evaluate(paths, num_classes=2, **kwargs):
 def test_damaged_shard_error_names_the_file_and_the_damage(bad_shards):
     good, truncated, corrupt, garbage = bad_shards
     expected = {
-        truncated: r"truncated\.tfrecord\] \[:\] \[corrupt or truncated, reading stops at "
+        truncated: r"truncated\.tfrecord:\] \[corrupt or truncated, reading stops at "
                    r"record 3: truncated record",
-        corrupt: r"corrupt\.tfrecord\] \[:\] \[corrupt or truncated, reading stops at "
+        corrupt: r"corrupt\.tfrecord:\] \[corrupt or truncated, reading stops at "
                  r"record 2: corrupted record at \d+",
-        garbage: r"garbage\.tfrecord\] \[:\] \[1 record\(s\) are not keras_astpe examples "
+        garbage: r"garbage\.tfrecord:\] \[1 record\(s\) are not keras_astpe examples "
                  r".*record 1: ",
     }
     # A cut record header (< 12 bytes) is taken by TensorFlow's reader for the end of file.
     cut_header = good.replace("good", "cut_header")
     content = open(good, "rb").read()
     open(cut_header, "wb").write(content + content[:5])
-    expected[cut_header] = (rf"cut_header\.tfrecord\] \[:\] \[corrupt or truncated, the 5 bytes "
+    expected[cut_header] = (rf"cut_header\.tfrecord:\] \[corrupt or truncated, the 5 bytes "
                             rf"after the last record \(at byte {len(content)}\) are a cut header")
     for path, message in expected.items():
         with pytest.raises(tf.errors.InvalidArgumentError,
@@ -370,7 +370,7 @@ def test_remote_shards_are_read_through_a_buffer_with_the_same_results(tmp_path)
     with tf.io.gfile.GFile(remote, "wb") as file:
         file.write(open(local, "rb").read()[:-100])
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"remote\.tfrecord\] \[:\] \[corrupt or truncated"):
+                       match=r"remote\.tfrecord:\] \[corrupt or truncated"):
         list(_evaluate(remote))
 
 
@@ -443,7 +443,7 @@ def test_a_damaged_recorded_shard_is_an_error_naming_it(converted, how):
     if how == "corrupt record":  # the same size: found at the end of the shard
         dataset = _converted_dataset(converted)
         with pytest.raises(tf.errors.InvalidArgumentError,
-                           match=rf"damaged TFRecord file\] \[.*{name}\] \[:\] \[corrupt or "
+                           match=rf"damaged TFRecord file\] \[.*{name}:\] \[corrupt or "
                                  rf"truncated, reading stops at record 6: corrupted record.*"
                                  rf"2 of its 8 records lost"):
             list(dataset)
@@ -512,6 +512,14 @@ def test_intact_recorded_shards_read_every_clip(converted):
     assert len(_clip_ids(dataset)) == 24 and dataset.bad_records.events == []
 
 
+def test_recorded_num_records_counts_what_the_converter_wrote(converted, shards):
+    train = sorted(str(path) for path in converted.glob("train-*.tfrecord"))
+    assert pipeline.recorded_num_records(train) == 24
+    assert pipeline.recorded_num_records(train[:1]) == 8
+    unrecorded = pipeline.resolve_files(shards)
+    assert pipeline.recorded_num_records([*train, *unrecorded]) is None
+
+
 def _record_of_size(size):
     """A valid example whose TFRecord framing takes exactly `size` bytes."""
     for samples in range((size - 200) // 2, (size - 100) // 2):
@@ -534,7 +542,7 @@ def test_a_recorded_shard_of_the_same_size_with_fewer_records_is_found(converted
         writer.write(_record_of_size(2 * 3395))
     assert path.stat().st_size == 27160
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"train-00001-of-00003\.tfrecord\] \[:\] \[it holds 7 records, "
+                       match=r"train-00001-of-00003\.tfrecord:\] \[it holds 7 records, "
                              r"the converter wrote 27,160 bytes \(8 records\): the file was "
                              r"replaced; 1 of its 8 records lost"):
         list(_converted_dataset(converted))
