@@ -51,7 +51,9 @@ def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None,
                .prefetch(tf.data.AUTOTUNE))
     counts = np.zeros(HISTOGRAM_BINS, np.int64)
     num_clips = 0
-    with tqdm(total=max_clips, unit="clip", desc="log-mel histogram",
+    known = pipeline.recorded_num_records(files)
+    total = known if max_clips is None else max_clips if known is None else min(max_clips, known)
+    with tqdm(total=total, unit="clip", desc="log-mel histogram",
               disable=not progress) as bar:
         for batch_counts, size in dataset.as_numpy_iterator():
             counts += batch_counts

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from keras_astpe.cli import setting
-from keras_astpe.data.pipeline import make_dataset
+from keras_astpe.data import pipeline
 from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
 
 # The paper: Adam, gradient clipping by value 1.
@@ -92,6 +92,17 @@ class SkipCounter:
                          for purpose, count in counts.items())
 
 
+def _clips_used(files, max_clips):
+    known = pipeline.recorded_num_records(files)
+    if known is not None and (max_clips is None or max_clips >= known):
+        return f"{known:,} clips"
+    if max_clips is None:
+        return "all clips"
+    if known is None:
+        return f"at most {max_clips:,} clips"
+    return f"the first {max_clips:,} of {known:,} clips"
+
+
 def resolve_stats(run_dir, train_files, frontend, *, source=None, max_clips=None,
                   skip_bad_records=False, progress=True, log=print):
     """Normalization statistics of a run, stored as `<run_dir>/normalization_stats.json`.
@@ -114,8 +125,8 @@ def resolve_stats(run_dir, train_files, frontend, *, source=None, max_clips=None
         stats = NormalizationStats.load(source)
         log(f"Normalization statistics from {os.path.join(source, STATS_FILENAME)}")
     else:
-        log(f"Computing normalization statistics from {len(train_files)} training shard(s)"
-            + ("" if max_clips is None else f" (at most {max_clips} clips)"))
+        log(f"Computing normalization statistics from {_clips_used(train_files, max_clips)} "
+            f"of {len(train_files)} training shard(s)")
         stats = compute_stats(train_files, frontend, max_clips=max_clips, progress=progress,
                               skip_bad_records=skip_bad_records)
         skipped = stats.skipped_records
@@ -193,7 +204,7 @@ def dataset_maker(*, num_classes, multi_label, batch_size, clip_samples, convert
         batch_size = batch_size or default_batch_size
         extra = {"mixup_alpha": options.mixup,
                  "balanced_sampling": options.balanced_sampling} if training else {}
-        dataset = make_dataset(
+        dataset = pipeline.make_dataset(
             files, num_classes=num_classes, batch_size=batch_size, training=training,
             clip_samples=clip_samples, converter=converter,
             multi_label=multi_label, skip_bad_records=options.skip_bad_records,
