@@ -52,7 +52,7 @@ def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None,
     counts = np.zeros(HISTOGRAM_BINS, np.int64)
     num_clips = 0
     known = pipeline.recorded_num_records(files)
-    total = known if max_clips is None else max_clips if known is None else min(max_clips, known)
+    total = min((n for n in (max_clips, known) if n is not None), default=None)
     with tqdm(total=total, unit="clip", desc="log-mel histogram",
               disable=not progress) as bar:
         for batch_counts, size in dataset.as_numpy_iterator():
