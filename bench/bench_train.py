@@ -125,6 +125,9 @@ class Worker:
 class KerasWorker(Worker):
     def __init__(self, args):
         super().__init__(args)
+        from keras_astpe._startup import import_tensorflow
+
+        import_tensorflow()  # before Keras: without TensorFlow's start-up log lines
         import keras
 
         import keras_astpe
