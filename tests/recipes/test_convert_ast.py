@@ -1,9 +1,5 @@
 """recipes/convert_ast.py as a user runs it: a subprocess on small AST checkpoints."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,17 +7,14 @@ import pytest
 
 from keras_astpe.conversion import convert_ast_checkpoint
 from tests.conversion import ast_reference
+from tests.recipes.running import run_recipe
 
 pytestmark = pytest.mark.backend_agnostic
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "convert_ast.py"
 
 
 def _run(*args):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(RECIPE), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_recipe("convert_ast", *args)
 
 
 def _scores(model, features):

@@ -1,9 +1,5 @@
 """recipes/convert_astpe.py as a user runs it: the paper's checkpoints, one or averaged."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import joblib
 import keras
@@ -12,17 +8,14 @@ import pytest
 
 from keras_astpe.conversion import convert_dienen
 from tests.conversion import dienen_reference as reference
+from tests.recipes.running import run_recipe
 
 pytestmark = pytest.mark.backend_agnostic
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "convert_astpe.py"
 
 
 def _run(*args):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(RECIPE), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_recipe("convert_astpe", *args)
 
 
 def test_swa_of_two_checkpoints_to_keras(tmp_path):

@@ -1,28 +1,22 @@
 """recipes/export.py as a user runs it: a subprocess on a saved tiny model."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_astpe.normalization import NormalizationStats
+from tests.recipes.running import ROOT, run_recipe
 from tests.taggers import tagger
 
 pytestmark = pytest.mark.backend_agnostic
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "export.py"
 CLASSES = ("dog", "rain", "siren")
 
 
 def _run(*args, cwd=ROOT):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(RECIPE), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_recipe("export", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,19 @@
 """recipes/plot_pe.py as a user runs it: a subprocess on a saved tiny model."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import pytest
 
 from keras_astpe import build_model
+from tests.recipes.running import run_recipe
 
 pytestmark = pytest.mark.backend_agnostic
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "plot_pe.py"
 
 
 def _run(*args):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(RECIPE), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_recipe("plot_pe", *args)
 
 
 def _save(pe, path):

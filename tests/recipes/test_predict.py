@@ -1,10 +1,6 @@
 """recipes/predict.py as a user runs it: a subprocess on a saved tiny model and real files."""
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,19 +10,16 @@ import soundfile as sf
 from keras_astpe import build_model
 from keras_astpe.inference import tag
 from keras_astpe.normalization import NormalizationStats
+from tests.recipes.running import run_recipe
 from tests.taggers import tagger
 
 pytestmark = pytest.mark.backend_agnostic
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "predict.py"
 CLASSES = ("dog", "rain", "siren", "speech")
 
 
 def _run(*args):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(RECIPE), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_recipe("predict", *args)
 
 
 def _noise(samples, seed):
