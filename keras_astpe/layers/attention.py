@@ -11,6 +11,27 @@ def deserialize_position_bias(position_bias):
     return position_bias
 
 
+def scaled_dot_product_attention(query, key, value, bias, scale):
+    """softmax(scale * Q K^T + bias) V over `[batch, length, heads, key_dim]` tensors.
+
+    On PyTorch, `keras.ops.dot_product_attention` (its fused SDPA kernel). Elsewhere the
+    heads move in front of the length first, so that both products are batched over the
+    two leading axes: `keras.ops.dot_product_attention` contracts the `[batch, length,
+    heads, key_dim]` layout as it lies, for which XLA:CPU emits a slow batched product and
+    transposes around the softmax (the attention's forward and backward passes take 1.6x
+    as long on JAX, see bench/README.md).
+    """
+    if keras.backend.backend() == "torch":
+        return ops.dot_product_attention(query, key, value, bias=bias, scale=scale,
+                                         flash_attention=False if bias is not None else None)
+    query, key, value = (ops.transpose(t, (0, 2, 1, 3)) for t in (query, key, value))
+    logits = ops.einsum("bhtd,bhsd->bhts", query * scale, key)
+    if bias is not None:
+        logits = logits + bias
+    attended = ops.einsum("bhts,bhsd->bhtd", ops.softmax(logits, axis=-1), value)
+    return ops.transpose(attended, (0, 2, 1, 3))
+
+
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """softmax((Q K^T + R) / sqrt(d)) V, with R from an optional position-bias layer.
@@ -79,13 +100,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         query, key, value = (ops.cast(ops.reshape(dense(tokens), heads_shape), "float32")
                              for dense in (self.query_dense, self.key_dense, self.value_dense))
         scale = 1.0 / self.key_dim**0.5
-        if self.position_bias is None:
-            attended = ops.dot_product_attention(query, key, value, scale=scale)
-        else:
+        bias = None
+        if self.position_bias is not None:
             bias = ops.cast(self.position_bias(query), "float32") * scale
-            attended = ops.dot_product_attention(
-                query, key, value, bias=bias, scale=scale, flash_attention=False
-            )
+        attended = scaled_dot_product_attention(query, key, value, bias, scale)
         attended = ops.reshape(ops.cast(attended, self.compute_dtype),
                                (-1, self.num_heads, self.key_dim))
         return ops.reshape(self.output_dense(attended), (batch, length, hidden_dim))

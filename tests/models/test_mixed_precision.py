@@ -27,9 +27,9 @@ def test_mixed_precision_trains_with_float32_softmax(pe, policy):
 
 @pytest.mark.parametrize("pe", PE_KINDS)
 def test_mixed_bfloat16_attention_logits_biases_and_softmax_are_float32(pe, monkeypatch):
-    # What reaches the attention kernels (`dot_product_attention`, or a softmax should the
-    # attention compute its own) under mixed_bfloat16: queries, keys, values, the position
-    # bias, all float32; the projections around them run in bfloat16.
+    # What reaches the attention kernels (`dot_product_attention` on PyTorch, the softmax
+    # of the attention's own products elsewhere) under mixed_bfloat16: queries, keys,
+    # values, the position bias, all float32; the projections around them run in bfloat16.
     seen = []
 
     def spy(name, function):
@@ -45,7 +45,8 @@ def test_mixed_bfloat16_attention_logits_biases_and_softmax_are_float32(pe, monk
                         dtype="mixed_bfloat16")
     scores = model(np.random.rand(2, 128, 64).astype("float32"), training=True)
     assert keras.backend.standardize_dtype(scores.dtype) == "float32"
-    attention = [dtypes for name, dtypes in seen if name == "dot_product_attention"]
+    kernel = "dot_product_attention" if keras.backend.backend() == "torch" else "softmax"
+    attention = [dtypes for name, dtypes in seen if name == kernel]
     assert len(attention) == len(model.backbone.blocks)
     assert all(dtypes == {"float32"} for _, dtypes in seen), seen
     for block in model.backbone.blocks:
