@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from keras_astpe.layers.attention import MultiHeadSelfAttention, deserialize_position_bias
+from keras_astpe.layers.gradient_barrier import gradient_barrier
+from keras_astpe.layers.residual_dropout import ResidualDropout
 
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
@@ -87,6 +89,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         def residual(branch, x):
             return self.residual_dropout(branch(x), training=training)
 
+        x = gradient_barrier(x)  # JAX on CPUs: its gradient computed once, see the module
         if self.norm_first:
             x = x + residual(self.attention, self.attention_norm(x))
             return x + residual(self._feedforward, self.feedforward_norm(x))
