@@ -73,7 +73,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             hidden_dim, use_bias=self.use_feedforward_bias, dtype=self.dtype_policy,
             name="feedforward_output"
         )
-        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.residual_dropout = ResidualDropout(self.dropout, dtype=self.dtype_policy)
         for layer in (self.attention_norm, self.attention, self.feedforward_norm):
             layer.build(input_shape)
         self.feedforward_intermediate.build(input_shape)
