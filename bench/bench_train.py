@@ -125,12 +125,14 @@ class Worker:
 class KerasWorker(Worker):
     def __init__(self, args):
         super().__init__(args)
-        from keras_astpe._startup import import_tensorflow
+        from keras_astpe._startup import import_tensorflow, use_jax_xla_cpu_flags
 
         import_tensorflow()  # before Keras: without TensorFlow's start-up log lines
         import keras
 
         import keras_astpe
+        if keras.backend.backend() == "jax":
+            use_jax_xla_cpu_flags()  # as training does, before JAX computes anything
         self.keras, self.keras_astpe = keras, keras_astpe
         if args.mixed_precision:
             keras.config.set_dtype_policy("mixed_bfloat16")

@@ -36,6 +36,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_astpe._startup import without_jax_xla_cpu_flags
 from keras_astpe.inference import (
     Windows,
     audio_converter_of,
@@ -276,7 +277,7 @@ def _export_in_subprocess(model, export_dir, options):
         child = ("import sys; from keras_astpe.serving.saved_model import _child; "
                  "_child(sys.argv[1])")
         command = [sys.executable, "-c", child, request]
-        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        env = dict(without_jax_xla_cpu_flags(os.environ), KERAS_BACKEND="tensorflow")
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["no output"]

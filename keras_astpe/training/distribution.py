@@ -57,6 +57,8 @@ import os
 import keras
 import numpy as np
 
+from keras_astpe._startup import use_jax_xla_cpu_flags
+
 KINDS = ("none", "mirrored", "multi_worker", "data_parallel")
 _BACKEND = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "data_parallel": "jax"}
 CPU_REPLICAS_ENV = "KERAS_ASTPE_CPU_REPLICAS"
@@ -98,10 +100,13 @@ def start(kind):
     """The `Distribution` of `--distribute=kind`, started once per process.
 
     Call it before TensorFlow runs anything (tf.distribute configures the runtime when the
-    strategy is made) and JAX computes anything (`jax.distributed.initialize`).
+    strategy is made) and JAX computes anything (`jax.distributed.initialize`, and the
+    XLA:CPU flags of `keras_astpe._startup.use_jax_xla_cpu_flags`).
     """
     global _started
     check_backend(kind)
+    if keras.backend.backend() == "jax":
+        use_jax_xla_cpu_flags()
     if _started is not None:
         if _started.kind != kind:
             raise ValueError(f"this process already trains with --distribute={_started.kind}, "
