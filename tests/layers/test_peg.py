@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 from keras_astpe.layers import PositionEncodingGenerator
 from tests import references
@@ -24,6 +25,18 @@ def test_equals_depthwise_conv_on_the_grid():
     expected = grid + references.depthwise_conv_same(grid, kernel, bias)
     np.testing.assert_allclose(out[:, 1:], expected.reshape(2, 20, 3), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(out[:, 0], sequence[:, 0])  # [CLS] passes through
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3, 4, 5])
+def test_depthwise_equals_keras_depthwise_conv(kernel_size):
+    # On JAX the PEG computes the convolution as shifted sums: the same "same" padding.
+    layer = PositionEncodingGenerator(4, kernel_size=kernel_size)
+    layer.build((None, None, 6))
+    layer.set_weights([np.random.randn(*w.shape).astype("float32") for w in layer.get_weights()])
+    grid = np.random.randn(2, 7, 4, 6).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer._depthwise(grid)),
+                               keras.ops.convert_to_numpy(layer.conv(grid)),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_paper_parameter_count():
