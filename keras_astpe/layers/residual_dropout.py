@@ -1,5 +1,7 @@
 """Dropout on the residual branches, with half the random bits on JAX."""
 
+import math
+
 import keras
 
 
@@ -21,9 +23,7 @@ class ResidualDropout(keras.layers.Dropout):
         import jax
         import jax.numpy as jnp
 
-        size = 1
-        for dim in inputs.shape:
-            size *= dim
+        size = math.prod(inputs.shape)
         words = jax.random.bits(self.seed_generator.next(), ((size + 1) // 2,), jnp.uint32)
         draws = jnp.concatenate([words & 0xFFFF, words >> 16])[:size]
         keep = jnp.reshape(draws < round((1.0 - self.rate) * 2**16), inputs.shape)
