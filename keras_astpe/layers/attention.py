@@ -37,12 +37,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     """softmax((Q K^T + R) / sqrt(d)) V, with R from an optional position-bias layer.
 
     As in the original code, the position bias R is added to the logits *before* the
-    1/sqrt(head_dim) scaling, so it is handed to `keras.ops.dot_product_attention` as
+    1/sqrt(head_dim) scaling, so it is handed to `scaled_dot_product_attention` as
     R / sqrt(head_dim). The position-bias layer (`ALiBiBias`, `LearnedRelativeBias`) is
     called on the queries and returns R. Attention runs in float32 whatever the dtype
     policy, so the softmax of mixed-precision models stays in float32; projections use
-    the layer's compute dtype. With a bias, flash attention is disabled explicitly (on
-    JAX/TPU the flash kernel would drop the bias).
+    the layer's compute dtype. With a bias, PyTorch's flash attention is disabled
+    explicitly (a flash kernel may drop the bias).
 
     The projections run on the `[batch * length, dim]` token matrix, so each is one 2D
     matrix product. On XLA:CPU (JAX) this halves the training step of the paper preset:

@@ -48,4 +48,3 @@ def _materializing_identity():
 
     materialized_gradient.defvjp(forward, backward)
     return materialized_gradient
-
