@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_astpe.layers import ALiBiBias, LearnedRelativeBias, MultiHeadSelfAttention
+from keras_astpe.layers.attention import scaled_dot_product_attention
 from tests import references
 from tests.layer_testing import assert_config_round_trip
 
@@ -54,6 +55,31 @@ def test_bias_is_added_before_scaling(kind):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)),
                                references.attention(x, wq, wk, wv, wo, bias),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's own formulation")
+def test_jax_attention_gradients_are_the_softmaxs():
+    # On JAX the normalisation follows the product: its gradient must still be softmax's,
+    # for the queries, keys, values and the position bias (large logits included).
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    query, key, value = (rng.normal(size=(2, 6, 3, 4)).astype("float32") for _ in range(3))
+    bias = 20 * rng.normal(size=(2, 3, 6, 6)).astype("float32")
+    weights = rng.normal(size=(2, 6, 3, 4)).astype("float32")
+
+    def softmax_attention(query, key, value, bias, scale):
+        logits = jnp.einsum("bthd,bshd->bhts", query * scale, key) + bias
+        return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(logits, axis=-1), value)
+
+    def gradients(attention):
+        loss = lambda *args: jnp.sum(attention(*args, 0.5) * weights)  # noqa: E731
+        return jax.grad(loss, argnums=(0, 1, 2, 3))(query, key, value, bias)
+
+    for ours, softmax in zip(gradients(scaled_dot_product_attention),
+                             gradients(softmax_attention), strict=True):
+        np.testing.assert_allclose(ours, softmax, rtol=1e-4, atol=1e-5)
 
 
 def test_config_round_trip_keeps_the_position_bias():
