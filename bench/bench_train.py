@@ -244,20 +244,15 @@ class PeerWorker(Worker):
                 "device": torch.cuda.get_device_name() if self.device == "cuda" else "CPU"}
 
 
-def _module_alone(*path):
-    """A module of keras_astpe read from its file alone: no Keras or TensorFlow imported
-    (in the peer's process, and the parent's)."""
+def _preset(name):
+    """The preset's arguments, read from presets.py alone (no Keras or TensorFlow in the
+    peer's process)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "_" + path[-1].removesuffix(".py"), os.path.join(ROOT, "keras_astpe", *path))
+    path = os.path.join(ROOT, "keras_astpe", "models", "presets.py")
+    spec = importlib.util.spec_from_file_location("_presets", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
-
-
-def _preset(name):
-    """The preset's arguments."""
-    return _module_alone("models", "presets.py").get_preset(name)
+    return module.get_preset(name)
 
 
 def _square_patch(preset):
@@ -320,9 +315,7 @@ class Engine:
 
     def __init__(self, name, args):
         self.name = name
-        # Malloc on huge pages, as the training recipes start (every engine: a level field).
-        startup = _module_alone("_startup.py")
-        env = dict(startup.with_huge_page_malloc(os.environ), XLA_PYTHON_CLIENT_PREALLOCATE="false",
+        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
                    TF_FORCE_GPU_ALLOW_GROWTH="true", PYTHONPATH=ROOT)
         if name != PEER:
             env["KERAS_BACKEND"] = name

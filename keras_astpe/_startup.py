@@ -1,4 +1,4 @@
-"""Process start-up: TensorFlow without its noise; XLA:CPU flags; malloc on huge pages.
+"""Process start-up: TensorFlow without its start-up noise; XLA:CPU flags for JAX.
 
 Importing TensorFlow prints C++ log lines before Python can configure anything: "All log
 messages before absl::InitializeLog() is called are written to STDERR", oneDNN and CPU
@@ -17,16 +17,6 @@ independent operations concurrently and makes them compete for the cores (bench/
 XLA reads `XLA_FLAGS` when JAX first computes, so training calls it at its start. The
 flags are for JAX alone: TensorFlow's own XLA aborts the process on a flag it does not
 know, so a TensorFlow child process gets `without_jax_xla_cpu_flags(os.environ)`.
-
-`restart_with_huge_page_malloc` re-executes a training recipe with glibc's malloc on
-transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`). XLA:CPU allocates each
-step's temporary buffer afresh (184 MB for `ast-pe-small` at batch 8, GBs for the paper
-preset) and glibc maps it anew each time: with 4 KiB pages, ~47k page faults per step of
-`ast-pe-small` (80 ms of kernel time), and TLB misses on the large tensors. With huge
-pages, on a 2-core CPU: JAX 15-17 % faster on `ast-pe-small` and 6-10 % on the paper
-preset, TensorFlow 5 %, PyTorch 3 % (bench/README.md). glibc reads its tunables when a
-process starts, hence the restart at the top of a recipe's `__main__` (`os.execve`: same
-process id, same arguments; ~3.5 s of imports again).
 """
 
 import os
@@ -76,42 +66,6 @@ def use_jax_xla_cpu_flags(environ=os.environ):
     flags = environ.get("XLA_FLAGS", "")
     if "--xla_cpu_scheduler_type" not in flags:
         environ["XLA_FLAGS"] = " ".join(filter(None, (flags, *JAX_XLA_CPU_FLAGS)))
-
-
-HUGE_PAGE_MALLOC = "glibc.malloc.hugetlb=1"
-
-
-def with_huge_page_malloc(environ):
-    """A copy of `environ` with `HUGE_PAGE_MALLOC` in GLIBC_TUNABLES, unless it sets hugetlb."""
-    tunables = environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb=" in tunables:
-        return dict(environ)
-    return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, HUGE_PAGE_MALLOC)))}
-
-
-def _glibc_has_hugetlb():
-    try:
-        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
-        return name == "glibc" and tuple(map(int, version.split(".")[:2])) >= (2, 35)
-    except (AttributeError, ValueError, OSError):  # not glibc, or no confstr
-        return False
-
-
-def restart_with_huge_page_malloc():
-    """Re-executes this program with `with_huge_page_malloc(os.environ)`, if that differs.
-
-    For a program's start (a recipe's `__main__`), never for a library call: the process
-    image is replaced. Does nothing where the C library is not glibc >= 2.35 (the first
-    with the tunable), or where GLIBC_TUNABLES already sets `glibc.malloc.hugetlb`.
-    """
-    if not _glibc_has_hugetlb():
-        return
-    environ = with_huge_page_malloc(os.environ)
-    if environ.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, environ)
 
 
 def without_jax_xla_cpu_flags(environ):

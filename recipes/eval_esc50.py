@@ -17,7 +17,6 @@ clips; writes results.json and the confusion matrix (summed over folds) to `--ou
 
 
 from keras_astpe import cli
-from keras_astpe._startup import restart_with_huge_page_malloc
 from keras_astpe.training import esc50
 from tfrecords_tools.demo import with_demo_data
 
@@ -28,5 +27,4 @@ def main(config):
 
 
 if __name__ == "__main__":
-    restart_with_huge_page_malloc()  # faster steps on CPUs (keras_astpe/_startup.py)
     cli.run(main, esc50.ESC50Config)

@@ -18,7 +18,6 @@ worker of a multi-host run runs this same command (see keras_astpe/training/dist
 
 
 from keras_astpe import cli
-from keras_astpe._startup import restart_with_huge_page_malloc
 from keras_astpe.training import audioset, distribution
 from tfrecords_tools.demo import with_demo_data
 
@@ -30,5 +29,4 @@ def main(config):
 
 
 if __name__ == "__main__":
-    restart_with_huge_page_malloc()  # faster steps on CPUs (keras_astpe/_startup.py)
     cli.run(main, audioset.AudioSetConfig)

@@ -20,7 +20,6 @@ Exits non-zero with the first failed trial's error when any trial failed.
 """
 
 from keras_astpe import cli
-from keras_astpe._startup import restart_with_huge_page_malloc
 from keras_astpe.training import tuning
 from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 
@@ -36,5 +35,4 @@ def main(config):
 
 
 if __name__ == "__main__":
-    restart_with_huge_page_malloc()  # faster steps on CPUs (keras_astpe/_startup.py)
     cli.run(main, tuning.TuneConfig)

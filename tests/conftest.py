@@ -9,12 +9,6 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_astpe._startup import with_huge_page_malloc  # noqa: E402
-
-# Recipe subprocesses start as after their restart on huge-page malloc (saves ~3.5 s
-# each; tests/test_startup.py tests the restart itself).
-os.environ.update(with_huge_page_malloc(os.environ))
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
