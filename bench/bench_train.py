@@ -125,7 +125,11 @@ class Worker:
 class KerasWorker(Worker):
     def __init__(self, args):
         super().__init__(args)
-        from keras_astpe._startup import import_tensorflow, use_jax_xla_cpu_flags
+        from keras_astpe._startup import (
+            import_tensorflow,
+            keep_freed_memory,
+            use_jax_xla_cpu_flags,
+        )
 
         import_tensorflow()  # before Keras: without TensorFlow's start-up log lines
         import keras
@@ -137,6 +141,8 @@ class KerasWorker(Worker):
         if args.mixed_precision:
             keras.config.set_dtype_policy("mixed_bfloat16")
         self.device = _keras_device(keras.backend.backend())
+        if keras.backend.backend() == "jax" and self.device == "CPU":
+            keep_freed_memory()  # as training does
         self.model = None
 
     def matmul_fn(self, size):

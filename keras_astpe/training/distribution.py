@@ -57,7 +57,7 @@ import os
 import keras
 import numpy as np
 
-from keras_astpe._startup import use_jax_xla_cpu_flags
+from keras_astpe._startup import keep_freed_memory, use_jax_xla_cpu_flags
 
 KINDS = ("none", "mirrored", "multi_worker", "data_parallel")
 _BACKEND = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "data_parallel": "jax"}
@@ -101,7 +101,7 @@ def start(kind):
 
     Call it before TensorFlow runs anything (tf.distribute configures the runtime when the
     strategy is made) and JAX computes anything (`jax.distributed.initialize`, and the
-    XLA:CPU flags of `keras_astpe._startup.use_jax_xla_cpu_flags`).
+    XLA:CPU flags and, on CPUs, the malloc settings of `keras_astpe._startup`).
     """
     global _started
     check_backend(kind)
@@ -118,6 +118,11 @@ def start(kind):
         _started = _JaxDataParallel()
     else:
         _started = _TensorFlowStrategy(kind)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.default_backend() == "cpu":
+            keep_freed_memory()
     return _started
 
 
