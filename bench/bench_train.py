@@ -127,6 +127,7 @@ class KerasWorker(Worker):
         super().__init__(args)
         from keras_astpe._startup import (
             import_tensorflow,
+            jax_is_cpu_only,
             keep_freed_memory,
             use_jax_xla_cpu_flags,
         )
@@ -136,13 +137,13 @@ class KerasWorker(Worker):
 
         import keras_astpe
         if keras.backend.backend() == "jax":
-            use_jax_xla_cpu_flags()  # as training does, before JAX computes anything
+            use_jax_xla_cpu_flags()  # as training does, before JAX starts its runtime
+            if jax_is_cpu_only():
+                keep_freed_memory()
         self.keras, self.keras_astpe = keras, keras_astpe
         if args.mixed_precision:
             keras.config.set_dtype_policy("mixed_bfloat16")
         self.device = _keras_device(keras.backend.backend())
-        if keras.backend.backend() == "jax" and self.device == "CPU":
-            keep_freed_memory()  # as training does
         self.model = None
 
     def matmul_fn(self, size):

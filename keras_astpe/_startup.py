@@ -93,8 +93,9 @@ def keep_freed_memory(environ=os.environ):
     """Sets glibc's malloc to one arena, no `mmap` and no trimming; True if it did.
 
     Leaves malloc as it is where the C library is not glibc, or where the user tuned it
-    (`MALLOC_*`, or `glibc.malloc.*` in GLIBC_TUNABLES). Call it before JAX computes: a
-    thread that allocated before keeps its own arena.
+    (`MALLOC_*`, or `glibc.malloc.*` in GLIBC_TUNABLES). Call it before JAX starts its
+    runtime (its first computation or device query): XLA's threads allocate then, each in
+    its own arena, and an arena's large blocks are always mapped afresh.
     """
     if (any(name in environ for name in _MALLOC_ENVIRONMENT)
             or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")):
@@ -106,6 +107,17 @@ def keep_freed_memory(environ=os.environ):
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
     return all([mallopt(parameter, value) == 1 for parameter, value in settings])
+
+
+def jax_is_cpu_only(environ=os.environ):
+    """Whether JAX can only run on CPUs here, known without starting its runtime:
+    `JAX_PLATFORMS=cpu`, or no GPU or TPU plugin installed."""
+    if environ.get("JAX_PLATFORMS"):
+        return environ["JAX_PLATFORMS"].strip().lower() == "cpu"
+    from importlib.metadata import distributions
+
+    names = {(dist.metadata["Name"] or "").lower().replace("_", "-") for dist in distributions()}
+    return not any(name.startswith(("jax-cuda", "jax-rocm", "libtpu")) for name in names)
 
 
 def without_jax_xla_cpu_flags(environ):

@@ -6,6 +6,7 @@ import pytest
 
 from keras_astpe._startup import (
     JAX_XLA_CPU_FLAGS,
+    jax_is_cpu_only,
     keep_freed_memory,
     use_jax_xla_cpu_flags,
     without_jax_xla_cpu_flags,
@@ -65,8 +66,8 @@ if sys.argv[1] == "training":
     distribution.start("none")
 model = keras_astpe.build_model("none", preset="ast-pe-small", num_classes=10)
 model.compile(optimizer="adam", loss="binary_crossentropy")
-x = np.random.rand(2, 992, 64).astype("float32")
-y = (np.random.rand(2, 10) > 0.5).astype("float32")
+x = np.random.rand(8, 992, 64).astype("float32")
+y = (np.random.rand(8, 10) > 0.5).astype("float32")
 for _ in range(2):
     model.train_on_batch(x, y)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -79,8 +80,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
 @pytest.mark.backend_agnostic
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_jax_training_steps_reuse_freed_memory():
-    # Without keep_freed_memory, XLA:CPU's per-step temporary buffer (~60 MB here) is
-    # mapped afresh and faulted in page by page at every step.
+    # Without keep_freed_memory, XLA:CPU's per-step temporary buffer (~180 MB here, more
+    # than a thread's arena holds) is mapped afresh and faulted in page by page each step.
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     environ.update(KERAS_BACKEND="jax")
@@ -91,6 +92,16 @@ def test_jax_training_steps_reuse_freed_memory():
         assert result.returncode == 0, result.stderr[-2000:]
         faults[mode] = float(result.stdout.split()[-1])
     assert faults["training"] < max(100.0, faults["plain"] / 10), faults
+
+
+def test_jax_is_cpu_only_by_its_platforms_or_plugins():
+    assert jax_is_cpu_only({"JAX_PLATFORMS": "cpu"})
+    assert not jax_is_cpu_only({"JAX_PLATFORMS": "cuda,cpu"})
+    from importlib.metadata import distributions
+
+    plugins = [d for d in distributions()
+               if (d.metadata["Name"] or "").lower().startswith(("jax-cuda", "jax_cuda", "libtpu"))]
+    assert jax_is_cpu_only({}) == (not plugins)
 
 
 def test_malloc_the_user_tuned_is_left_alone():

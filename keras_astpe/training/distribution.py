@@ -57,7 +57,7 @@ import os
 import keras
 import numpy as np
 
-from keras_astpe._startup import keep_freed_memory, use_jax_xla_cpu_flags
+from keras_astpe._startup import jax_is_cpu_only, keep_freed_memory, use_jax_xla_cpu_flags
 
 KINDS = ("none", "mirrored", "multi_worker", "data_parallel")
 _BACKEND = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "data_parallel": "jax"}
@@ -107,6 +107,8 @@ def start(kind):
     check_backend(kind)
     if keras.backend.backend() == "jax":
         use_jax_xla_cpu_flags()
+        if jax_is_cpu_only():
+            keep_freed_memory()
     if _started is not None:
         if _started.kind != kind:
             raise ValueError(f"this process already trains with --distribute={_started.kind}, "
@@ -118,11 +120,6 @@ def start(kind):
         _started = _JaxDataParallel()
     else:
         _started = _TensorFlowStrategy(kind)
-    if keras.backend.backend() == "jax":
-        import jax
-
-        if jax.default_backend() == "cpu":
-            keep_freed_memory()
     return _started
 
 
