@@ -28,7 +28,7 @@ trimming, the freed block is reused: JAX trains `ast-pe-small` ~12 % and the pap
 small allocation that lands in a freed temporary makes the next one grow the heap (RSS of
 `ast-pe-small`, batch 8: +0.5 GB over the first 600 steps, flat from there to 2000).
 Transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) were faster in a process
-alone but 30 % slower beside other processes: each step's huge-page faults wait on memory
+alone but 30-40 % slower beside other processes: each step's huge-page faults wait on memory
 compaction.
 """
 
