@@ -95,7 +95,7 @@ def keep_freed_memory(environ=os.environ):
     Leaves malloc as it is where the C library is not glibc, or where the user tuned it
     (`MALLOC_*`, or `glibc.malloc.*` in GLIBC_TUNABLES). Call it before JAX starts its
     runtime (its first computation or device query): XLA's threads allocate then, each in
-    its own arena, and an arena's large blocks are always mapped afresh.
+    its own arena, and a thread's arena maps every block over 64 MB afresh.
     """
     if (any(name in environ for name in _MALLOC_ENVIRONMENT)
             or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")):
