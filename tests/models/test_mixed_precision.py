@@ -28,8 +28,11 @@ def test_mixed_precision_trains_with_float32_softmax(pe, policy):
 @pytest.mark.parametrize("pe", PE_KINDS)
 def test_mixed_bfloat16_attention_logits_biases_and_softmax_are_float32(pe, monkeypatch):
     # What reaches the attention kernels (`dot_product_attention` on PyTorch, the softmax
-    # of the attention's own products elsewhere) under mixed_bfloat16: queries, keys,
-    # values, the position bias, all float32; the projections around them run in bfloat16.
+    # of the attention's own products on TensorFlow, its exp on JAX) under mixed_bfloat16:
+    # queries, keys, values, the position bias, all float32; the projections around them
+    # run in bfloat16.
+    kernel = {"torch": "dot_product_attention", "jax": "exp"}.get(keras.backend.backend(),
+                                                                   "softmax")
     seen = []
 
     def spy(name, function):
@@ -39,13 +42,11 @@ def test_mixed_bfloat16_attention_logits_biases_and_softmax_are_float32(pe, monk
             return function(*args, **kwargs)
         return wrapped
 
-    for name in ("dot_product_attention", "softmax"):
-        monkeypatch.setattr(keras.ops, name, spy(name, getattr(keras.ops, name)))
+    monkeypatch.setattr(keras.ops, kernel, spy(kernel, getattr(keras.ops, kernel)))
     model = build_model(pe, preset="ast-pe-tiny", num_classes=3, num_frames=128,
                         dtype="mixed_bfloat16")
     scores = model(np.random.rand(2, 128, 64).astype("float32"), training=True)
     assert keras.backend.standardize_dtype(scores.dtype) == "float32"
-    kernel = "dot_product_attention" if keras.backend.backend() == "torch" else "softmax"
     attention = [dtypes for name, dtypes in seen if name == kernel]
     assert len(attention) == len(model.backbone.blocks)
     assert all(dtypes == {"float32"} for _, dtypes in seen), seen
