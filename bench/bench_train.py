@@ -125,21 +125,14 @@ class Worker:
 class KerasWorker(Worker):
     def __init__(self, args):
         super().__init__(args)
-        from keras_astpe._startup import (
-            import_tensorflow,
-            jax_is_cpu_only,
-            keep_freed_memory,
-            use_jax_xla_cpu_flags,
-        )
+        from keras_astpe._startup import configure_jax_process, import_tensorflow
 
         import_tensorflow()  # before Keras: without TensorFlow's start-up log lines
         import keras
 
         import keras_astpe
         if keras.backend.backend() == "jax":
-            use_jax_xla_cpu_flags()  # as training does, before JAX starts its runtime
-            if jax_is_cpu_only():
-                keep_freed_memory()
+            configure_jax_process()  # as training does, before JAX starts its runtime
         self.keras, self.keras_astpe = keras, keras_astpe
         if args.mixed_precision:
             keras.config.set_dtype_policy("mixed_bfloat16")

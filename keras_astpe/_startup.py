@@ -120,6 +120,14 @@ def jax_is_cpu_only(environ=os.environ):
     return not any(name.startswith(("jax-cuda", "jax-rocm", "libtpu")) for name in names)
 
 
+def configure_jax_process():
+    """`use_jax_xla_cpu_flags`, and `keep_freed_memory` where JAX is CPU-only; call it
+    before JAX starts its runtime (training, and bench_train's JAX worker)."""
+    use_jax_xla_cpu_flags()
+    if jax_is_cpu_only():
+        keep_freed_memory()
+
+
 def without_jax_xla_cpu_flags(environ):
     """A copy of `environ` whose XLA_FLAGS lacks `JAX_XLA_CPU_FLAGS` (for TensorFlow)."""
     environ = dict(environ)

@@ -57,7 +57,7 @@ import os
 import keras
 import numpy as np
 
-from keras_astpe._startup import jax_is_cpu_only, keep_freed_memory, use_jax_xla_cpu_flags
+from keras_astpe._startup import configure_jax_process
 
 KINDS = ("none", "mirrored", "multi_worker", "data_parallel")
 _BACKEND = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "data_parallel": "jax"}
@@ -106,9 +106,7 @@ def start(kind):
     global _started
     check_backend(kind)
     if keras.backend.backend() == "jax":
-        use_jax_xla_cpu_flags()
-        if jax_is_cpu_only():
-            keep_freed_memory()
+        configure_jax_process()
     if _started is not None:
         if _started.kind != kind:
             raise ValueError(f"this process already trains with --distribute={_started.kind}, "
