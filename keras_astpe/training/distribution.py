@@ -57,7 +57,7 @@ import os
 import keras
 import numpy as np
 
-from keras_astpe._startup import configure_jax_process
+from keras_astpe.training import trainer
 
 KINDS = ("none", "mirrored", "multi_worker", "data_parallel")
 _BACKEND = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "data_parallel": "jax"}
@@ -100,13 +100,12 @@ def start(kind):
     """The `Distribution` of `--distribute=kind`, started once per process.
 
     Call it before TensorFlow runs anything (tf.distribute configures the runtime when the
-    strategy is made) and JAX computes anything (`jax.distributed.initialize`, and the
-    XLA:CPU flags and, on CPUs, the malloc settings of `keras_astpe._startup`).
+    strategy is made) and JAX computes anything (`jax.distributed.initialize`, and
+    `trainer.configure_process`).
     """
     global _started
     check_backend(kind)
-    if keras.backend.backend() == "jax":
-        configure_jax_process()
+    trainer.configure_process()
     if _started is not None:
         if _started.kind != kind:
             raise ValueError(f"this process already trains with --distribute={_started.kind}, "

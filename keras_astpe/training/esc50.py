@@ -244,6 +244,7 @@ def evaluate_esc50(config, verbose="auto", log=print):
     Returns:
         The content of `results.json`, plus `output_dir`.
     """
+    trainer.configure_process()
     start_time = time.monotonic()
     run_dir = trainer.prepare_output_dir(config.output_dir)
 
