@@ -7,9 +7,9 @@
 One training step (forward, backward, Adam with clipping by value as in the recipe, binary
 cross-entropy on 527 classes, a fixed random batch, dropout on) of the chosen preset
 (default: the paper's `ast-pe` on a GPU, `ast-pe-small` on a CPU) for every PE kind, on
-the TensorFlow, JAX and PyTorch backends, each in its own worker process, next to the
-peer: transformers' `ASTForAudioClassification` of the same size on PyTorch (when
-transformers is installed; square 16x16 patches of the same area and number as the
+the TensorFlow, JAX and PyTorch backends (those installed), each in its own worker process,
+next to the peer: transformers' `ASTForAudioClassification` of the same size on PyTorch
+(when transformers is installed; square 16x16 patches of the same area and number as the
 preset's 32x8 ones, a distillation token, the same dropout).
 
 Every worker builds and warms up its model for one PE kind; then the workers time
@@ -125,9 +125,14 @@ class Worker:
 class KerasWorker(Worker):
     def __init__(self, args):
         super().__init__(args)
-        from keras_astpe._startup import configure_jax_process, import_tensorflow
+        from keras_astpe._startup import (
+            configure_jax_process,
+            import_tensorflow,
+            tensorflow_installed,
+        )
 
-        import_tensorflow()  # before Keras: without TensorFlow's start-up log lines
+        if tensorflow_installed():
+            import_tensorflow()  # before Keras: without TensorFlow's start-up log lines
         import keras
 
         import keras_astpe
@@ -386,8 +391,8 @@ def main():
     parser.add_argument("--batch_size", type=int, help="clips per step (default: 64 on a "
                         "GPU, 8 on a CPU)")
     parser.add_argument("--pe", default=",".join(PE_KINDS), help="comma-separated PE kinds")
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated Keras backends")
+    parser.add_argument("--backends", help="comma-separated Keras backends (default: those "
+                        "installed of tensorflow, jax, torch)")
     parser.add_argument("--peer", choices=("auto", "yes", "no"), default="auto",
                         help="time transformers' AST too (auto: when transformers is "
                         "installed)")
@@ -413,12 +418,16 @@ def main():
     args.batch_size = args.batch_size or (64 if gpu else 8)
 
     pe_kinds = [p for p in args.pe.split(",") if p]
-    backends = [b for b in args.backends.split(",") if b]
+    installed = [b for b in BACKENDS if _importable(b)]
+    backends = [b for b in (args.backends or ",".join(installed)).split(",") if b]
     for name, given, known in (("PE kind", pe_kinds, PE_KINDS),
                                ("backend", backends, BACKENDS)):
         unknown = sorted(set(given) - set(known))
         if unknown:
             parser.error(f"unknown {name} {unknown}; expected any of {list(known)}")
+    missing = [b for b in backends if b not in installed]
+    if missing:
+        parser.error(f"backend {missing} not installed here; installed: {installed}")
     with_peer = args.peer == "yes" or (args.peer == "auto" and _importable("transformers"))
     names = backends + ([PEER] if with_peer else [])
     engines = [Engine(name, args) for name in names]

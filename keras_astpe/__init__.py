@@ -9,9 +9,10 @@ tensorflow-io is deliberately not imported here (see README, "tensorflow-io").
 
 import inspect
 
-from keras_astpe._startup import import_tensorflow
+from keras_astpe._startup import import_tensorflow, tensorflow_installed
 
-import_tensorflow()  # before Keras: TensorFlow's start-up log lines go to a buffer
+if tensorflow_installed():
+    import_tensorflow()  # before Keras: TensorFlow's start-up log lines go to a buffer
 
 from keras_astpe.inference import attach_audio_converter, tag  # noqa: E402
 from keras_astpe.models import (  # noqa: E402

@@ -34,6 +34,7 @@ compaction.
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 import sys
 import tempfile
@@ -43,7 +44,7 @@ JAX_XLA_CPU_FLAGS = ("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZ
 
 def import_tensorflow():
     """Imports TensorFlow (once), without the log lines its import and device query print."""
-    if "tensorflow" in sys.modules:
+    if sys.modules.get("tensorflow") is not None:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
@@ -63,6 +64,34 @@ def import_tensorflow():
             os.dup2(saved, 2)
             os.close(saved)
     return tf
+
+
+def tensorflow_installed():
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+class _TensorFlowOnUse:
+    """`tensorflow`, imported (by `import_tensorflow`) when an attribute is first used.
+
+    The modules a model needs (front end, audio converters, serving) import TensorFlow
+    through this, so that models build, train, save and load on JAX or PyTorch where
+    TensorFlow is not installed; what runs on TensorFlow ops then says what it needs.
+    """
+
+    def __getattr__(self, name):
+        try:
+            tf = import_tensorflow()
+        except ModuleNotFoundError as error:
+            if error.name != "tensorflow":
+                raise
+            raise ModuleNotFoundError(
+                f"TensorFlow is not installed (needed for tf.{name}): keras_astpe's audio "
+                "front end, data pipeline and serving run on TensorFlow ops; "
+                "pip install tensorflow", name="tensorflow") from None
+        return getattr(tf, name)
+
+
+tf = _TensorFlowOnUse()
 
 
 def use_jax_xla_cpu_flags(environ=os.environ):

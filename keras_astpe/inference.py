@@ -22,8 +22,8 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_astpe._startup import tf
 from keras_astpe.cli import setting
 from keras_astpe.data import audio_io
 from keras_astpe.frontend import FrontEndConfig

@@ -28,8 +28,8 @@ import dataclasses
 import functools
 
 import numpy as np
-import tensorflow as tf
 
+from keras_astpe._startup import tf
 from keras_astpe.frontend import Framing
 
 WINDOWS = ("hanning", "povey")

@@ -16,8 +16,8 @@ import math
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from keras_astpe._startup import tf
 from keras_astpe.frontend import FrontEndConfig
 
 STATS_FILENAME = "normalization_stats.json"

@@ -11,7 +11,8 @@ same masks on every run, in tf.data and in eager code alike.
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
+
+from keras_astpe._startup import tf
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,9 @@ eagerly on the host and hand the features over as a backend tensor.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_astpe import kaldi_fbank
+from keras_astpe._startup import tf
 from keras_astpe.frontend import FrontEndConfig, waveform_to_features
 from keras_astpe.kaldi_fbank import KaldiFbankConfig
 from keras_astpe.normalization import NormalizationStats

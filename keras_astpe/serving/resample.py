@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 import scipy.signal
-import tensorflow as tf
+
+from keras_astpe._startup import tf
 
 SAMPLE_RATE = 16000
 SUPPORTED_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)

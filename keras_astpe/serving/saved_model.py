@@ -34,9 +34,8 @@ import sys
 import tempfile
 
 import keras
-import tensorflow as tf
 
-from keras_astpe._startup import without_jax_xla_cpu_flags
+from keras_astpe._startup import tf, without_jax_xla_cpu_flags
 from keras_astpe.inference import (
     Windows,
     audio_converter_of,

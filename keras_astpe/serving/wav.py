@@ -9,7 +9,7 @@ float as stored. A file that is not such a WAV is an InvalidArgument error that 
 input and says what was expected, raised when the graph runs.
 """
 
-import tensorflow as tf
+from keras_astpe._startup import tf
 
 # WAVE format tags; WAVE_FORMAT_EXTENSIBLE carries the real one in its sub-format GUID.
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
