@@ -6,7 +6,9 @@ feature notes, "Could not find cuda drivers", and, on a machine without a GPU, a
 line "failed call to cuInit: ... CUDA error" from the first device query, which reads like
 a failure although it is harmless. `import_tensorflow` imports TensorFlow and lists its
 devices with the process's stderr pointed at a buffer; if that fails, the buffer is
-replayed before the exception, so nothing a user needs is lost. `TF_CPP_MIN_LOG_LEVEL`
+replayed before the exception, so nothing a user needs is lost. `tf` is TensorFlow imported
+that way on first use, for the modules a model needs: where TensorFlow is not installed,
+models still build, train and load on JAX and PyTorch. `TF_CPP_MIN_LOG_LEVEL`
 defaults to 3: TensorFlow's C++ code also logs notes at the error level while it runs
 (e.g. "oneDNN supports DT_BOOL only on platforms with AVX-512"); real failures reach
 Python as exceptions. Set it to 0 to see everything.
