@@ -90,7 +90,9 @@ class _TensorFlowOnUse:
                 f"TensorFlow is not installed (needed for tf.{name}): keras_astpe's audio "
                 "front end, data pipeline and serving run on TensorFlow ops; "
                 "pip install tensorflow", name="tensorflow") from None
-        return getattr(tf, name)
+        value = getattr(tf, name)
+        setattr(self, name, value)  # the next use is a plain attribute
+        return value
 
 
 tf = _TensorFlowOnUse()
