@@ -81,6 +81,8 @@ class _TensorFlowOnUse:
     """
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # hasattr(), copy, pickle, inspect: not TensorFlow's
+            raise AttributeError(name)
         try:
             tf = import_tensorflow()
         except ModuleNotFoundError as error:

@@ -6,6 +6,7 @@ import pytest
 
 from keras_astpe._startup import (
     JAX_XLA_CPU_FLAGS,
+    _TensorFlowOnUse,
     jax_is_cpu_only,
     keep_freed_memory,
     use_jax_xla_cpu_flags,
@@ -107,3 +108,13 @@ def test_jax_is_cpu_only_by_its_platforms_or_plugins():
 def test_malloc_the_user_tuned_is_left_alone():
     assert keep_freed_memory({"MALLOC_ARENA_MAX": "4"}) is False
     assert keep_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}) is False
+
+
+@pytest.mark.backend_agnostic
+def test_tensorflow_on_first_use_is_tensorflow():
+    import tensorflow
+
+    lazy = _TensorFlowOnUse()
+    assert not hasattr(lazy, "__wrapped__")  # tools probing dunders do not import it
+    assert lazy.signal is tensorflow.signal
+    assert "signal" in vars(lazy)  # looked up once
