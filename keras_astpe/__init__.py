@@ -9,10 +9,14 @@ tensorflow-io is deliberately not imported here (see README, "tensorflow-io").
 
 import inspect
 
-from keras_astpe._startup import import_tensorflow, tensorflow_installed
+from keras_astpe._startup import hide_gpus_from_tensorflow, import_tensorflow, tensorflow_installed
 
 if tensorflow_installed():
     import_tensorflow()  # before Keras: TensorFlow's start-up log lines go to a buffer
+
+import keras  # noqa: E402
+
+hide_gpus_from_tensorflow(keras.backend.backend())
 
 from keras_astpe.inference import attach_audio_converter, tag  # noqa: E402
 from keras_astpe.models import (  # noqa: E402

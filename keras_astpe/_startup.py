@@ -8,7 +8,9 @@ a failure although it is harmless. `import_tensorflow` imports TensorFlow and li
 devices with the process's stderr pointed at a buffer; if that fails, the buffer is
 replayed before the exception, so nothing a user needs is lost. `tf` is TensorFlow imported
 that way on first use, for the modules a model needs: where TensorFlow is not installed,
-models still build, train and load on JAX and PyTorch. `TF_CPP_MIN_LOG_LEVEL`
+models still build, train and load on JAX and PyTorch. `hide_gpus_from_tensorflow` keeps
+TensorFlow, where it only feeds data, off the GPUs of the JAX and PyTorch backends.
+`TF_CPP_MIN_LOG_LEVEL`
 defaults to 3: TensorFlow's C++ code also logs notes at the error level while it runs
 (e.g. "oneDNN supports DT_BOOL only on platforms with AVX-512"); real failures reach
 Python as exceptions. Set it to 0 to see everything.
@@ -40,6 +42,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import warnings
 
 JAX_XLA_CPU_FLAGS = ("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",)
 
@@ -98,6 +101,23 @@ class _TensorFlowOnUse:
 
 
 tf = _TensorFlowOnUse()
+
+
+def hide_gpus_from_tensorflow(backend):
+    """On the JAX and PyTorch backends TensorFlow only feeds the model (tf.data, the front
+    end): hide the GPUs from it, or the first op it runs maps most of each GPU's memory
+    away from the backend that trains. Needs TensorFlow not to have used its devices yet."""
+    tf = sys.modules.get("tensorflow")
+    if backend == "tensorflow" or tf is None:
+        return
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow's devices are already in use: say what it may cost
+        if tf.config.list_physical_devices("GPU"):
+            warnings.warn(f"TensorFlow used its GPUs before keras_astpe was imported; it may "
+                          f"hold GPU memory the {backend} backend needs: import keras_astpe "
+                          f"first, or call tf.config.set_visible_devices([], 'GPU')",
+                          stacklevel=3)
 
 
 def use_jax_xla_cpu_flags(environ=os.environ):

@@ -118,3 +118,24 @@ def test_tensorflow_on_first_use_is_tensorflow():
     assert not hasattr(lazy, "__wrapped__")  # tools probing dunders do not import it
     assert lazy.signal is tensorflow.signal
     assert "signal" in vars(lazy)  # looked up once
+
+
+_VISIBLE_DEVICE_CALLS = """
+import tensorflow as tf
+calls = []
+tf.config.set_visible_devices = lambda devices, kind=None: calls.append((list(devices), kind))
+import keras_astpe
+print(calls)
+"""
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
+def test_tensorflow_keeps_off_the_gpus_of_other_backends(backend):
+    pytest.importorskip(backend)
+    result = subprocess.run([sys.executable, "-c", _VISIBLE_DEVICE_CALLS],
+                            env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = [] if backend == "tensorflow" else [([], "GPU")]
+    assert result.stdout.split("\n")[-2] == str(expected)
