@@ -125,17 +125,13 @@ class Worker:
 class KerasWorker(Worker):
     def __init__(self, args):
         super().__init__(args)
-        from keras_astpe._startup import (
-            configure_jax_process,
-            import_tensorflow,
-            tensorflow_installed,
-        )
+        import keras_astpe  # before Keras: without TensorFlow's start-up log lines
 
-        if tensorflow_installed():
-            import_tensorflow()  # before Keras: without TensorFlow's start-up log lines
+        # isort: split
         import keras
 
-        import keras_astpe
+        from keras_astpe._startup import configure_jax_process
+
         if keras.backend.backend() == "jax":
             configure_jax_process()  # as training does, before JAX starts its runtime
         self.keras, self.keras_astpe = keras, keras_astpe

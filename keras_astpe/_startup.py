@@ -93,8 +93,8 @@ class _TensorFlowOnUse:
                 raise
             raise ModuleNotFoundError(
                 f"TensorFlow is not installed (needed for tf.{name}): keras_astpe's audio "
-                "front end, data pipeline and serving run on TensorFlow ops; "
-                "pip install tensorflow", name="tensorflow") from None
+                "front end and serving run on TensorFlow ops; pip install tensorflow",
+                name="tensorflow") from None
         value = getattr(tf, name)
         setattr(self, name, value)  # the next use is a plain attribute
         return value
