@@ -552,51 +552,25 @@ def _dataset_lock(output_dir):
         os.close(descriptor)  # releases the lock
 
 
-def _read_dataset_manifest(output_dir, split):
-    """The content of `<output_dir>/dataset.json`; for a folder converted before it existed,
-    built from the summaries of the splits there other than `split` (which is being
-    converted); None if there is nothing."""
+def _read_dataset_manifest(output_dir):
+    """The content of `<output_dir>/dataset.json`, or None if there is none."""
     path = os.path.join(output_dir, dataset_info.DATASET_FILE)
-    if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConversionError(
-                f"{path} is damaged ({error}): delete it and convert every split of "
-                f"{output_dir} again (converted shards are kept)") from None
-    try:
-        info = dataset_info.DatasetInfo.load(output_dir)
-    except FileNotFoundError:
+    if not os.path.exists(path):
         return None
-    except dataset_info.DatasetInfoError as error:
-        raise ConversionError(str(error)) from None
-    splits = {}
-    for name, other in info.splits.items():
-        if name == split:
-            continue
-        if None in other.num_bytes:  # no record of its shards: cannot be described
-            print(f"note: {output_dir}: split {name!r} has no {name}-manifest.json; convert "
-                  f"it again to list it in {dataset_info.DATASET_FILE}", flush=True)
-            continue
-        splits[name] = {
-            "role": other.role, "num_clips": other.num_clips,
-            "clips_per_fold": {str(fold): count
-                               for fold, count in info.clips_per_fold(name).items()},
-            "cross_validation_folds": list(other.cross_validation_folds),
-            "shards": [{"file": os.path.basename(shard.path), "bytes": shard.num_bytes,
-                        "records": shard.num_records} for shard in other.shards],
-            "converter": {"command": other.command, "version": None}}
-    return {"format": dataset_info.FORMAT, "name": info.name, "kind": info.kind,
-            "class_names": list(info.class_names), "multi_label": info.multi_label,
-            "clip_seconds": info.clip_seconds, "splits": splits}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConversionError(
+            f"{path} is damaged ({error}): delete it and convert every split of "
+            f"{output_dir} again (converted shards are kept)") from None
 
 
 def _check_dataset(output_dir, dataset, split, overwrite):
     """Stops before any work when `output_dir` holds another dataset (other classes, kind or
     labelling), unless `overwrite`."""
     with _dataset_lock(output_dir):
-        content = _read_dataset_manifest(output_dir, split)
+        content = _read_dataset_manifest(output_dir)
     if content is None or overwrite:
         return
     differences = [key for key, value in (("kind", dataset.kind),
@@ -616,7 +590,7 @@ def _forget_split(output_dir, split):
     with _dataset_lock(output_dir):
         if not os.path.exists(path):
             return
-        content = _read_dataset_manifest(output_dir, split)
+        content = _read_dataset_manifest(output_dir)
         if content.get("splits", {}).pop(split, None) is not None:
             atomic_write_text(path, json.dumps(content, indent=1) + "\n")
 
@@ -649,7 +623,7 @@ def _record_split(output_dir, dataset, split, summary, manifest, *, role,
         for leftover in glob.glob(os.path.join(glob.escape(output_dir),
                                                f".tmp-{dataset_info.DATASET_FILE}-*")):
             os.remove(leftover)  # only a killed run leaves one: writers hold the lock
-        content = _read_dataset_manifest(output_dir, split) or {}
+        content = _read_dataset_manifest(output_dir) or {}
         if overwrite and (content.get("kind"), content.get("class_names")) != (
                 dataset.kind, list(dataset.class_names)):
             content = {}  # --overwrite replaces another dataset

@@ -8,10 +8,6 @@ of guessing from file names and constants, and the reader (`keras_astpe.data.pip
 checks every shard against it, so that a missing, empty, cut or changed shard is never
 read as if it were complete (`recorded_shards`).
 
-A folder converted before `dataset.json` existed is described from what the converters
-wrote then: `<split>-summary.json`, `<split>-manifest.json` and the class list; its folds
-are counted by reading the shards once, when first asked for.
-
     {"format": 1, "name": "esc50", "kind": "esc50", "multi_label": false,
      "clip_seconds": 5.0, "sample_rate": 16000, "class_names": ["dog", ...],
      "converter": {"command": "python -m tfrecords_tools.esc50 ...", "version": "0.1.0"},
@@ -27,13 +23,11 @@ role `train` whose folds 1-5 are the folds of the paper's 5-fold cross-validatio
 (`cross_validation_folds`): each fold is the test set once.
 """
 
-import csv
 import dataclasses
 import fnmatch
 import json
 import os
 import posixpath
-import re
 
 import tensorflow as tf
 
@@ -45,7 +39,6 @@ ESC50_FOLDS = (1, 2, 3, 4, 5)
 NOMINAL_CLIP_SECONDS = {"audioset": 10.0, "esc50": 5.0}
 CLASS_FILES = {"audioset": "class_labels_indices.csv", "esc50": "classes.csv",
                "folder": "classes.csv"}
-SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 # The command that writes each kind of dataset (`{data_dir}`, and `{split}` for AudioSet).
 _COMMANDS = {
     "audioset": "python -m tfrecords_tools.audioset --input_dir=<AudioSet folder> "
@@ -55,9 +48,7 @@ _COMMANDS = {
     "folder": "python -m tfrecords_tools.folder --input_dir=<folder of class folders> "
               "--output_dir={data_dir}",
 }
-_ROLE_OF_SPLIT = {"balanced_train": "train", "unbalanced_train": "train", "train": "train",
-                  "esc50": "train", "eval": "eval", "validation": "validation",
-                  "test": "test"}
+
 
 
 class DatasetInfoError(ValueError):
@@ -90,8 +81,8 @@ class ShardInfo:
 class SplitInfo:
     """One split: `role` (one of `ROLES`), its `shards` in order, its clips and folds.
 
-    `clips_per_fold` maps each fold present to its clips ({} for a dataset without folds,
-    None when not recorded: see `DatasetInfo.clips_per_fold`). `cross_validation_folds`:
+    `clips_per_fold` maps each fold present to its clips ({} for a dataset without folds).
+    `cross_validation_folds`:
     the folds that take turns as the test set (ESC-50), () otherwise. `command`: what
     (re)writes the split.
     """
@@ -100,7 +91,7 @@ class SplitInfo:
     role: str
     shards: tuple
     num_clips: int
-    clips_per_fold: dict | None
+    clips_per_fold: dict
     cross_validation_folds: tuple
     command: str
 
@@ -121,7 +112,7 @@ class DatasetInfo:
     """A converted dataset: `name`, `kind` (`KINDS`), `class_names`, `num_classes`,
     `multi_label`, `clip_seconds` (the nominal clip length), `splits` ({name: SplitInfo}),
     `converter` (command and version of the last conversion) and `source` (the file it was
-    read from, or `"<split>-summary.json"` for a conversion that predates `dataset.json`).
+    read from).
     """
 
     def __init__(self, data_dir, *, name, kind, class_names, multi_label, clip_seconds,
@@ -135,7 +126,6 @@ class DatasetInfo:
         self.splits = splits
         self.converter = converter
         self.source = source
-        self._counted_folds = {}
 
     @property
     def num_classes(self):
@@ -148,14 +138,16 @@ class DatasetInfo:
 
     @classmethod
     def load(cls, data_dir, kind=None):
-        """Reads `<data_dir>/dataset.json`, or derives the same from the files a converter
-        wrote before it existed. `kind` (`KINDS`, optional) names the converter to suggest
-        when `data_dir` holds no dataset."""
+        """Reads `<data_dir>/dataset.json`. `kind` (`KINDS`, optional) names the converter
+        to suggest when `data_dir` holds no dataset."""
         data_dir = os.fspath(data_dir)
         path = _join(data_dir, DATASET_FILE)
-        if tf.io.gfile.exists(path):
-            return cls._from_manifest(data_dir, _read_json(path, kind, data_dir))
-        return cls._from_summaries(data_dir, kind)
+        if not tf.io.gfile.exists(path):
+            what = "does not exist" if not tf.io.gfile.isdir(data_dir) else \
+                f"holds no {DATASET_FILE}"
+            raise FileNotFoundError(f"{data_dir} {what}: write the dataset with: "
+                                    f"{converter_command(kind, data_dir)}")
+        return cls._from_manifest(data_dir, _read_json(path, kind, data_dir))
 
     def split(self, split):
         """The `SplitInfo` of `split`; an error naming the splits there are and the command
@@ -190,14 +182,8 @@ class DatasetInfo:
         return sorted(name for name, info in self.splits.items() if info.role == role)
 
     def clips_per_fold(self, split):
-        """{fold: clips} of `split` ({} when it has no folds). For a conversion that
-        predates `dataset.json`, the folds are counted by reading the shards once."""
-        info = self.split(split)
-        if info.clips_per_fold is not None:
-            return dict(info.clips_per_fold)
-        if split not in self._counted_folds:
-            self._counted_folds[split] = _count_folds(self.split_files(split))
-        return dict(self._counted_folds[split])
+        """{fold: clips} of `split` ({} when it has no folds)."""
+        return dict(self.split(split).clips_per_fold)
 
     def num_clips(self, split, folds=None):
         """Clips the converter wrote in `split`, or in its `folds` (e.g. ESC-50 folds)."""
@@ -234,66 +220,8 @@ class DatasetInfo:
             what = f"no {error}" if isinstance(error, KeyError) else str(error)
             raise DatasetInfoError(
                 f"{path}: not a dataset manifest of format {FORMAT} ({what}): reconvert the "
-                f"dataset ({converter_command(content.get('kind'), data_dir)}) or delete "
-                f"{path} to fall back to the <split>-summary.json files") from None
+                f"dataset ({converter_command(content.get('kind'), data_dir)})") from None
         return info
-
-    @classmethod
-    def _from_summaries(cls, data_dir, kind):
-        """The description of a conversion made before `dataset.json` existed."""
-        if not tf.io.gfile.isdir(data_dir):
-            raise FileNotFoundError(
-                f"{data_dir} does not exist: write the dataset with: "
-                f"{converter_command(kind, data_dir)}")
-        summaries = {}
-        for path in sorted(tf.io.gfile.glob(_join(data_dir, "*-summary.json"))):
-            summaries[posixpath.basename(path)[:-len("-summary.json")]] = _read_json(
-                path, kind, data_dir)
-        shards = sorted(tf.io.gfile.glob(_join(data_dir, "*-[0-9]*-of-[0-9]*.tfrecord")))
-        if not summaries:
-            guess = kind or _guess_kind(data_dir, {SHARD_NAME.match(posixpath.basename(p))
-                                                   ["split"] for p in shards})
-            what = (f"holds {len(shards)} TFRecord file(s) but neither {DATASET_FILE} nor "
-                    f"<split>-summary.json" if shards else
-                    f"holds neither {DATASET_FILE} nor TFRecords")
-            raise FileNotFoundError(f"{data_dir} {what}: (re)write the dataset with: "
-                                    f"{converter_command(guess, data_dir)}")
-        kind = _guess_kind(data_dir, summaries)
-        class_names = _legacy_class_names(data_dir, summaries, kind)
-        recorded = recorded_shards(data_dir)
-        splits = {}
-        for split, summary in summaries.items():
-            folds = ESC50_FOLDS if split == "esc50" else ()
-            try:
-                paths = [_join(data_dir, name) for name in summary["shards"]]
-                num_clips = int(summary["clips_written"])
-                if "clips_per_fold" in summary:
-                    per_fold = {int(fold): int(count)
-                                for fold, count in summary["clips_per_fold"].items()}
-                else:  # before the summaries had them, only ESC-50 had folds
-                    per_fold = None if folds else {}
-            except (KeyError, TypeError, ValueError, AttributeError) as error:
-                raise DatasetInfoError(
-                    f"{_join(data_dir, split + '-summary.json')}: not a converter summary "
-                    f"({error}): rewrite it with: {converter_command(kind, data_dir, split)}"
-                ) from None
-            splits[split] = SplitInfo(
-                name=split, role=_ROLE_OF_SPLIT.get(split, "train"),
-                shards=tuple(recorded.get(path, ShardInfo(path, None, None))
-                             for path in paths),
-                num_clips=num_clips, clips_per_fold=per_fold, cross_validation_folds=folds,
-                command=converter_command(kind, data_dir, split))
-        if kind in NOMINAL_CLIP_SECONDS:
-            clip_seconds = NOMINAL_CLIP_SECONDS[kind]
-        else:  # the mean clip duration, to 0.1 s
-            clips = sum(summary.get("clips_written", 0) for summary in summaries.values())
-            seconds = sum(summary.get("total_duration_seconds", 0.0)
-                          for summary in summaries.values())
-            clip_seconds = round(seconds / clips, 1) if clips else 0.0
-        return cls(data_dir, name=posixpath.basename(data_dir.rstrip("/")) or data_dir,
-                   kind=kind, class_names=class_names, multi_label=kind == "audioset",
-                   clip_seconds=clip_seconds, splits=splits, converter={},
-                   source="<split>-summary.json")
 
 
 def recorded_shards(directory):
@@ -368,52 +296,3 @@ def _split_from_manifest(data_dir, name, entry):
                         for fold, count in entry["clips_per_fold"].items()},
         cross_validation_folds=tuple(int(fold) for fold in entry["cross_validation_folds"]),
         command=str(entry.get("converter", {}).get("command", "")))
-
-
-def _guess_kind(data_dir, splits):
-    """The converter of a folder without `dataset.json`: by its class list, else by the
-    names of its splits."""
-    if tf.io.gfile.exists(_join(data_dir, CLASS_FILES["audioset"])):
-        return "audioset"
-    if "esc50" in splits:
-        return "esc50"
-    if tf.io.gfile.exists(_join(data_dir, CLASS_FILES["folder"])):
-        return "folder"
-    if {"balanced_train", "unbalanced_train", "eval"} & set(splits):
-        return "audioset"
-    return "folder" if splits else None
-
-
-def _legacy_class_names(data_dir, summaries, kind):
-    """Class names from the summaries (the converters wrote them there), else the class
-    list."""
-    for summary in summaries.values():
-        if isinstance(summary.get("class_names"), list):
-            return [str(name) for name in summary["class_names"]]
-    path = _join(data_dir, CLASS_FILES[kind])
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            rows = list(csv.reader(f.read().lstrip("\ufeff").splitlines()))
-        names = {int(row[0]): row[-1] for row in rows[1:] if row}
-    except tf.errors.NotFoundError:
-        raise FileNotFoundError(f"{data_dir}: no class names (neither in the summaries nor "
-                                f"in {path}); rewrite the dataset with: "
-                                f"{converter_command(kind, data_dir)}") from None
-    except (ValueError, IndexError):
-        raise DatasetInfoError(f"{path}: not an index,...,name class list; rewrite the "
-                               f"dataset with: {converter_command(kind, data_dir)}") from None
-    return [names[index] for index in sorted(names)]
-
-
-def _count_folds(paths):
-    """{fold: clips} of the shards at `paths`, from their `fold` features alone."""
-    fold = {"fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
-    counts = {}
-    records = tf.data.TFRecordDataset(paths).map(
-        lambda record: tf.io.parse_single_example(record, fold)["fold"],
-        num_parallel_calls=tf.data.AUTOTUNE)
-    for value in records.batch(4096).as_numpy_iterator():
-        for key in value.tolist():
-            if key >= 0:
-                counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items()))

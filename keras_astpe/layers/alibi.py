@@ -15,9 +15,7 @@ BLOCKED = -1e9
 
 
 def check_cls_blocking(value, name="block_patches_to_cls"):
-    """The argument `name` as one of `CLS_BLOCKING`, mapping the old booleans."""
-    if isinstance(value, bool):
-        return "all_heads" if value else "none"
+    """The argument `name`, checked to be one of `CLS_BLOCKING`."""
     if value not in CLS_BLOCKING:
         raise ValueError(f"Unknown {name} {value!r}; expected one of {CLS_BLOCKING}.")
     return value

@@ -55,15 +55,13 @@ class ASTBackbone(FunctionalModel):
         embedding_norm: a LayerNorm on the embedded sequence, before the blocks (the
             paper's code: yes; AST: no).
         final_norm: a LayerNorm after the last block; None (the default) means one
-            exactly when `norm_first` (pre-norm), as before this option existed (the
-            paper's code has none).
+            exactly when `norm_first` (pre-norm); the paper's code has none.
         num_peg_layers: blocks followed by a PEG in the conditional kinds (paper: 5).
         peg_cls_embedding: the first PEG also learns a [CLS] embedding.
         alibi_slopes: `"paper"` or `"code"` slope rule, see `alibi_slopes`.
         alibi_block_cls: heads in which patches cannot attend to [CLS] in the ALiBi kinds:
             `"time_heads"` (the original code: in `alibi_2d` the time heads block it, the
-            frequency heads do not), `"all_heads"` or `"none"`; see `ALiBiBias`. Configs
-            saved when this was a bool load as `"all_heads"` (True) or `"none"` (False).
+            frequency heads do not), `"all_heads"` or `"none"`; see `ALiBiBias`.
         relative_row_order: row order of the learned relative tables, `"key_minus_query"`
             (the original code) or `"query_minus_key"`; configs saved before this
             argument existed load with `"query_minus_key"`, the order they trained with.

@@ -26,7 +26,7 @@ from keras_astpe.io_utils import write_json
 from keras_astpe.kaldi_fbank import KaldiFbankConfig
 from keras_astpe.models import ASTBackbone, ASTClassifier, get_front_end, get_head, get_preset
 from keras_astpe.models.audio_converter import KaldiFbankAudioConverter, LogMelAudioConverter
-from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
+from keras_astpe.normalization import STATS_FILENAME
 from keras_astpe.training import outputs, resumption, trainer
 from keras_astpe.training.metrics import classification_metrics
 from keras_astpe.training.plots import plot_confusion_matrix, plot_learning_curves
@@ -196,22 +196,6 @@ def _compile(model, learning_rate):
                                       num_classes=model.num_classes)
 
 
-def _pretrained_stats(path, pretrained, log):
-    """The statistics an `--init` model was trained with: those it carries, or, for a model
-    saved before models carried their front end, the `normalization_stats.json` beside it."""
-    converter = getattr(pretrained, "audio_converter", None)
-    if converter is not None:
-        return converter.stats
-    beside = os.path.join(os.path.dirname(os.path.abspath(path)), STATS_FILENAME)
-    if not os.path.exists(beside):
-        raise FileNotFoundError(
-            f"--init={path} carries no front end (it was saved by an older keras_astpe) and "
-            f"no {STATS_FILENAME} is beside it: the fine-tuned model must scale its inputs as "
-            "in pretraining. Put the statistics of its training run next to it.")
-    log(f"{path} was saved before models carried their front end: using {beside}")
-    return NormalizationStats.load(beside)
-
-
 def check_folds(clips_per_fold, folds, *, allow_unbalanced, log=print):
     """Says which folds are empty or much smaller than the largest; refuses (ValueError)
     unless `allow_unbalanced`, since the mean over such folds means little."""
@@ -278,7 +262,7 @@ def evaluate_esc50(config, verbose="auto", log=print):
         if isinstance(pretrained.audio_converter, KaldiFbankAudioConverter):
             kaldi = pretrained.audio_converter.config
         else:
-            source = _pretrained_stats(config.init, pretrained, log)
+            source = pretrained.audio_converter.stats
         del pretrained
     else:
         preset = get_preset(config.preset)

@@ -157,13 +157,13 @@ def write_digest(path, digest_path=None):
 def verify_file(path, expected=None):
     """Raises `DamagedFileError` naming `path` unless it matches its recorded digest.
 
-    `expected`: `(sha256, size)`; None reads `<path>.sha256`. A file without a recorded
-    digest (written before digests existed) is accepted as it is.
+    `expected`: `(sha256, size)`; None reads `<path>.sha256`, which every checkpoint has
+    before it gets its final name.
     """
     if expected is None:
         record = path + _DIGEST_SUFFIX
         if not os.path.exists(record):
-            return
+            raise DamagedFileError(f"{path} has no digest record ({record} is missing)")
         with open(record, encoding="utf-8") as f:
             fields = f.read().split()
         if len(fields) != 2:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 _STATE_FILE = "swa_state.json"
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d+)\.npz$")
-_FORMAT_VERSION = 2  # 2: SHA-256 and size of every snapshot
+_FORMAT_VERSION = 2
 
 
 def _snapshot_file(step):
@@ -180,8 +180,10 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             return
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing (listed in the SWA state)")
-        digest = state.get("digests", {}).get(str(snapshot_step))
-        verify_file(path, None if digest is None else tuple(digest))
+        digest = state["digests"].get(str(snapshot_step))
+        if digest is None:
+            raise DamagedFileError(f"{path} has no digest in the SWA state")
+        verify_file(path, tuple(digest))
         self._verified.add(path)
 
     def _setup(self, step):
@@ -282,7 +284,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         except ValueError as error:
             raise DamagedFileError(f"{state_path} is damaged ({error}): delete the folder "
                                    f"{self.state_dir} and the checkpoints to start over") from None
-        if state.get("format_version") not in (1, _FORMAT_VERSION):
+        if state.get("format_version") != _FORMAT_VERSION:
             raise ValueError(f"Unsupported SWA state format in {state_path}: {state!r}")
         return state
 

@@ -76,17 +76,10 @@ def test_time_heads_are_all_heads_in_time_mode_only(mode):
     assert np.array_equal(time_heads, all_heads) == (mode == "time")
 
 
-@pytest.mark.parametrize("old, new", [(True, "all_heads"), (False, "none")])
-def test_boolean_config_from_before_the_option_keeps_its_bias(old, new):
-    """Configs saved when the option was a bool (True: every head) load as they trained."""
-    layer = ALiBiBias(4, freq_patches=2, mode="2d", slopes="code")
-    config = dict(layer.get_config(), block_patches_to_cls=old)
-    restored = ALiBiBias.from_config(config)
-    assert restored.get_config()["block_patches_to_cls"] == new
-    m = [0.5, 1 / 256]
-    old_bias = np.stack([_with_cls(-m[0] * DT, old), _with_cls(-m[1] * DT, old),
-                         _with_cls(-m[0] * DF, old), _with_cls(-m[1] * DF, old)])
-    np.testing.assert_array_equal(_bias(restored)[0], old_bias)
+@pytest.mark.parametrize("value", [True, "time"])
+def test_unknown_cls_blocking_is_refused(value):
+    with pytest.raises(ValueError, match="Unknown block_patches_to_cls"):
+        ALiBiBias(4, freq_patches=2, mode="2d", block_patches_to_cls=value)
 
 
 @pytest.mark.parametrize("mode", ["2d", "time"])

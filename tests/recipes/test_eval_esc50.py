@@ -136,19 +136,6 @@ def test_demo_default_fine_tunes_the_main_job_model(tmp_path, monkeypatch):
     assert config.output_dir == os.path.join("saved_models", "esc50-demo", "time_alibi")
 
 
-def test_older_models_without_their_front_end(workdir, tmp_path):
-    data_dir = str(workdir / DEMO_DIR / "tfrecords" / "esc50")
-    init, _ = _pretrained(tmp_path / "lost", stats=None)
-    config = esc50.ESC50Config.create(init=init, data_dir=data_dir,
-                                      output_dir=str(tmp_path / "out"))
-    with pytest.raises(FileNotFoundError, match="carries no front end.*normalization_stats"):
-        esc50.evaluate_esc50(config)
-    init, pretrained = _pretrained(tmp_path / "beside", stats="beside")
-    messages = []
-    stats = esc50._pretrained_stats(init, keras.saving.load_model(init), messages.append)
-    assert stats.low == pytest.approx(-5.61) and "saved before" in messages[0]
-
-
 def test_unbalanced_folds_are_refused_or_reported():
     counts = {1: 0, 2: 11, 3: 1, 4: 400, 5: 2}  # a real, partial ESC-50 download
     with pytest.raises(ValueError, match=r"folds \[1, 2, 3, 5\] are empty or hold fewer"):

@@ -131,23 +131,6 @@ def test_dataset_json_describes_the_cross_validation_split(tmp_path, esc50_dir):
     assert split.command.startswith(f"python -m tfrecords_tools.esc50 --input_dir={esc50_dir}")
 
 
-def test_a_conversion_without_dataset_json_counts_its_folds(tmp_path, esc50_dir):
-    """As converted before dataset.json and the folds in the summary existed."""
-    output = tmp_path / "out"
-    esc50.convert_esc50(str(esc50_dir), str(output), num_workers=1, progress=False)
-    (output / "dataset.json").unlink()
-    summary = json.loads((output / "esc50-summary.json").read_text())
-    del summary["clips_per_fold"]
-    (output / "esc50-summary.json").write_text(json.dumps(summary))
-    info = DatasetInfo.load(output)
-    assert (info.kind, info.multi_label, info.clip_seconds) == ("esc50", False, 5.0)
-    assert info.splits["esc50"].cross_validation_folds == (1, 2, 3, 4, 5)
-    assert info.clips_per_fold("esc50") == CLIPS_PER_FOLD
-    # A new conversion into the folder writes dataset.json again.
-    esc50.convert_esc50(str(esc50_dir), str(output), num_workers=1, progress=False)
-    assert DatasetInfo.load(output).source.endswith("dataset.json")
-
-
 def test_excel_csv_with_a_byte_order_mark(tmp_path, esc50_dir):
     csv_path = esc50_dir / "meta" / "esc50.csv"
     csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes().replace(b"\n", b"\r\n"))

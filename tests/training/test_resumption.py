@@ -117,14 +117,11 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, damage):
     elif damage == "truncate":
         with open(latest, "r+b") as f:
             f.truncate(size // 3)
-    else:  # a checkpoint written before digests existed loads as it is
+    else:  # every checkpoint gets its digest before its name: one without is damaged
         os.remove(str(latest) + ".sha256")
     messages = []
     model = _model()
     step, damaged = resumption.restore_latest(model, tmp_path, log=messages.append)
-    if damage == "missing_digest":
-        assert (step, damaged) == (9, [])
-        return
     assert step == 6 and len(damaged) == 1 and str(latest) in damaged[0]
     assert any(str(latest) in m for m in messages)
     assert any("Falling back" in m and f"ckpt-{6:012d}" in m for m in messages)
@@ -151,6 +148,9 @@ def test_verify_file_names_the_damage(tmp_path):
     with open(path, "ab") as f:
         f.write(b"x")
     with pytest.raises(resumption.DamagedFileError, match=r"f\.bin.*301 bytes, but 300"):
+        resumption.verify_file(path)
+    os.remove(path + ".sha256")
+    with pytest.raises(resumption.DamagedFileError, match=r"f\.bin has no digest record"):
         resumption.verify_file(path)
 
 
