@@ -9,8 +9,8 @@ optionally `dist_token`; DeiT's `{"model": ...}` files too) or a keras-hub `ViTB
 preset folder (`config.json` + `model.weights.h5`). As AST does:
 
 - the patch projection's three input channels are **summed** into one (AST's code:
-  `torch.sum(weight, dim=1)`; the issue that asked for this said "average", which would
-  be the same kernel divided by 3), and its stride is the model's (AST: 10, not 16);
+  `torch.sum(weight, dim=1)`; an average would be the same kernel divided by 3), and its
+  stride is the model's (AST: 10, not 16);
 - the square grid of position embeddings (height = frequency, width = time, as AST lays
   the spectrogram out as an image) is cut to its middle rows/columns where the audio grid
   is smaller and bilinearly interpolated (half-pixel centres) where it is larger, time
