@@ -4,14 +4,24 @@
 
 Classes are the sub-folders of `--input_dir` in sorted order (index = position), except
 those whose name starts with `_` or `.` (Speech Commands' `_background_noise_` holds long
-noise recordings, not examples). Every audio file under a class folder is a clip of that
-class; `clip_id` is its path relative to `--input_dir` with `/` separators, the form used by
-`validation_list.txt` and `testing_list.txt`. The clips listed there form the `validation`
-and `test` splits, all others `train`; a list file that does not exist means that split is
-not written. Listed clips without a file are reported in `<split>-missing.txt`. Also writes
-`classes.csv` (index, category) and `dataset.json`: single-label, the splits with their
-roles (`train`, `validation`, `test`), and the nominal clip length: `--clip_seconds` when
-given, else the most common clip duration (to 0.1 s).
+noise recordings, not examples); a class folder without any audio file is an error. Every
+audio file under a class folder is a clip of that class; `clip_id` is its path relative to
+`--input_dir` with `/` separators, the form used by `validation_list.txt` and
+`testing_list.txt`.
+
+Splits: with either list file, the clips listed there form the `validation` and `test`
+splits, all others `train`; a list file that does not exist means that split is not
+written, and listed clips without a file are reported in `<split>-missing.txt`. Without
+both list files, every clip goes to the split that `tfrecords_tools.splits.which_split`
+gives it (Speech Commands' rule: a stable hash of the file name without anything from
+`_nohash_` on; `--validation_percent`, `--test_percent`, 10 and 10 by default), so a rerun
+or a grown folder keeps each clip in its split; the three splits are written even if one
+is empty (a warning says so). The split sizes are printed and recorded in `dataset.json`;
+classes that only one split has clips of are named in a warning.
+
+Also writes `classes.csv` (index, category) and `dataset.json`: single-label, the splits
+with their roles (`train`, `validation`, `test`), and the nominal clip length:
+`--clip_seconds` when given, else the most common clip duration (to 0.1 s).
 
 Symlinks are followed, each real file and folder once: a file reached again (a second link
 to it, possibly from another class) is not a second clip but skipped, reported in
@@ -22,9 +32,11 @@ not walked again; both are printed and counted in the summaries (`symlink_repeat
 import dataclasses
 import os
 
+from tqdm import tqdm
+
 from keras_astpe import cli
 from keras_astpe.cli import setting
-from tfrecords_tools import common
+from tfrecords_tools import common, splits
 
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 # Sizes the shards when --clip_seconds is not given (Speech Commands' clips last 1 s).
@@ -47,34 +59,22 @@ def read_list(path):
 
 
 def convert_folder(input_dir, output_dir, *, clip_seconds=None,
+                   validation_percent=splits.DEFAULT_VALIDATION_PERCENT,
+                   test_percent=splits.DEFAULT_TEST_PERCENT,
                    shard_mb=common.DEFAULT_SHARD_MB, num_workers=None, overwrite=False,
                    progress=True):
     """Converts a class-per-folder dataset; returns {split: summary}.
 
     `clip_seconds`: the nominal clip length for `dataset.json`, also used to plan the shard
     sizes; None derives it from the clips (the most common duration).
+    `validation_percent`, `test_percent`: the hash split of a folder without list files.
     """
     if not os.path.isdir(input_dir):
         raise common.ConversionError(f"{input_dir} is not a folder")
+    splits.check_percents(validation_percent, test_percent)
     classes = find_classes(input_dir)
-    clips, same_file, seen, repeated_folders = {}, [], {}, []
-    common.register_tree(input_dir, seen)  # a file belongs to the folder it really is in
-    for label, name in enumerate(classes):
-        files, repeats = common.walk_files(os.path.join(input_dir, name), seen)
-        for path, first in repeats:
-            if os.path.isdir(path):
-                repeated_folders.append((path, first))
-            elif common.is_audio_file(os.path.basename(path)):
-                same_file.append(common.Skipped(
-                    os.path.abspath(path), _clip_id(path, input_dir), "same_file",
-                    f"the same file as {_clip_id(first, input_dir)} (reached through a "
-                    "symlink): taken once"))
-        for path in files:
-            if common.is_audio_file(os.path.basename(path)):
-                clip_id = _clip_id(path, input_dir)
-                clips[clip_id] = common.WorkItem(
-                    path=os.path.abspath(path), clip_id=clip_id, labels=(label,),
-                    expected_seconds=clip_seconds or PLANNING_CLIP_SECONDS)
+    clips, same_file, repeated_folders = _find_clips(input_dir, classes, clip_seconds,
+                                                     progress)
     repeats = [(_clip_id(path, input_dir), _clip_id(first, input_dir))
                for path, first in repeated_folders]
     if repeats:
@@ -86,24 +86,24 @@ def convert_folder(input_dir, output_dir, *, clip_seconds=None,
               f"taken once (listed in train-skipped.csv), e.g. {same_file[0].clip_id}",
               flush=True)
 
-    listed = {}
-    for split, file_name in LIST_FILES.items():
-        path = os.path.join(input_dir, file_name)
-        if os.path.isfile(path):
-            listed[split] = read_list(path)
-        else:
-            print(f"note: no {file_name} in {input_dir}: no {split} split", flush=True)
-    if "validation" in listed and "test" in listed:
-        both = set(listed["validation"]) & set(listed["test"])
-        if both:
-            raise common.ConversionError(
-                f"{len(both)} clips are in both {LIST_FILES['validation']} and "
-                f"{LIST_FILES['test']}, e.g. {sorted(both)[0]}")
-    assigned = {clip_id for ids in listed.values() for clip_id in ids}
-    members = {"train": ([clips[c] for c in clips if c not in assigned], [], same_file)}
-    for split, ids in listed.items():
-        members[split] = ([clips[c] for c in ids if c in clips],
-                          [c for c in ids if c not in clips], [])
+    listed = {split: os.path.join(input_dir, file_name)
+              for split, file_name in LIST_FILES.items()}
+    flags = {}
+    if any(os.path.isfile(path) for path in listed.values()):
+        members = _split_by_lists(clips, listed, same_file)
+        rule = {"rule": "lists", "files": sorted(os.path.basename(path) for split, path
+                                                 in listed.items() if split in members)}
+    else:
+        print(f"note: no {' or '.join(LIST_FILES.values())} in {input_dir}: splitting by "
+              "file-name hash", flush=True)
+        by_hash = splits.split_by_hash(clips.values(), validation_percent, test_percent)
+        splits.report_hash_split(by_hash, validation_percent, test_percent)
+        members = {split: (items, [], same_file if split == "train" else [])
+                   for split, items in by_hash.items()}
+        flags = {"validation_percent": validation_percent, "test_percent": test_percent}
+        rule = {"rule": "file-name hash", **flags}
+    splits.warn_lonely_classes({split: [item.labels for item in items]
+                                for split, (items, _, _) in members.items()}, classes)
 
     os.makedirs(output_dir, exist_ok=True)
     common.write_classes_csv(os.path.join(output_dir, "classes.csv"), classes)
@@ -112,8 +112,9 @@ def convert_folder(input_dir, output_dir, *, clip_seconds=None,
         class_names=tuple(classes), multi_label=False, clip_seconds=clip_seconds,
         command=common.command_line("tfrecords_tools.folder", input_dir=input_dir,
                                     output_dir=output_dir, clip_seconds=clip_seconds,
-                                    shard_mb=shard_mb))
-    extra = {"symlink_repeats": {"folders": [list(pair) for pair in repeats],
+                                    **flags, shard_mb=shard_mb))
+    extra = {"split_rule": rule,
+             "symlink_repeats": {"folders": [list(pair) for pair in repeats],
                                  "files": len(same_file)}}
     return {split: common.convert_split(
         items, output_dir=output_dir, split=split, role=split, dataset=dataset,
@@ -122,10 +123,68 @@ def convert_folder(input_dir, output_dir, *, clip_seconds=None,
         for split, (items, missing, skipped) in members.items()}
 
 
+def _find_clips(input_dir, classes, clip_seconds, progress):
+    """`(clips, same_file, repeated_folders)`: {clip_id: WorkItem} of every audio file
+    under the class folders, the `Skipped` files reached again through a symlink, and the
+    `(path, first_path)` of folders reached again. A class folder without any audio file
+    of its own is an error."""
+    clips, same_file, seen, repeated_folders = {}, [], {}, []
+    common.register_tree(input_dir, seen)  # a file belongs to the folder it really is in
+    for label, name in enumerate(tqdm(classes, desc="finding clips", unit="class",
+                                      disable=not progress, dynamic_ncols=True)):
+        files, repeats = common.walk_files(os.path.join(input_dir, name), seen)
+        for path, first in repeats:
+            if os.path.isdir(path):
+                repeated_folders.append((path, first))
+            elif common.is_audio_file(os.path.basename(path)):
+                same_file.append(common.Skipped(
+                    os.path.abspath(path), _clip_id(path, input_dir), "same_file",
+                    f"the same file as {_clip_id(first, input_dir)} (reached through a "
+                    "symlink): taken once"))
+        found = 0
+        for path in files:
+            if common.is_audio_file(os.path.basename(path)):
+                clip_id = _clip_id(path, input_dir)
+                clips[clip_id] = common.WorkItem(
+                    path=os.path.abspath(path), clip_id=clip_id, labels=(label,),
+                    expected_seconds=clip_seconds or PLANNING_CLIP_SECONDS)
+                found += 1
+        if not found:
+            raise common.ConversionError(
+                f"{os.path.join(input_dir, name)}: class folder without audio files "
+                f"(extensions: {', '.join(sorted(common.AUDIO_EXTENSIONS))}): add its "
+                "clips, remove it, or start its name with '_' to leave it out")
+    return clips, same_file, repeated_folders
+
+
+def _split_by_lists(clips, listed, same_file):
+    """{split: (items, missing clip ids, skipped)} from Speech Commands' list files: the
+    clips listed form `validation` and `test` (a split whose list does not exist is not
+    written), all others `train`."""
+    ids = {}
+    for split, path in listed.items():
+        if os.path.isfile(path):
+            ids[split] = read_list(path)
+        else:
+            print(f"note: no {os.path.basename(path)} in {os.path.dirname(path)}: no "
+                  f"{split} split", flush=True)
+    if "validation" in ids and "test" in ids:
+        both = set(ids["validation"]) & set(ids["test"])
+        if both:
+            raise common.ConversionError(
+                f"{len(both)} clips are in both {LIST_FILES['validation']} and "
+                f"{LIST_FILES['test']}, e.g. {sorted(both)[0]}")
+    assigned = {clip_id for split_ids in ids.values() for clip_id in split_ids}
+    members = {"train": ([clips[c] for c in clips if c not in assigned], [], same_file)}
+    for split, split_ids in ids.items():
+        members[split] = ([clips[c] for c in split_ids if c in clips],
+                          [c for c in split_ids if c not in clips], [])
+    return members
+
+
 def _clip_id(path, input_dir):
     """A clip's id: its path relative to `input_dir`, with `/` separators."""
     return os.path.relpath(path, input_dir).replace(os.sep, "/")
-
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -138,6 +197,7 @@ class FolderConversion:
     clip_seconds: float | None = setting(
         None, help="Nominal clip duration in seconds, recorded in dataset.json and used to "
         "plan the shard sizes (default: the most common duration of the clips).")
+    hash_split: splits.HashSplitOptions
     output: common.OutputOptions
 
     def __post_init__(self):
@@ -147,7 +207,8 @@ class FolderConversion:
 
 def main(config):
     convert_folder(config.input_dir, clip_seconds=config.clip_seconds,
-                   **config.output.arguments())
+                   validation_percent=config.hash_split.validation_percent,
+                   test_percent=config.hash_split.test_percent, **config.output.arguments())
 
 
 if __name__ == "__main__":
