@@ -15,12 +15,14 @@ from absl import flags
 from keras_astpe import cli
 from keras_astpe.data import pipeline, schema
 from keras_astpe.data.dataset_info import DatasetInfo
+from keras_astpe.models import LogMelAudioConverter
 from tfrecords_tools import common, splits
 from tfrecords_tools import csv as csv_converter
 
 pytestmark = pytest.mark.backend_agnostic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONVERTER = LogMelAudioConverter()  # the paper's front end
 # Each class's tone, so that a record's audio tells its label.
 TONES = {"bird": 250.0, "cat": 500.0, "dog": 1000.0, "rain": 2000.0}
 
@@ -59,7 +61,8 @@ def _batch(info, split, **kwargs):
     """One evaluation batch of a whole split: {clip_id: target row}."""
     dataset = pipeline.make_dataset(
         info.split_files(split), num_classes=info.num_classes, batch_size=64, training=False,
-        clip_samples=16000, multi_label=info.multi_label, return_clip_ids=True, **kwargs)
+        clip_samples=16000, multi_label=info.multi_label, return_clip_ids=True,
+        converter=CONVERTER, **kwargs)
     features, targets, clip_ids = next(iter(dataset))
     assert features.shape[0] == len(clip_ids) and np.isfinite(features.numpy()).all()
     return {clip_id.decode(): target for clip_id, target in zip(clip_ids.numpy(),

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from keras_astpe.data import pipeline, schema
 from keras_astpe.data.dataset_info import DatasetInfo
+from keras_astpe.models import LogMelAudioConverter
 from tfrecords_tools import common, folder, splits
 
 pytestmark = pytest.mark.backend_agnostic
@@ -122,7 +123,8 @@ def test_without_lists_splits_by_file_name_hash(tmp_path, speech_commands, capsy
 
     dataset = pipeline.make_dataset(
         info.split_files("validation"), num_classes=info.num_classes, batch_size=3,
-        training=False, clip_samples=16000, multi_label=False, return_clip_ids=True)
+        training=False, clip_samples=16000, multi_label=False, return_clip_ids=True,
+        converter=LogMelAudioConverter())
     features, targets, clip_ids = next(iter(dataset))
     assert features.shape[0] == 3
     words = [clip_id.decode().split("/")[0] for clip_id in clip_ids.numpy()]
