@@ -130,14 +130,17 @@ def log_mel(magnitude, config):
 
 
 def scale(log_mel_features, stats):
-    """relu((x - stats.low) / (stats.high - stats.low)), as the original code."""
+    """(x - stats.low) / (stats.high - stats.low), then ReLU when `stats.relu` (the paper's
+    code; some of its runs scale without it)."""
     low = tf.constant(stats.low, tf.float32)
     high = tf.constant(stats.high, tf.float32)
-    return tf.nn.relu((log_mel_features - low) / (high - low))
+    scaled = (log_mel_features - low) / (high - low)
+    return tf.nn.relu(scaled) if stats.relu else scaled
 
 
 def waveform_to_features(waveform, config, stats, *, masks=None):
-    """The whole front end: `[..., samples]` waveform -> `[..., frames, mel_bins]` in [0, inf).
+    """The whole front end: `[..., samples]` waveform -> `[..., frames, mel_bins]` (>= 0 when
+    `stats.relu`).
 
     `waveform`: float32 in [-1, 1], or int16 PCM. `masks`: SpecAugment keep-masks
     `(keep_time [..., frames], keep_freq [..., bins])` from

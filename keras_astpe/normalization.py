@@ -7,7 +7,9 @@ they are streamed from a fixed-width histogram so memory stays flat on AudioSet 
 error is at most one histogram bin (`HISTOGRAM_BINS` bins over the whole possible range,
 about 0.0009 wide for the default front end). The defaults are the AudioSet values of the
 original code: log-mel -5.61 -> 0 and 2.07 -> 1. `keras_astpe.data.statistics.compute_stats`
-computes them from TFRecords.
+computes them from TFRecords. The same map with other constants, and without the clip at
+0 (`relu=False`), expresses the original code's other scalings (`(x - mean) / scale` is
+`low=mean, high=mean + scale`), for converted models of those runs.
 """
 
 import dataclasses
@@ -28,17 +30,21 @@ HISTOGRAM_BINS = 20000
 
 @dataclasses.dataclass(frozen=True)
 class NormalizationStats:
-    """Log-mel values mapped to 0 (`low`) and 1 (`high`); `frontend`: the config they fit."""
+    """Log-mel values mapped linearly to 0 (`low`) and 1 (`high`), then clipped below 0
+    when `relu` (the paper's code); `frontend`: the config they fit."""
 
     low: float = -5.61
     high: float = 2.07
     num_clips: int = 0  # clips the stats come from; 0 = the AudioSet defaults
     frontend: FrontEndConfig | None = None
     skipped_records: int = 0  # bad or lost records skipped while computing them
+    relu: bool = True
 
     def __post_init__(self):
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.high > self.low):
             raise ValueError(f"need finite low < high, got low={self.low}, high={self.high}")
+        if not isinstance(self.relu, (bool, np.bool_)):
+            raise ValueError(f"relu must be True or False, got {self.relu!r}")
 
     def save(self, path_or_dir):
         """Writes JSON to a `.json` path, or to `<dir>/normalization_stats.json`."""
@@ -48,6 +54,7 @@ class NormalizationStats:
             "high": self.high,
             "num_clips": self.num_clips,
             "skipped_records": self.skipped_records,
+            "relu": self.relu,
             "frontend": None if self.frontend is None else self.frontend.to_dict(),
             "definition": f"percentiles {LOW_PERCENTILE} and {HIGH_PERCENTILE} of the "
                           f"log-mel values of the training clips",
@@ -66,6 +73,7 @@ class NormalizationStats:
         return cls(low=float(content["low"]), high=float(content["high"]),
                    num_clips=int(content.get("num_clips", 0)),
                    skipped_records=int(content.get("skipped_records", 0)),
+                   relu=bool(content.get("relu", True)),
                    frontend=None if frontend is None else FrontEndConfig.from_dict(frontend))
 
 

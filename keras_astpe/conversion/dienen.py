@@ -5,7 +5,8 @@ The study's code (habla-liaa/ast-pe on mrpep/dienen) saves models with joblib:
 - `.weights` training checkpoints: `{layer name: [layer.get_weights(), [variable
   names]]}` for every layer of the Keras model (layers without weights hold `[[], []]`);
 - `.dnn` whole models: a pickled `dienen.Model` whose state holds `weights`, `{layer name:
-  layer.get_weights()}`, among its configs and optimizer state.
+  layer.get_weights()}`, and `original_config`, the model's YAML config (a kahnfigh
+  `Config`), among other configs and the optimizer state.
 
 Both are read without dienen (and without running code from the file: classes other than
 numpy's arrays are replaced by inert stand-ins). Several checkpoints are averaged (SWA, as
@@ -20,9 +21,19 @@ absolute table (`add_positional_embedding`, row 0 for [CLS]; time ALiBi: [CLS] a
 row per frequency band), `LayerNormalization_0`, pre-norm blocks without biases and with
 ReLU, PEGs after the first blocks, no final LayerNorm, and `probs/Dense` + sigmoid on
 [CLS]. The converted model sets the options that reproduce this exactly: no final norm,
-no feed-forward biases, [CLS] = its position (or zero), ALiBi slopes and [CLS] blocking
-read from the stored bias matrix (the code's rule; the time heads block [CLS]), relative
-rows by key minus query, the PEG [CLS] embedding when the first PEG has one.
+no feed-forward biases, [CLS] = its position (or zero), relative rows by key minus query,
+the PEG [CLS] embedding when the first PEG has one, and short clips zero-padded to the
+model's input length, as the original evaluation did.
+
+Some runs differ in ways the weights' shapes do not show. The model config, from a `.dnn`
+file or given as the original architecture YAML (`config`), states them and is followed:
+the front end (`peg2`/`peg3`: log(x + 0.0001), `ExternalNormalize` (x + 0.935) / 2.884 and
+no ReLU), the patches (`GetPatches`; dienen before 2021-09-07 cut 8 frames x 32 bins for
+the same `patch_size: [32, 8]`, which no file records: `patches="8x32"`), the PEG
+placement and the grid of the position layers. The stored ALiBi bias gives its slopes and
+its [CLS] blocking (runs before dienen's 2021-09-30 correction block nothing). What neither
+the file nor the caller states is assumed as the paper's and listed in
+`DienenConversion.assumed`.
 """
 
 import os
@@ -37,7 +48,6 @@ from keras_astpe.models.position_encodings import PE_KINDS
 from keras_astpe.models.presets import get_preset
 from keras_astpe.normalization import NormalizationStats
 
-PATCH_SIZE = (32, 8)  # frames x mel bins, the paper's
 ORIGINAL_STATS = NormalizationStats(low=-5.61, high=2.07)  # TranslateRange's input range
 BLOCKED = -1e5  # a stored ALiBi bias below this blocks the key
 HEAD_DIM = 64
@@ -55,15 +65,19 @@ _LOAD_LOCK = threading.Lock()
 
 class _Inert(dict):
     """Stands in for any class of a pickle that is not a numpy array (dienen's `Model`,
-    kahnfigh's `Config`, ...): keeps what the pickle gives it, runs nothing."""
+    kahnfigh's `Config`, ruamel's maps and lists, ...): keeps what the pickle gives it
+    (mapping items, list items in `items_list`, its state in `state`), runs nothing."""
 
     def __init__(self, *args, **kwargs):
         super().__init__()
         self.args = args
-        self.items_list = []
 
     def __setstate__(self, state):
         self.state = state
+
+    @property
+    def items_list(self):
+        return self.__dict__.setdefault("_items", [])
 
     def append(self, item):
         self.items_list.append(item)
@@ -102,13 +116,24 @@ def _load_pickle(path):
 
 def read_checkpoint(path):
     """`{layer name: [arrays]}` of a dienen `.weights` checkpoint or `.dnn` model."""
+    return _read_file(path)[0]
+
+
+def _read_file(path):
+    """`(layers, architecture)` of a checkpoint: its weights, and for a `.dnn` the layer
+    list of its config (`Model/Architecture`; None when it has none)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     content = _load_pickle(path)
     state = getattr(content, "state", None)
+    architecture = None
     if isinstance(state, dict) and isinstance(state.get("weights"), dict):
         layers = state["weights"]  # a .dnn: {layer: get_weights()}
+        config = _plain(state.get("original_config"))
+        if isinstance(config, dict) and isinstance(config.get("Model"), dict) and (
+                "Architecture" in config["Model"]):
+            architecture = _architecture_of(config, f"{path} (its config)")
     elif isinstance(content, dict) and not isinstance(content, _Inert):
         layers = {}
         for name, entry in content.items():
@@ -126,7 +151,122 @@ def read_checkpoint(path):
             raise ValueError(f"{path}: layer {name!r} holds something other than numeric "
                              "arrays: not a dienen checkpoint")
         checkpoint[name] = list(weights)
-    return checkpoint
+    return checkpoint, architecture
+
+
+def _plain(value):
+    """Plain dicts, lists and scalars from what `_load_pickle` gives for a config (kahnfigh
+    `Config`s hold theirs in `store`; ruamel's maps and lists arrive as stand-ins)."""
+    if isinstance(value, _Inert):
+        if len(value):
+            return {key: _plain(item) for key, item in value.items()}
+        if value.items_list:
+            return [_plain(item) for item in value.items_list]
+        state = getattr(value, "state", None)
+        if isinstance(state, dict) and "store" in state:
+            return _plain(state["store"])
+        return None
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class _Tagged(str):
+    """A YAML value with a tag of the original configs (`!var NAME`, `!yaml FILE`, ...)."""
+
+
+def read_architecture(path):
+    """The layer list (`Model/Architecture`) of an original architecture YAML, its `!var`
+    values taken from the file's `defaults` (as the study's runs set them)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
+        import yaml
+    except ImportError:
+        raise ImportError(f"{path}: reading a YAML config needs PyYAML (pip install "
+                          "pyyaml)") from None
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tagged(loader, tag, node):
+        value = loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else ""
+        return _Tagged(f"!{tag} {value}".strip())
+
+    Loader.add_multi_constructor("!", tagged)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.load(f, Loader)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not a YAML file ({error})".replace("\n", " ")) from None
+    if not (isinstance(config, dict) and isinstance(config.get("Model"), dict)):
+        raise ValueError(f"{path}: no Model section: not an architecture config of the "
+                         "paper's code")
+    return _architecture_of(config, path)
+
+
+def _architecture_of(config, source):
+    """`Model/Architecture` of a config, `!var` values resolved from its `defaults`."""
+    architecture = config["Model"].get("Architecture")
+    if not isinstance(architecture, list):
+        raise ValueError(f"{source}: no Model/Architecture layer list")
+    defaults = config.get("defaults") or {}
+
+    def resolve(value):
+        if isinstance(value, str) and value.startswith("!var "):
+            return defaults.get(value[5:].strip(), value)
+        if isinstance(value, dict):
+            return {key: resolve(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        return value
+
+    return _flatten(resolve(architecture), source)
+
+
+def _flatten(architecture, source):
+    """`[(class, params)]` in order, `Stamp`s unrolled as dienen does (a list parameter as
+    long as `times` gives one element per copy, one of length 1 its element)."""
+    layers = []
+    for entry in architecture:
+        if not (isinstance(entry, dict) and len(entry) == 1):
+            raise ValueError(f"{source}: Model/Architecture entry {entry!r} is not "
+                             "{Class: {parameters}}")
+        (cls, params), = entry.items()
+        params = params or {}
+        if cls != "Stamp":
+            layers.append((cls, params))
+            continue
+        what = params.get("what") or []
+        depth = max([1] + [len(value) for item in what for value in
+                           (next(iter(item.values())) or {}).values()
+                           if isinstance(value, list)])
+        times = _number(params.get("times", depth), "Stamp times", source)
+        for index in range(times):
+            copies = []
+            for item in what:
+                (inner, inner_params), = item.items()
+                inner_params = dict(inner_params or {})
+                for key, value in inner_params.items():
+                    if isinstance(value, list) and len(value) == times > 1:
+                        inner_params[key] = value[index]
+                    elif isinstance(value, list) and len(value) == 1:
+                        inner_params[key] = value[0]
+                copies.append({inner: inner_params})
+            layers += _flatten(copies, source)
+    return layers
+
+
+def _number(value, what, source):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{source}: {what} is {value!r}, not a number (a !var the "
+                         "file's defaults do not set?)")
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def average_checkpoints(checkpoints, paths):
@@ -167,6 +307,154 @@ def _block_arrays(name, arrays, source):
     return block
 
 
+_STRUCTURAL = {"ExpandDims", "Reshape", "Squeeze", "SliceTensor", "SpecAugment"}
+
+
+def _config_options(layers, source):
+    """What an original config states about the model, as keyword values: `samples`
+    (input), `frontend`, `stats`, `patch_size` (read as dienen has since 2021-09-07: frames,
+    bins), `shape_2d` (grid of the position layers, or None), `pe`, `num_heads`,
+    `hidden_dim`, `num_layers`, `intermediate_dim`, `peg_after` (block indices),
+    `epsilon`, `classes`, `activation`. Layers the paper's models do not have are errors."""
+    from keras_astpe.frontend import FrontEndConfig
+
+    def get(params, key, default=None, what=None):
+        value = params.get(key, default)
+        if isinstance(value, str) and value.startswith("!"):
+            raise ValueError(f"{source}: {what or key} is {value!r}, which the config does "
+                             "not set (a !var its defaults lack)")
+        return value
+
+    def refuse(cls, why):
+        raise ValueError(f"{source}: {cls} {why}: not a model the converter reproduces")
+
+    options = {"peg_after": [], "blocks": [], "table": None, "relu": False, "scaling": None,
+               "dense": [], "patch_size": None, "epsilon": None}
+    front = []
+    for cls, params in layers:
+        if cls in _STRUCTURAL:
+            continue
+        if cls == "Input":
+            options["samples"] = _number(get(params, "shape", [None])[0], "Input shape",
+                                         source)
+        elif cls == "Spectrogram":
+            if get(params, "calculate", "magnitude") != "magnitude" or any(
+                    get(params, key) for key in ("window", "pad_end", "discard_nyquist")):
+                refuse(cls, f"with {params}")
+            options["stft"] = tuple(_number(get(params, key), f"Spectrogram {key}", source)
+                                    for key in ("win_size", "hop_size", "fft_size"))
+        elif cls == "MelScale":
+            options["mel"] = {key: _number(get(params, key, default), f"MelScale {key}",
+                                           source)
+                              for key, default in (("num_mel_bins", 64),
+                                                   ("sample_rate", None),
+                                                   ("lower_edge_hertz", 125.0),
+                                                   ("upper_edge_hertz", 3800.0))}
+        elif cls == "Log":
+            if get(params, "base"):
+                refuse(cls, f"with base {params['base']}")
+            options["log_offset"] = float(get(params, "offset", 1e-9))
+        elif cls == "TranslateRange":
+            (a, b), (c, d) = get(params, "original_range"), get(params, "target_range")
+            slope = (d - c) / (b - a)  # y = (x - a) * slope + c = (x - low) / (high - low)
+            options["scaling"] = (a - c / slope, a - c / slope + 1.0 / slope)
+        elif cls == "ExternalNormalize":
+            mean, scale = float(get(params, "mean")), float(get(params, "scale"))
+            options["scaling"] = (mean, mean + scale)
+        elif cls == "Activation" and not options["dense"]:
+            if get(params, "activation") != "relu" or options["patch_size"]:
+                refuse(cls, f"{params.get('activation')!r} in the front end")
+            options["relu"] = True
+        elif cls == "GetPatches":
+            if get(params, "mode", "ud") != "ud" or get(params, "return_2d"):
+                refuse(cls, f"with {params}")
+            options["patch_size"] = tuple(get(params, "patch_size"))
+        elif cls == "Dense":
+            options["dense"].append((get(params, "units"), get(params, "activation")))
+        elif cls == "ZeroPadding1D":
+            if list(get(params, "padding", [1, 1])) != [1, 0]:
+                refuse(cls, f"padding {params.get('padding')}")
+        elif cls == "PositionalEmbeddingLookup":
+            if get(params, "repeat", 1) != 1 or not get(params, "cls_token", True):
+                refuse(cls, f"with {params}")
+            options["table"] = _number(get(params, "tile", 1), "tile", source)
+        elif cls == "LayerNormalization":
+            options["epsilon"] = float(get(params, "epsilon", 1e-3))
+        elif cls == "TransformerBlock":
+            if (get(params, "use_bias", False) or get(params, "rezero", False)
+                    or get(params, "conv_kernel_size", 1) != 1
+                    or not get(params, "apply_softmax", True)
+                    or get(params, "sparse_pattern") is not None
+                    or not get(params, "share_pe_heads", True)
+                    or not get(params, "cls_token", True)):
+                refuse(cls, "with biases, rezero, convolutions, sparse or per-head relative "
+                       "attention, or without [CLS]")
+            options["blocks"].append(params)
+        elif cls == "PEG":
+            if get(params, "kernel_size", 3) != 3 or not options["blocks"]:
+                refuse(cls, "other than a 3 x 3 PEG after a block")
+            options["peg_after"].append((len(options["blocks"]) - 1,
+                                         tuple(get(params, "shape_2d"))))
+        else:
+            refuse(cls, "layer")
+        front.append(cls)
+    expected = ["Spectrogram", "MelScale", "Log"]
+    if [c for c in front if c in expected] != expected or "stft" not in options:
+        raise ValueError(f"{source}: the front end is not Spectrogram, MelScale, Log: not "
+                         "a model of the paper's code")
+    if not options["blocks"] or len(options["dense"]) != 2 or not options["patch_size"]:
+        raise ValueError(f"{source}: not the paper's AST (GetPatches, a patch projection, "
+                         "TransformerBlocks and an output Dense)")
+    blocks = options["blocks"]
+    kinds = {get(b, "relative_attention_type", False) or None for b in blocks}
+    heads = {get(b, "n_heads", 8) for b in blocks}
+    ff = {get(b, "ff_dim", 2048) for b in blocks}
+    if len(kinds) > 1 or len(heads) > 1 or len(ff) > 1:
+        raise ValueError(f"{source}: blocks differ in attention, heads or feed-forward size")
+    attention, = kinds
+    shapes = {tuple(get(b, "shape_2d")) for b in blocks if attention}
+    shapes |= {shape for _, shape in options["peg_after"]}
+    if len(shapes) > 1:
+        raise ValueError(f"{source}: the position layers lay the patches out differently "
+                         f"({sorted(shapes)})")
+    pegs = bool(options["peg_after"])
+    table = options["table"]
+    pe = {None: "conditional_absolute" if pegs and table else "conditional" if pegs
+          else "absolute" if table else "none",
+          "alibi2d": "alibi_2d", "huang2d": "learned_relative",
+          "alibi2d_timeonly": "time_alibi"}.get(attention)
+    if pe is None or (pe == "time_alibi") != (table is not None and table > 1) or (
+            attention and pegs) or (attention not in (None, "alibi2d_timeonly") and table):
+        raise ValueError(f"{source}: attention {attention!r} with PEGs={pegs} and position "
+                         f"table={table is not None}: not one of the paper's kinds")
+    (hidden, _), (classes, activation) = options["dense"]
+    low, high = options["scaling"] or (0.0, 1.0)
+    mel = options["mel"]
+    frontend = FrontEndConfig(
+        sample_rate=int(mel["sample_rate"]), frame_length=options["stft"][0],
+        frame_step=options["stft"][1], fft_length=options["stft"][2],
+        num_mel_bins=int(mel["num_mel_bins"]), lower_edge_hertz=float(mel["lower_edge_hertz"]),
+        upper_edge_hertz=float(mel["upper_edge_hertz"]), log_offset=options["log_offset"])
+    return {
+        "samples": options.get("samples"), "frontend": frontend,
+        "stats": NormalizationStats(low=low, high=high, relu=options["relu"],
+                                    frontend=frontend),
+        "patch_size": options["patch_size"], "shape_2d": shapes.pop() if shapes else None,
+        "time_tile": table if pe == "time_alibi" else None, "pe": pe,
+        "num_heads": heads.pop(), "hidden_dim": hidden, "num_layers": len(blocks),
+        "intermediate_dim": ff.pop(), "peg_after": [i for i, _ in options["peg_after"]],
+        "epsilon": options["epsilon"], "classes": classes, "activation": activation,
+    }
+
+
+def describe_front_end(frontend, stats):
+    """The scaling of a front end in words, e.g. `log(x + 0.001), (x + 5.61) / 7.68, ReLU`."""
+    offset = -stats.low
+    shift = f"x + {offset:g}" if offset >= 0 else f"x - {-offset:g}"
+    return (f"log(mel + {frontend.log_offset:g}), ({shift}) / {stats.high - stats.low:.6g}, "
+            + ("ReLU" if stats.relu else "no ReLU"))
+
+
 def _position_parts(pe):
     """The position layers a model of kind `pe` has in the original code: `{part: has}`."""
     absolute = pe in ("absolute", "conditional_absolute", "time_alibi")
@@ -176,47 +464,90 @@ def _position_parts(pe):
             "relative tables": pe == "learned_relative"}
 
 
+def _kind_of(has):
+    """The kind whose position layers are `has`, or None."""
+    for pe in PE_KINDS:
+        if _position_parts(pe) == has:
+            return pe
+    return None
+
+
 def _listing(parts):
     return " and ".join(part for part, present in parts.items() if present) or "none of them"
 
 
 def _alibi_options(r_matrix, num_heads, freq_patches, mode, source):
-    """The slope rule whose bias (with the original's [CLS] blocking) is `r_matrix`."""
+    """`(slope rule, [CLS] blocking)` whose bias is `r_matrix`, the stored ALiBi matrix."""
     from keras_astpe.layers.alibi import BLOCKED as OURS_BLOCKED
     from keras_astpe.layers.alibi import ALiBiBias
 
     length = r_matrix.shape[-1]
+    stored_blocked = r_matrix <= BLOCKED
     for rule in ("code", "paper"):
-        bias = ALiBiBias(num_heads, freq_patches, mode=mode, slopes=rule,
-                         block_patches_to_cls="time_heads")
-        ours = np.asarray(bias(np.zeros((1, length, num_heads, 1), "float32")))[0]
-        blocked = ours <= OURS_BLOCKED
-        if (np.array_equal(blocked, r_matrix <= BLOCKED)
-                and np.allclose(ours[~blocked], r_matrix[~blocked], rtol=1e-5, atol=1e-6)):
-            return rule
-    raise ValueError(f"{source}: the stored ALiBi bias is neither slope rule with the "
-                     "original [CLS] blocking")
+        for blocking in ("time_heads", "none", "all_heads"):
+            bias = ALiBiBias(num_heads, freq_patches, mode=mode, slopes=rule,
+                             block_patches_to_cls=blocking)
+            ours = np.asarray(bias(np.zeros((1, length, num_heads, 1), "float32")))[0]
+            blocked = ours <= OURS_BLOCKED
+            if (np.array_equal(blocked, stored_blocked)
+                    and np.allclose(ours[~blocked], r_matrix[~blocked], rtol=1e-5, atol=1e-6)):
+                return rule, blocking
+    raise ValueError(f"{source}: the stored ALiBi bias is not that of either slope rule, "
+                     "with or without the original [CLS] blocking")
 
 
-def convert_dienen(paths, pe, *, class_names=None, num_heads=None, activation="sigmoid"):
-    """The `ASTClassifier` of one dienen checkpoint, or of the mean of several (SWA).
+class DienenConversion:
+    """A converted model and what it took on trust: `model` (the `ASTClassifier`),
+    `assumed` (sentences: each option neither the file nor a flag or config stated) and
+    `summary` (what was read, in words)."""
+
+    def __init__(self, model, assumed, summary):
+        self.model, self.assumed, self.summary = model, tuple(assumed), summary
+
+
+def convert_dienen(paths, pe=None, **kwargs):
+    """The `ASTClassifier` of dienen checkpoints; see `dienen_conversion`."""
+    return dienen_conversion(paths, pe, **kwargs).model
+
+
+def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=None,
+                      min_samples=None, class_names=None, activation="sigmoid"):
+    """The model of one dienen checkpoint, or of the mean of several (SWA), with what it
+    assumed.
 
     Args:
         paths: `.weights` or `.dnn` files of one model (several: averaged).
-        pe: the positional encoding the model was trained with, one of `PE_KINDS`.
+        pe: the positional encoding the model was trained with, one of `PE_KINDS`; None
+            reads it from the file (its position layers tell every kind apart).
+        config: the original architecture YAML of the run (a path), for `.weights` files;
+            a `.dnn` file carries its own.
+        patches: `"32x8"` or `"8x32"`, frames x mel bins of the patches the run cut; None
+            reads the config's `GetPatches` as dienen has since 2021-09-07 (frames, bins),
+            or without a config assumes the paper's 32 x 8.
+        num_heads: attention heads when neither the checkpoint nor a config tells (every
+            kind but the ALiBi and learned relative ones); default width / 64.
+        min_samples: pad shorter clips with zeros to this many samples; None: the model's
+            input (the config's, else the one its position layers are sized for, else the
+            paper's 158,960); 0: score clips at their own length.
         class_names: names of the outputs, or None.
-        num_heads: attention heads when the checkpoint does not tell (every kind but the
-            ALiBi and learned relative ones); default width / 64 (the paper: 12).
         activation: `"sigmoid"` (the original), `"softmax"` or None (logits).
     """
-    if pe not in PE_KINDS:
+    if pe is not None and pe not in PE_KINDS:
         raise ValueError(f"Unknown positional encoding {pe!r}; expected one of {PE_KINDS}")
+    if patches not in (None, "32x8", "8x32"):
+        raise ValueError(f"Unknown patches {patches!r}; expected '32x8' or '8x32'")
     paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike))
                                     else paths)]
     if not paths:
         raise ValueError("no checkpoint given")
-    layers = average_checkpoints([read_checkpoint(p) for p in paths], paths)
+    read = [_read_file(p) for p in paths]
+    layers = average_checkpoints([r[0] for r in read], paths)
     source = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} averaged)"
+    architecture, config_source = read[0][1], f"{paths[0]} (its config)"
+    if config is not None:
+        architecture, config_source = read_architecture(config), os.fspath(config)
+    stated = None if architecture is None else _config_options(architecture, config_source)
+    assumed = []
 
     def get(name):
         if not layers.get(name):
@@ -226,17 +557,13 @@ def convert_dienen(paths, pe, *, class_names=None, num_heads=None, activation="s
 
     kernel, bias = get("patches_projection")
     hidden = kernel.shape[1]
-    if kernel.shape[0] != PATCH_SIZE[0] * PATCH_SIZE[1]:
-        raise ValueError(f"{source}: patches_projection takes {kernel.shape[0]} values, not "
-                         f"the paper's {PATCH_SIZE[0]} x {PATCH_SIZE[1]} patches")
-    blocks = [_block_arrays(name, arrays, source) for name, arrays in layers.items()
-              if "TransformerBlock" in name and arrays]
+    block_names = [name for name, arrays in layers.items()
+                   if "TransformerBlock" in name and arrays]
+    blocks = [_block_arrays(name, layers[name], source) for name in block_names]
     if not blocks:
         raise ValueError(f"{source}: no TransformerBlock layers (not a checkpoint of the "
                          "paper's AST?)")
     pegs = [(name, arrays) for name, arrays in layers.items() if "/PEG" in name and arrays]
-    block_names = [name for name, arrays in layers.items()
-                   if "TransformerBlock" in name and arrays]
     for index, (name, _) in enumerate(pegs):
         if name.split("/")[0] != block_names[index].split("/")[0]:
             raise ValueError(f"{source}: PEG {name!r} does not follow block {index} "
@@ -245,52 +572,153 @@ def convert_dienen(paths, pe, *, class_names=None, num_heads=None, activation="s
     has = {"a position table": table is not None, "PEGs": bool(pegs),
            "ALiBi bias matrices": "r_matrix" in blocks[0],
            "relative tables": "rpe_w" in blocks[0]}
+    if pe is None:
+        pe = _kind_of(has)
+        if pe is None:
+            raise ValueError(f"{source}: has {_listing(has)}: not one of the paper's kinds")
     if has != _position_parts(pe):
         raise ValueError(f"{source}: has {_listing(has)}; a {pe!r} model has "
                          f"{_listing(_position_parts(pe))} (of a position table, PEGs, ALiBi "
                          "bias matrices, relative tables): is --pe right?")
+    probs_kernel, probs_bias = get("probs/Dense")
 
-    freq = 64 // PATCH_SIZE[1]
-    time = 992 // PATCH_SIZE[0]
+    def check(what, config_value, file_value):
+        if config_value != file_value:
+            raise ValueError(f"{config_source}: {what} is {config_value}, the weights of "
+                             f"{source} have {file_value}")
+
+    if stated:
+        check("the positional encoding", stated["pe"], pe)
+        check("the width", stated["hidden_dim"], hidden)
+        check("the number of blocks", stated["num_layers"], len(blocks))
+        check("the feed-forward size", stated["intermediate_dim"], blocks[0]["ff1"].shape[1])
+        check("the blocks followed by a PEG", stated["peg_after"], list(range(len(pegs))))
+        check("the number of classes", stated["classes"], probs_kernel.shape[1])
+        if num_heads is not None and num_heads != stated["num_heads"]:
+            raise ValueError(f"num_heads={num_heads}, but {config_source} has "
+                             f"{stated['num_heads']} heads")
+        num_heads = stated["num_heads"]
+        if stated["activation"] != (activation or "linear"):
+            assumed.append(f"output activation {activation} (as asked; the config's is "
+                           f"{stated['activation']})")
+
+    # Patches (frames x bins) and the grid the position layers lay the sequence out on.
+    frontend = stated["frontend"] if stated else None
+    bins = frontend.num_mel_bins if frontend else 64
+    if patches is not None:
+        patch = (8, 32) if patches == "8x32" else (32, 8)
+    elif stated:
+        patch = stated["patch_size"]
+        if patch in ((32, 8), (8, 32)):
+            other = "x".join(map(str, patch[::-1]))
+            assumed.append(f"{patch[0]} x {patch[1]} patches (frames x bins: the config's "
+                           f"GetPatches patch_size {list(patch)}, as dienen has read it since "
+                           f"2021-09-07; dienen before cut {other.replace('x', ' x ')}: "
+                           f"--patches={other})")
+    else:
+        patch = (32, 8)
+        assumed.append("32 x 8 patches (frames x bins, the paper's; dienen before 2021-09-07 "
+                       "cut 8 x 32 with the same weight shapes: --patches=8x32)")
+    if kernel.shape[0] != patch[0] * patch[1]:
+        raise ValueError(f"{source}: patches_projection takes {kernel.shape[0]} values, not "
+                         f"{patch[0]} x {patch[1]} patches")
+    num_tokens = None
     if table is not None and pe != "time_alibi":
-        time = (table[0].shape[0] - 1) // freq
+        num_tokens = table[0].shape[0] - 1
     elif "r_matrix" in blocks[0]:
-        time = (blocks[0]["r_matrix"].shape[-1] - 1) // freq
-    elif "rpe_w" in blocks[0]:
-        time = (blocks[0]["rpe_w"].shape[0] + 1) // 2
+        num_tokens = blocks[0]["r_matrix"].shape[-1] - 1
+    samples = stated["samples"] if stated else None
+    shape_2d = stated["shape_2d"] if stated else None
+    if shape_2d is None and "rpe_w" in blocks[0]:
+        shape_2d = ((blocks[0]["rpe_w"].shape[0] + 1) // 2,
+                    (blocks[0]["rpe_h"].shape[0] + 1) // 2)
+    if samples is not None:
+        frames = frontend.num_frames(samples)
+    elif shape_2d is not None:
+        frames = shape_2d[0] * 32
+    elif num_tokens is not None:
+        frames = num_tokens // (bins // 8) * 32
+    else:
+        frames = 992
+        assumed.append("an input of 158,960 samples (992 frames, 10 s: the paper's; the "
+                       "weights do not tell: --config states it)")
+    patch_grid = (frames // patch[0], bins // patch[1])
+    paper_grid = (frames // 32, bins // 8)
+    if shape_2d is None:
+        shape_2d = paper_grid if patch == (8, 32) else patch_grid
+    shape_2d = tuple(shape_2d)
+    layout, grid_patch = "plain", patch
+    if patch == (8, 32) and shape_2d == paper_grid != patch_grid:
+        layout, grid_patch = "8x32", (32, 8)
+    elif shape_2d != patch_grid:
+        raise ValueError(f"{config_source if stated else source}: position layers on a "
+                         f"{shape_2d[0]} x {shape_2d[1]} grid for {patch_grid[0]} x "
+                         f"{patch_grid[1]} patches of {patch[0]} x {patch[1]}: not a layout "
+                         "the converter reproduces")
+    time, freq = shape_2d
+    if num_tokens is not None and num_tokens != time * freq:
+        raise ValueError(f"{source}: the position layers hold {num_tokens} patches, the "
+                         f"grid is {time} x {freq}")
+    if pe == "time_alibi" and table[0].shape[0] != 1 + freq:
+        raise ValueError(f"{source}: the time ALiBi table has {table[0].shape[0]} rows, not "
+                         f"[CLS] and {freq} frequency bands")
     if "r_matrix" in blocks[0]:
         num_heads = blocks[0]["r_matrix"].shape[0]
     elif "rpe_w" in blocks[0]:
         num_heads = hidden // blocks[0]["rpe_w"].shape[-1]
-    num_heads = num_heads or hidden // HEAD_DIM
-    slopes = "code"
+    elif num_heads is None:
+        num_heads = max(1, hidden // HEAD_DIM)
+        assumed.append(f"{num_heads} attention heads (width / 64, the paper's head size; "
+                       "the weights do not tell: --num_heads)")
+    slopes, block_cls = "code", "time_heads"
     if "r_matrix" in blocks[0]:
         mode = "2d" if pe == "alibi_2d" else "time"
-        slopes = _alibi_options(blocks[0]["r_matrix"], num_heads, freq, mode, source)
-    config = dict(
+        slopes, block_cls = _alibi_options(blocks[0]["r_matrix"], num_heads, freq, mode,
+                                           source)
+    if frontend is None:
+        from keras_astpe.frontend import FrontEndConfig
+
+        frontend = FrontEndConfig()
+        stats = ORIGINAL_STATS
+        assumed.append("the paper's front end: " + describe_front_end(frontend, stats)
+                       + " (the peg2/peg3 runs scaled otherwise: --config states it)")
+    else:
+        stats = stated["stats"]
+    input_samples = frontend.num_samples(frames)
+    if min_samples is None:
+        min_samples = samples or input_samples
+    converter = LogMelAudioConverter(frontend, stats, min_samples=min_samples or None,
+                                     patch_layout=layout)
+    epsilon = stated["epsilon"] if stated and stated["epsilon"] else 1e-6
+    model_config = dict(
         get_preset("ast-pe"), hidden_dim=hidden, num_layers=len(blocks), num_heads=num_heads,
-        intermediate_dim=blocks[0]["ff1"].shape[1], num_frames=time * PATCH_SIZE[0],
+        intermediate_dim=blocks[0]["ff1"].shape[1], num_frames=time * grid_patch[0],
+        num_mel_bins=freq * grid_patch[1], patch_size=grid_patch, layer_norm_epsilon=epsilon,
         final_norm=False, use_feedforward_bias=False, use_attention_bias=False,
-        alibi_slopes=slopes, alibi_block_cls="time_heads",
+        alibi_slopes=slopes, alibi_block_cls=block_cls,
         relative_row_order="key_minus_query", num_peg_layers=len(pegs) or 5,
         peg_cls_embedding=bool(pegs) and len(pegs[0][1]) == 3,
     )
-    backbone = ASTBackbone(position_encoding=pe, **config)
-    probs_kernel, probs_bias = get("probs/Dense")
+    backbone = ASTBackbone(position_encoding=pe, **model_config)
     model = ASTClassifier(backbone, probs_kernel.shape[1], activation=activation,
-                          audio_converter=LogMelAudioConverter(stats=ORIGINAL_STATS),
-                          class_names=class_names)
+                          audio_converter=converter, class_names=class_names)
     get("LayerNormalization_0")
     _assign_all(model, layers, blocks, pegs, table, kernel, bias, source)
-    return model
+    summary = (f"{describe_front_end(frontend, stats)}; patches {patch[0]} x {patch[1]}"
+               + (f" (ALiBi slopes {slopes!r}, [CLS] blocked in {block_cls!r})"
+                  if "r_matrix" in blocks[0] else "")
+               + (f"; short clips zero-padded to {min_samples:,} samples" if min_samples
+                  else "; clips scored at their own length"))
+    return DienenConversion(model, assumed, summary)
 
 
 def _assign_all(model, layers, blocks, pegs, table, kernel, bias, source):
     from keras_astpe.conversion.vit_weights import _assign
 
     backbone = model.backbone
-    _assign(backbone.patch_embedding.projection.kernel,
-            kernel.reshape(*PATCH_SIZE, 1, -1), f"{source} patches_projection")
+    patch = backbone.patch_embedding.patch_size  # its values are flattened frame by frame
+    _assign(backbone.patch_embedding.projection.kernel, kernel.reshape(*patch, 1, -1),
+            f"{source} patches_projection")
     _assign(backbone.patch_embedding.projection.bias, bias, f"{source} patches_projection")
     cls_token = np.zeros(kernel.shape[1], np.float32)  # ZeroPadding1D
     if table is not None:

@@ -84,21 +84,64 @@ class AudioConverter(keras.layers.Layer):
         return (*input_shape[:-1], frames, self.num_mel_bins)
 
 
+PATCH_LAYOUTS = ("plain", "8x32")
+
+
+def pad_to(waveform, min_samples):
+    """`[..., samples]` with zeros appended to at least `min_samples` samples."""
+    waveform = tf.convert_to_tensor(waveform)
+    missing = tf.maximum(min_samples - tf.shape(waveform)[-1], 0)
+    paddings = tf.concat([tf.zeros([waveform.shape.rank - 1, 2], tf.int32),
+                          [[0, missing]]], axis=0)
+    return tf.pad(waveform, paddings)
+
+
+def regroup_8x32(features):
+    """`[..., frames, bins]` -> the same values regrouped so that each 32 x 8 patch holds an
+    8-frame x 32-bin block, flattened frame by frame, in the order of the blocks.
+
+    The blocks are taken time-major (block (c, r): frames 8c.., bins 32r..), as the paper's
+    code cut its patches before 2021-09-07 (its `GetPatches` read `patch_size=[32, 8]` as
+    32 bins x 8 frames); token k of the 32 x 8 grid is block k, so position layers that lay
+    that sequence out as frames / 32 x bins / 8 (its PEGs' `shape_2d`) see what they saw.
+    Frames past the last whole 32 are kept as they are (no patch takes them).
+    """
+    features = tf.convert_to_tensor(features)
+    bins = features.shape[-1]
+    shape = tf.shape(features)
+    chunks = shape[-2] // 32
+    head, tail = features[..., :chunks * 32, :], features[..., chunks * 32:, :]
+    blocks = tf.reshape(head, [-1, chunks, 4, 8, bins // 32, 32])  # chunk, c, frame, r, bin
+    blocks = tf.transpose(blocks, [0, 1, 2, 4, 3, 5])
+    patches = tf.reshape(blocks, [-1, chunks, bins // 8, 32, 8])  # chunk, patch, frame, bin
+    patches = tf.transpose(patches, [0, 1, 3, 2, 4])
+    regrouped = tf.reshape(patches, tf.concat([shape[:-2], [chunks * 32, bins]], axis=0))
+    return tf.concat([regrouped, tail], axis=-2)
+
+
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class LogMelAudioConverter(AudioConverter):
     """The paper's front end: waveform -> scaled log-mel features.
 
     STFT, mel filterbank, log, then the linear map of the training set's statistics to
-    [0, 1] (and ReLU), as in the paper's code (SPEC section 1), without SpecAugment unless
-    `features` is given masks (on the linear magnitude, as the paper's code).
+    [0, 1] (and ReLU, unless `stats.relu` is False), as in the paper's code (SPEC section
+    1), without SpecAugment unless `features` is given masks (on the linear magnitude, as
+    the paper's code).
 
     Args:
         frontend: a `FrontEndConfig` (or its dict).
         stats: the `NormalizationStats` of the training set (or their dict: `low`, `high`,
-            `num_clips`).
+            `num_clips`, `relu`).
+        min_samples: zero-pad shorter waveforms at the end to this many samples, as the
+            paper's evaluation did to its 158,960-sample input (converted models); None
+            scores a clip at its own length.
+        patch_layout: `"plain"` (the features as computed) or `"8x32"` (regrouped by
+            `regroup_8x32`, for models of the paper's code cut into 8 x 32 patches; needs
+            a multiple of 32 mel bins).
     """
 
-    def __init__(self, frontend=None, stats=None, **kwargs):
+    def __init__(self, frontend=None, stats=None, min_samples=None, patch_layout="plain",
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(frontend, dict):
             frontend = FrontEndConfig.from_dict(frontend)
@@ -106,11 +149,23 @@ class LogMelAudioConverter(AudioConverter):
         if isinstance(stats, dict):
             stats = NormalizationStats(low=float(stats["low"]), high=float(stats["high"]),
                                        num_clips=int(stats.get("num_clips", 0)),
+                                       relu=bool(stats.get("relu", True)),
                                        frontend=self.frontend)
         self.stats = stats or NormalizationStats(frontend=self.frontend)
         if self.stats.frontend is not None and self.stats.frontend != self.frontend:
             raise ValueError(f"The normalization statistics were computed for the front end "
                              f"{self.stats.frontend}, not {self.frontend}.")
+        if min_samples is not None and (isinstance(min_samples, bool) or int(min_samples) < 1):
+            raise ValueError(f"min_samples must be a positive number of samples or None, got "
+                             f"{min_samples!r}")
+        self.min_samples = None if min_samples is None else int(min_samples)
+        if patch_layout not in PATCH_LAYOUTS:
+            raise ValueError(f"Unknown patch_layout {patch_layout!r}; expected one of "
+                             f"{PATCH_LAYOUTS}.")
+        if patch_layout == "8x32" and self.frontend.num_mel_bins % 32:
+            raise ValueError(f"patch_layout='8x32' needs a multiple of 32 mel bins, got "
+                             f"{self.frontend.num_mel_bins}")
+        self.patch_layout = patch_layout
 
     @property
     def sample_rate(self):
@@ -125,19 +180,23 @@ class LogMelAudioConverter(AudioConverter):
         return self.frontend.num_spectrogram_bins
 
     def num_frames(self, num_samples):
-        return self.frontend.num_frames(num_samples)
+        return self.frontend.num_frames(max(num_samples, self.min_samples or 0))
 
     def num_samples(self, num_frames):
         return self.frontend.num_samples(num_frames)
 
     def features(self, waveform, masks=None):
-        return waveform_to_features(waveform, self.frontend, self.stats, masks=masks)
+        if self.min_samples is not None:
+            waveform = pad_to(waveform, self.min_samples)
+        features = waveform_to_features(waveform, self.frontend, self.stats, masks=masks)
+        return regroup_8x32(features) if self.patch_layout == "8x32" else features
 
     def get_config(self):
         config = super().get_config()
         config.update(frontend=self.frontend.to_dict(),
                       stats={"low": self.stats.low, "high": self.stats.high,
-                             "num_clips": self.stats.num_clips})
+                             "num_clips": self.stats.num_clips, "relu": self.stats.relu},
+                      min_samples=self.min_samples, patch_layout=self.patch_layout)
         return config
 
 
