@@ -105,12 +105,16 @@ def test_mel_matrix_is_the_tf_filterbank_with_the_configured_edges():
     assert matrix.min() >= 0.0 and matrix.max() <= 1.0
 
 
-def test_scale_is_the_original_linear_map_then_relu():
+def test_scale_is_the_original_linear_map_then_relu_unless_disabled():
     stats = NormalizationStats(low=-5.61, high=2.07)
     values = tf.constant([-5.61, 2.07, (-5.61 + 2.07) / 2, -7.0, 5.91])
     np.testing.assert_allclose(frontend.scale(values, stats).numpy(),
                                [0.0, 1.0, 0.5, 0.0, (5.91 + 5.61) / 7.68], rtol=1e-5,
                                atol=1e-6)
+    # Without the ReLU, as the peg2/peg3 runs: (x + 0.935) / 2.884.
+    affine = NormalizationStats(low=-0.935, high=-0.935 + 2.884, relu=False)
+    np.testing.assert_allclose(frontend.scale(values, affine).numpy(),
+                               (values.numpy() + 0.935) / 2.884, rtol=1e-6, atol=1e-6)
 
 
 def test_batched_equals_unbatched():

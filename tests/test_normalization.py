@@ -17,7 +17,8 @@ RATE = schema.SAMPLE_RATE
 
 def test_defaults_are_the_audioset_values_of_the_original_code():
     stats = NormalizationStats()
-    assert (stats.low, stats.high, stats.num_clips, stats.frontend) == (-5.61, 2.07, 0, None)
+    assert (stats.low, stats.high, stats.num_clips, stats.frontend, stats.relu) == (
+        -5.61, 2.07, 0, None, True)
 
 
 def test_save_load_round_trip(tmp_path):
@@ -33,6 +34,15 @@ def test_save_load_round_trip(tmp_path):
     explicit = tmp_path / "custom.json"
     NormalizationStats().save(explicit)
     assert NormalizationStats.load(explicit) == NormalizationStats()
+    affine = NormalizationStats(low=-0.935, high=1.949, relu=False)
+    assert NormalizationStats.load(affine.save(tmp_path / "affine.json")) == affine
+
+
+def test_stats_saved_without_relu_load_with_it(tmp_path):
+    """A file written before `relu` existed keeps the ReLU it was used with."""
+    (tmp_path / "old.json").write_text(json.dumps({"low": -4.0, "high": 3.0, "num_clips": 5,
+                                                   "frontend": None}))
+    assert NormalizationStats.load(tmp_path / "old.json").relu is True
 
 
 def test_invalid_stats_raise():
@@ -40,6 +50,8 @@ def test_invalid_stats_raise():
         NormalizationStats(low=1.0, high=1.0)
     with pytest.raises(ValueError, match="low < high"):
         NormalizationStats(low=float("nan"), high=1.0)
+    with pytest.raises(ValueError, match="relu must be True or False, got 'no'"):
+        NormalizationStats(relu="no")
 
 
 def test_percentile_from_histogram_is_within_one_bin_of_numpy():

@@ -12,6 +12,7 @@ from keras_astpe.models.audio_converter import (
     AudioConverter,
     KaldiFbankAudioConverter,
     LogMelAudioConverter,
+    regroup_8x32,
 )
 from keras_astpe.normalization import NormalizationStats
 
@@ -22,15 +23,92 @@ def _waveform(samples=16000, batch=2):
     return (0.3 * np.random.randn(batch, samples)).astype("float32")
 
 
-def test_log_mel_config_is_unchanged():
-    """The paper's converter saves what it saved before the base class existed."""
+def test_log_mel_config_round_trip_and_older_configs():
+    """The options save with the model; a config saved without them (older models) loads
+    with ReLU, no padding and plain features, the behaviour it was saved with."""
     converter = LogMelAudioConverter(FrontEndConfig(), NormalizationStats(-4.5, 2.5, 7))
     config = converter.get_config()
     assert config["frontend"] == FrontEndConfig().to_dict()
-    assert config["stats"] == {"low": -4.5, "high": 2.5, "num_clips": 7}
+    assert config["stats"] == {"low": -4.5, "high": 2.5, "num_clips": 7, "relu": True}
+    assert (config["min_samples"], config["patch_layout"]) == (None, "plain")
     assert not {"config", "target_frames"} & set(config)
     assert isinstance(converter, AudioConverter)
     assert converter.spec_augment_bins == 257
+    older = {key: value for key, value in config.items()
+             if key not in ("min_samples", "patch_layout")}
+    older["stats"] = {"low": -4.5, "high": 2.5, "num_clips": 7}
+    restored = LogMelAudioConverter.from_config(older)
+    assert (restored.stats.relu, restored.min_samples, restored.patch_layout) == (
+        True, None, "plain")
+    waveform = _waveform()
+    np.testing.assert_array_equal(restored.features(waveform).numpy(),
+                                  converter.features(waveform).numpy())
+    options = LogMelAudioConverter(FrontEndConfig(log_offset=1e-4),
+                                   NormalizationStats(-0.935, 1.949, relu=False),
+                                   min_samples=20000, patch_layout="8x32")
+    again = LogMelAudioConverter.from_config(options.get_config())
+    assert (again.stats.relu, again.min_samples, again.patch_layout) == (False, 20000, "8x32")
+    assert again.frontend.log_offset == 1e-4
+
+
+def test_log_mel_without_relu_keeps_negative_values():
+    """(x + 0.935) / 2.884 without ReLU (the peg2/peg3 runs): the ReLU'd features are its
+    positive part."""
+    frontend = FrontEndConfig(log_offset=1e-4)
+    waveform = _waveform()
+    plain = LogMelAudioConverter(frontend, NormalizationStats(-0.935, 1.949, relu=False))
+    clipped = LogMelAudioConverter(frontend, NormalizationStats(-0.935, 1.949))
+    features = plain.features(waveform).numpy()
+    assert features.min() < -0.2
+    np.testing.assert_array_equal(np.maximum(features, 0), clipped.features(waveform).numpy())
+
+
+def test_short_clips_are_zero_padded_to_min_samples():
+    converter = LogMelAudioConverter(min_samples=16000)
+    short = _waveform(samples=6000)
+    padded = np.pad(short, ((0, 0), (0, 10000)))
+    np.testing.assert_array_equal(converter.features(short).numpy(),
+                                  LogMelAudioConverter().features(padded).numpy())
+    assert converter.num_frames(6000) == converter.num_frames(16000) == 98
+    assert converter.num_frames(32000) == 198 and converter.num_samples(98) == 15920
+    assert converter.compute_output_shape((2, 6000)) == (2, 98, 64)
+    pcm = (short * 32767).astype("int16")
+    np.testing.assert_array_equal(converter.features(pcm[0]).numpy(),
+                                  LogMelAudioConverter().features(
+                                      np.pad(pcm[0], (0, 10000))).numpy())
+    graph = tf.function(converter.features,
+                        input_signature=[tf.TensorSpec((None, None), tf.float32)])
+    np.testing.assert_allclose(graph(short).numpy(), converter.features(short).numpy(),
+                               atol=1e-6)
+    long = _waveform(samples=20000)
+    np.testing.assert_array_equal(converter.features(long).numpy(),
+                                  LogMelAudioConverter().features(long).numpy())
+    for bad in (0, -5, True):
+        with pytest.raises(ValueError, match="min_samples must be a positive number"):
+            LogMelAudioConverter(min_samples=bad)
+
+
+def test_8x32_layout_puts_each_8x32_block_in_a_32x8_patch():
+    """Patch k of the regrouped features' 32 x 8 grid, flattened frame by frame, is block k
+    (8 frames x 32 bins, time-major) of the features, flattened frame by frame."""
+    features = np.random.rand(2, 100, 64).astype("float32")  # 3 chunks of 32 + 4 frames
+    regrouped = regroup_8x32(features).numpy()
+    blocks = (features[:, :96].reshape(2, 12, 8, 2, 32).transpose(0, 1, 3, 2, 4)
+              .reshape(2, 24, 256))
+    patches = (regrouped[:, :96].reshape(2, 3, 32, 8, 8).transpose(0, 1, 3, 2, 4)
+               .reshape(2, 24, 256))
+    np.testing.assert_array_equal(patches, blocks)
+    np.testing.assert_array_equal(regrouped[:, 96:], features[:, 96:])
+    np.testing.assert_array_equal(regroup_8x32(features[0]).numpy(), regrouped[0])
+    converter = LogMelAudioConverter(patch_layout="8x32")
+    waveform = _waveform(samples=16000)
+    np.testing.assert_array_equal(
+        converter.features(waveform).numpy(),
+        regroup_8x32(LogMelAudioConverter().features(waveform)).numpy())
+    with pytest.raises(ValueError, match="needs a multiple of 32 mel bins, got 40"):
+        LogMelAudioConverter(FrontEndConfig(num_mel_bins=40), patch_layout="8x32")
+    with pytest.raises(ValueError, match="Unknown patch_layout 'rotated'"):
+        LogMelAudioConverter(patch_layout="rotated")
 
 
 def test_log_mel_features_are_the_pipeline_function():
@@ -115,3 +193,32 @@ def test_mel_bins_must_match_the_backbone():
         build_model("absolute", preset="ast", num_classes=2, num_layers=1, hidden_dim=24,
                     num_heads=2, intermediate_dim=32,
                     audio_converter=KaldiFbankAudioConverter(KaldiFbankConfig(num_mel_bins=64)))
+
+
+def test_model_saved_without_the_new_options_keeps_its_scores(tmp_path):
+    """A .keras file whose converter config lacks `relu`, `min_samples` and `patch_layout`
+    (as models were saved before they existed) loads with the ReLU, unpadded and plain, and
+    scores as the model it was saved from."""
+    import json
+    import zipfile
+
+    model = build_model("absolute", preset="ast-pe-tiny", num_classes=3, num_frames=128,
+                        audio_converter=LogMelAudioConverter(stats=NormalizationStats(-5, 2)))
+    model.save(tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as source:
+        files = {name: source.read(name) for name in source.namelist()}
+    config = json.loads(files["config.json"])
+    converter = config["config"]["audio_converter"]["config"]
+    del converter["min_samples"], converter["patch_layout"], converter["stats"]["relu"]
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "older.keras", "w") as target:
+        for name, content in files.items():
+            target.writestr(name, content)
+    restored = keras.saving.load_model(tmp_path / "older.keras", safe_mode=True)
+    converter = restored.audio_converter
+    assert (converter.stats.relu, converter.min_samples, converter.patch_layout) == (
+        True, None, "plain")
+    waveform = _waveform(samples=12000, batch=1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored(restored.audio_converter(waveform))),
+        keras.ops.convert_to_numpy(model(model.audio_converter(waveform))), atol=1e-6)
