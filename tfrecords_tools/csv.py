@@ -27,9 +27,10 @@ Their names are found in the header (case-insensitive) unless given by a flag:
 Writes what the other converters write: `<split>-*.tfrecord`, the reports of
 `tfrecords_tools.common` (`<split>-missing.txt`: rows whose file does not exist; the first
 ones are also printed with their line numbers), `classes.csv` and `dataset.json` (kind
-`csv`). A bad row (empty path, empty label, a split value that is none, a field too many or
-too few) is an error naming its line; a missing column is an error naming the columns the
-header has. Classes that only one split (or fold) has clips of are named in a warning.
+`csv`). A bad row (an empty path or label, an empty or unknown split value, a field too
+many or too few) is an error naming its line; a missing column is an error naming the
+columns the header has. Classes that only one split (or fold) has clips of are named in a
+warning.
 """
 
 import collections
