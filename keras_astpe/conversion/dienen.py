@@ -362,7 +362,8 @@ def _config_options(layers, source):
             mean, scale = float(get(params, "mean")), float(get(params, "scale"))
             options["scaling"] = (mean, mean + scale)
         elif cls == "Activation" and not options["dense"]:
-            if get(params, "activation") != "relu" or options["patch_size"]:
+            if (get(params, "activation") != "relu" or options["patch_size"]
+                    or "log_offset" not in options):
                 refuse(cls, f"{params.get('activation')!r} in the front end")
             options["relu"] = True
         elif cls == "GetPatches":
@@ -662,10 +663,13 @@ def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=No
     if pe == "time_alibi" and table[0].shape[0] != 1 + freq:
         raise ValueError(f"{source}: the time ALiBi table has {table[0].shape[0]} rows, not "
                          f"[CLS] and {freq} frequency bands")
-    if "r_matrix" in blocks[0]:
-        num_heads = blocks[0]["r_matrix"].shape[0]
-    elif "rpe_w" in blocks[0]:
-        num_heads = hidden // blocks[0]["rpe_w"].shape[-1]
+    file_heads = (blocks[0]["r_matrix"].shape[0] if "r_matrix" in blocks[0]
+                  else hidden // blocks[0]["rpe_w"].shape[-1] if "rpe_w" in blocks[0]
+                  else None)
+    if file_heads is not None:
+        if stated:
+            check("the number of heads", stated["num_heads"], file_heads)
+        num_heads = file_heads
     elif num_heads is None:
         num_heads = max(1, hidden // HEAD_DIM)
         assumed.append(f"{num_heads} attention heads (width / 64, the paper's head size; "
@@ -689,11 +693,13 @@ def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=No
         min_samples = samples or input_samples
     converter = LogMelAudioConverter(frontend, stats, min_samples=min_samples or None,
                                      patch_layout=layout)
-    epsilon = stated["epsilon"] if stated and stated["epsilon"] else 1e-6
+    if stated and stated["epsilon"] not in (None, 1e-6):
+        raise ValueError(f"{config_source}: LayerNormalization epsilon {stated['epsilon']}; "
+                         "the blocks of the original code use 1e-6")
     model_config = dict(
         get_preset("ast-pe"), hidden_dim=hidden, num_layers=len(blocks), num_heads=num_heads,
         intermediate_dim=blocks[0]["ff1"].shape[1], num_frames=time * grid_patch[0],
-        num_mel_bins=freq * grid_patch[1], patch_size=grid_patch, layer_norm_epsilon=epsilon,
+        num_mel_bins=freq * grid_patch[1], patch_size=grid_patch, layer_norm_epsilon=1e-6,
         final_norm=False, use_feedforward_bias=False, use_attention_bias=False,
         alibi_slopes=slopes, alibi_block_cls=block_cls,
         relative_row_order="key_minus_query", num_peg_layers=len(pegs) or 5,
