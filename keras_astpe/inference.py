@@ -9,16 +9,20 @@ file is decoded by `keras_astpe.data.audio_io.load_audio` (any format, mono, res
 SciPy's polyphase filter), as the TFRecord converters do; the features are those of the
 tf.data training pipeline (the same function).
 
-Clips of any length from one patch up are scored as a whole by default (the model adapts
-its positional encoding to the length), which is also what the TF Serving export
-(`keras_astpe.serving`) does by default. With `window_seconds`, a clip longer than the
-window is scored as sliding windows (`sliding_window_starts`) whose scores are aggregated
-(mean or max); the export offers the same option and computes the same windows.
+A clip is scored whole up to the length the model was trained on, and a longer one as
+sliding windows of that length (`Windows`, `sliding_window_starts`) whose scores are
+aggregated (mean or max), so that the cost of a clip grows linearly with its length: the
+windows go through the model `batch` at a time, whatever the clip's length. The TF Serving
+export (`keras_astpe.serving`) computes the same windows in its graph. Scoring a long clip
+whole (`whole_clips=True`) is one attention over all of its patches: its memory grows with
+the square of the length (docs/long_audio_and_limits.md).
 """
 
 import csv
 import dataclasses
 import os
+import sys
+import time
 
 import keras
 import numpy as np
@@ -32,20 +36,30 @@ from keras_astpe.models.classifier import ASTClassifier
 from keras_astpe.normalization import NormalizationStats
 
 AGGREGATIONS = ("mean", "max")
+WINDOW_BATCH = 16
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WindowSettings:
-    """Sliding-window scoring of long clips: the flags of `recipes/predict.py` and
-    `recipes/export.py`, and the keyword arguments of `tag` and `export_saved_model`."""
+    """How long clips are scored: the flags of `recipes/predict.py` and `recipes/export.py`,
+    and the keyword arguments of `tag` and `export_saved_model`."""
 
     window_seconds: float | None = setting(
-        None, help="Score clips longer than this as sliding windows (default: whole clips).")
+        None, help="Length of the sliding windows a longer clip is scored as (default: the "
+        "model's trained clip length, 9.935 s for the presets' 992 frames, and a clip that "
+        "gives no more patches than that, up to 10.255 s, is scored whole).")
     hop_seconds: float | None = setting(
-        None, help="Step between windows (default: --window_seconds).")
+        None, help="Step between windows (default: the window length).")
     aggregation: str = setting("mean", choices=AGGREGATIONS,
-                               help="How window scores are combined (in the graph, for an "
-                               "export).")
+                               help="How the window scores of a clip are combined (in the "
+                               "graph, for an export).")
+    whole_clips: bool = setting(
+        False, help="Score every clip whole, however long: one attention over all its "
+        "patches, whose memory grows with the square of the clip's length (see "
+        "docs/long_audio_and_limits.md).")
+    window_batch: int = setting(
+        WINDOW_BATCH, help="Windows (or clips) that go through the model at once: the "
+        "memory of scoring is bounded by this many windows, whatever the clip's length.")
 
     def arguments(self):
         return dataclasses.asdict(self)
@@ -83,39 +97,83 @@ def minimum_samples(model):
     return audio_converter_of(model).num_samples(model.backbone.patch_size[0])
 
 
+def trained_samples(model):
+    """`(window, longest_whole)`: samples of the clips the model was trained on, and of the
+    longest clip that gives the same patches (its last frames, short of a patch, are
+    dropped), at the converter's rate.
+
+    The training clip is the backbone's `num_frames` (992 frames, 158,960 samples for the
+    presets) cut to whole patches; a clip up to `longest_whole` is scored exactly as its
+    first `window` samples.
+    """
+    converter = audio_converter_of(model)
+    backbone = model.backbone
+    (patch, _), (stride, _) = backbone.patch_size, backbone.patch_stride
+    used_frames = (backbone.grid_shape[0] - 1) * stride + patch
+    return (converter.num_samples(used_frames),
+            converter.num_samples(used_frames + stride) - 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Windows:
-    """How a clip is scored: whole (`window` None) or as sliding windows, in samples.
+    """How clips are scored, in samples at the converter's rate (see `for_model`).
 
-    Built by `Windows.create` from seconds. A clip no longer than `window` is scored whole;
-    a longer one as the windows of `sliding_window_starts`, its scores aggregated by
-    `aggregation` ("mean" or "max") and its embeddings averaged.
+    A clip of at most `longest_whole` samples is scored whole (every clip when None); a
+    longer one as the windows of `window` samples of `sliding_window_starts`, its scores
+    aggregated by `aggregation` ("mean" or "max") and its embeddings averaged. `batch`
+    windows (or whole clips) go through the model at once.
     """
 
     window: int | None = None
     hop: int | None = None
+    longest_whole: int | None = None
     aggregation: str = "mean"
+    batch: int = WINDOW_BATCH
 
     @classmethod
-    def create(cls, window_seconds, hop_seconds, aggregation, *, sample_rate, minimum):
-        """Checks the settings; `minimum`: the fewest samples the model takes."""
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-        if window_seconds is None:
-            if hop_seconds is not None:
-                raise ValueError("hop_seconds needs window_seconds (without a window the "
-                                 "whole clip is scored at once)")
-            return cls(aggregation=aggregation)
-        window = round(float(window_seconds) * sample_rate)
-        if window < minimum:
-            raise ValueError(f"window_seconds={window_seconds} is shorter than one patch of "
-                             f"the model: at least {minimum / sample_rate:.3f} s")
-        hop = window if hop_seconds is None else round(float(hop_seconds) * sample_rate)
-        if not 1 <= hop <= window:
-            raise ValueError(f"hop_seconds must be > 0 and <= window_seconds "
-                             f"({window_seconds}) so that the windows cover the clip, got "
-                             f"{hop_seconds}")
-        return cls(window, hop, aggregation)
+    def for_model(cls, model, settings=WindowSettings()):
+        """The windows of `settings` (a `WindowSettings`) for `model`, checked.
+
+        Default: windows of the model's trained clip length (`trained_samples`), every
+        window. With `settings.window_seconds`, windows of that length for clips longer
+        than it; with `settings.whole_clips`, every clip whole.
+        """
+        rate = audio_converter_of(model).sample_rate
+        minimum = minimum_samples(model)
+        if settings.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got "
+                             f"{settings.aggregation!r}")
+        if settings.window_batch < 1:
+            raise ValueError(f"window_batch must be >= 1, got {settings.window_batch}")
+        common = {"aggregation": settings.aggregation, "batch": settings.window_batch}
+        if settings.whole_clips:
+            if settings.window_seconds is not None or settings.hop_seconds is not None:
+                raise ValueError("whole_clips scores every clip at once: it takes no "
+                                 "window_seconds or hop_seconds")
+            return cls(**common)
+        if settings.window_seconds is None:
+            window, longest_whole = trained_samples(model)
+        else:
+            window = longest_whole = round(float(settings.window_seconds) * rate)
+            if window < minimum:
+                raise ValueError(f"window_seconds={settings.window_seconds} is shorter than "
+                                 f"one patch of the model: at least {minimum / rate:.3f} s")
+        if settings.hop_seconds is None:
+            hop = window
+        else:
+            hop = round(float(settings.hop_seconds) * rate)
+            if not 1 <= hop <= window:
+                raise ValueError(f"hop_seconds must be > 0 and <= the window "
+                                 f"({window / rate:.3f} s) so that the windows cover the "
+                                 f"clip, got {settings.hop_seconds}")
+        return cls(window, hop, longest_whole, **common)
+
+    def pieces(self, num_samples):
+        """`(starts, length)`: what a clip of `num_samples` samples is scored as, the starts
+        of its pieces (int64 numpy) and their common length: itself whole, or windows."""
+        if self.longest_whole is None or num_samples <= self.longest_whole:
+            return np.zeros([1], np.int64), num_samples
+        return sliding_window_starts(num_samples, self.window, self.hop).numpy(), self.window
 
 
 def sliding_window_starts(num_samples, window, hop):
@@ -127,12 +185,6 @@ def sliding_window_starts(num_samples, window, hop):
     num_samples = tf.cast(num_samples, tf.int64)
     count = (num_samples - window + hop - 1) // hop + 1
     return tf.minimum(tf.range(count, dtype=tf.int64) * hop, num_samples - window)
-
-
-def sliding_windows(waveforms, window, hop):
-    """`[batch, samples]` (samples > window) -> `[batch, windows, window]`."""
-    starts = sliding_window_starts(tf.shape(waveforms, out_type=tf.int64)[1], window, hop)
-    return tf.gather(waveforms, starts[:, None] + tf.range(window, dtype=tf.int64), axis=1)
 
 
 def _waveform(audio, sample_rate, target_rate):
@@ -161,18 +213,92 @@ def _waveform(audio, sample_rate, target_rate):
     return audio_io.resample(waveform, int(sample_rate), target_rate), "the waveform"
 
 
-def clip_scores(model, waveform, windows=Windows()):
-    """Class scores `[num_classes]` (numpy) of one mono waveform at the converter's rate."""
+@dataclasses.dataclass(frozen=True)
+class ScoredClip:
+    """The scores of one clip: aggregated (`scores` `[num_classes]`) and per piece scored
+    (`window_scores` `[pieces, num_classes]`, one row when the clip was scored whole), with
+    the pieces' `starts` and `ends` in samples at `sample_rate`."""
+
+    scores: np.ndarray
+    window_scores: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    sample_rate: int
+
+
+def score_clip(model, waveform, windows, progress=None):
+    """Scores one mono waveform at the converter's rate as `windows` (a `Windows`) says: a
+    `ScoredClip`.
+
+    The pieces (the clip, or its windows) go through the model `windows.batch` at a time,
+    so memory holds the waveform and one batch of pieces. `progress(done, total)` is called
+    after each batch, with counts of pieces.
+    """
     converter = audio_converter_of(model)
-    waveform = np.asarray(waveform, np.float32)[None]
-    if windows.window is not None and waveform.shape[1] > windows.window:
-        waveform = sliding_windows(tf.constant(waveform), windows.window, windows.hop)[0]
-    outputs = keras.ops.convert_to_numpy(model(converter(waveform), training=False))
-    return outputs.max(axis=0) if windows.aggregation == "max" else outputs.mean(axis=0)
+    waveform = np.asarray(waveform, np.float32)
+    starts, length = windows.pieces(waveform.shape[0])
+    outputs = []
+    for first in range(0, len(starts), windows.batch):
+        batch = np.stack([waveform[start:start + length]
+                          for start in starts[first:first + windows.batch]])
+        outputs.append(keras.ops.convert_to_numpy(model(converter(batch), training=False)))
+        if progress is not None:
+            progress(first + len(batch), len(starts))
+    window_scores = np.concatenate(outputs).astype(np.float32, copy=False)
+    aggregate = np.max if windows.aggregation == "max" else np.mean
+    return ScoredClip(scores=aggregate(window_scores, axis=0), window_scores=window_scores,
+                      starts=starts, ends=starts + length, sample_rate=converter.sample_rate)
 
 
-def tag(model, audio, *, sample_rate=None, top_k=None, window_seconds=None,
-        hop_seconds=None, aggregation="mean"):
+def clip_scores(model, waveform, windows=None):
+    """Class scores `[num_classes]` (numpy) of one mono waveform at the converter's rate,
+    scored as `windows` says (default: the model's, `Windows.for_model`)."""
+    if windows is None:
+        windows = Windows.for_model(model)
+    return score_clip(model, waveform, windows).scores
+
+
+class ProgressBar:
+    """A progress bar on stderr over the pieces of one clip, for `score_clip`.
+
+    On a terminal the line is redrawn after each batch; elsewhere (a log file) one line is
+    written when the clip is done. Nothing is shown for a clip of one batch.
+    """
+
+    def __init__(self, label, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done, total):
+        if done == total and not self.shown:  # one batch
+            return
+        self.shown = True
+        elapsed = time.monotonic() - self.started
+        terminal = self.stream.isatty()
+        if terminal:
+            filled = int(30 * done / total)
+            self.stream.write(f"\r{self.label}: [{'=' * filled}{' ' * (30 - filled)}] "
+                              f"{done}/{total} windows, {elapsed:.0f} s")
+        if done == total:
+            if not terminal:
+                self.stream.write(f"{self.label}: {total} windows in {elapsed:.1f} s")
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def check_length(model, waveform, what):
+    """Raises `ClipTooShortError` (naming `what`) for a waveform at the converter's rate
+    shorter than one patch of the model."""
+    rate, minimum = audio_converter_of(model).sample_rate, minimum_samples(model)
+    if waveform.shape[0] < minimum:
+        raise ClipTooShortError(
+            f"{what}: {waveform.shape[0] / rate:.3f} s is too short: the model needs at "
+            f"least {minimum} samples at {rate} Hz ({minimum / rate:.3f} s, one patch)")
+
+
+def tag(model, audio, *, sample_rate=None, top_k=None, progress=False, **window_settings):
     """Scores one clip: `[(class name, score), ...]`, highest score first.
 
     Args:
@@ -182,21 +308,18 @@ def tag(model, audio, *, sample_rate=None, top_k=None, window_seconds=None,
             waveform (numpy: float in [-1, 1] or int16, `[samples]` or
             `[samples, channels]`) with its `sample_rate`.
         top_k: keep the `top_k` best classes (default: all).
-        window_seconds, hop_seconds, aggregation: score a clip longer than `window_seconds`
-            as windows every `hop_seconds` (default: the window), aggregated by "mean" or
-            "max". Default: the whole clip at once, as the TF Serving export does.
+        progress: show a progress bar over the windows on stderr (`ProgressBar`).
+        **window_settings: the fields of `WindowSettings`: `window_seconds`,
+            `hop_seconds`, `aggregation`, `whole_clips`, `window_batch`. By default a clip
+            longer than the model's trained clip length is scored as windows of that
+            length (no overlap), their scores averaged.
     """
     converter = audio_converter_of(model)
-    minimum = minimum_samples(model)
-    windows = Windows.create(window_seconds, hop_seconds, aggregation,
-                             sample_rate=converter.sample_rate, minimum=minimum)
+    windows = Windows.for_model(model, WindowSettings(**window_settings))
     waveform, what = _waveform(audio, sample_rate, converter.sample_rate)
-    if waveform.shape[0] < minimum:
-        raise ClipTooShortError(
-            f"{what}: {waveform.shape[0] / converter.sample_rate:.3f} s is too short: the "
-            f"model needs at least {minimum} samples at {converter.sample_rate} Hz "
-            f"({minimum / converter.sample_rate:.3f} s, one patch)")
-    values = clip_scores(model, waveform, windows)
+    check_length(model, waveform, what)
+    values = score_clip(model, waveform, windows,
+                        ProgressBar(what) if progress else None).scores
     order = np.argsort(-values, kind="stable")[:top_k]
     names = class_names_of(model)
     return [(names[i], float(values[i])) for i in order]

@@ -2,14 +2,18 @@
 
     python recipes/export.py --model=saved_models/audioset-demo/time_alibi/model.keras
     python recipes/export.py --model=model.keras --output_dir=serving --name=tagger --version=2
-    python recipes/export.py --model=model.keras --window_seconds=10 --hop_seconds=5 \\
-        --aggregation=max
+    python recipes/export.py --model=model.keras --hop_seconds=5 --aggregation=max \\
+        --max_clip_seconds=600 --max_request_seconds=1800 --max_batch=64
 
 Writes `<output_dir>/<name>/<version>/` (saved_model.pb, variables/, assets/class_names.txt),
 the layout `tensorflow_model_server --model_base_path=<output_dir>/<name>` serves, and prints
 its path. Signatures `serving_default` (16 kHz float waveforms) and `serving_wav` (WAV file
-bytes at 8-48 kHz); see `keras_astpe.serving.saved_model`. Works under any Keras backend: the
-export itself runs under TensorFlow (in a subprocess when the backend is another).
+bytes at 8-48 kHz); see `keras_astpe.serving.saved_model`. A clip up to the model's trained
+length is scored whole, a longer one as sliding windows of that length (`--window_seconds`,
+`--hop_seconds`, `--aggregation`, `--whole_clips`, `--window_batch`); a request over the
+limits (`--max_clip_seconds`, `--max_request_seconds`, `--max_batch`) is refused with an
+error that names the limit. Works under any Keras backend: the export itself runs under
+TensorFlow (in a subprocess when the backend is another).
 """
 
 import dataclasses
@@ -17,6 +21,7 @@ import os
 
 from keras_astpe import cli
 from keras_astpe.inference import WindowSettings
+from keras_astpe.serving.saved_model import ServingLimits
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,6 +36,7 @@ class ExportConfig:
     version: int | None = cli.setting(
         None, help="Version folder (default: one more than the highest already there, or 1).")
     windows: WindowSettings = dataclasses.field(default_factory=WindowSettings)
+    limits: ServingLimits = dataclasses.field(default_factory=ServingLimits)
     overwrite: bool = cli.setting(False, help="Replace an existing version folder.")
 
     def __post_init__(self):
@@ -64,7 +70,8 @@ def main(config):
     base = os.path.join(config.output_dir, config.name or model_name(config.model))
     version = config.version or next_version(base)
     print(export_saved_model(config.model, os.path.join(base, str(version)),
-                             **config.windows.arguments(), overwrite=config.overwrite))
+                             **config.windows.arguments(), **config.limits.arguments(),
+                             overwrite=config.overwrite))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """keras_astpe.inference: `tag` on files and waveforms on every backend, features equal to the
-training pipeline's, sliding windows, and `attach_audio_converter` for models saved without a
-front end."""
+training pipeline's, sliding windows by default past the trained length, in batches, and
+`attach_audio_converter` for models saved without a front end."""
 
+import io
 import json
+import re
 
 import keras
 import numpy as np
@@ -13,13 +15,17 @@ import tensorflow as tf
 from keras_astpe.data import audio_io, pipeline, schema
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.inference import (
+    ProgressBar,
     Windows,
+    WindowSettings,
     attach_audio_converter,
     clip_scores,
     minimum_samples,
     read_class_names,
+    score_clip,
     sliding_window_starts,
     tag,
+    trained_samples,
 )
 from tests.taggers import CLASSES, STATS, noise, tagger
 
@@ -75,7 +81,7 @@ def test_prediction_features_are_the_training_pipelines(saved, tmp_path):
         writer.write(schema.encode_example(waveform, "clip", [0], original_sample_rate=RATE,
                                            duration=2.0))
     dataset = pipeline.make_dataset(str(path), num_classes=3, batch_size=1, training=False,
-                                    clip_samples=waveform.size, stats=STATS)
+                                    clip_samples=waveform.size, converter=saved.audio_converter)
     (trained_on, _), = list(dataset)
     stored = np.round(waveform * 32767).astype(np.int16).astype(np.float32) / 32768
     predicted = keras.ops.convert_to_numpy(saved.audio_converter(stored[None]))
@@ -90,6 +96,65 @@ def test_clips_of_any_length_from_one_patch(saved):
     with pytest.raises(ValueError, match=r"0\.335 s is too short: the model needs at least "
                                          r"5360 samples at 16000 Hz"):
         tag(saved, noise(minimum - 1), sample_rate=RATE)
+
+
+def test_trained_length_is_the_default_window(saved):
+    """992 frames of 32-frame patches: 158,960 samples; a clip gives the same 31 patches up
+    to 1,023 frames (164,079 samples), and is scored whole up to there."""
+    assert trained_samples(saved) == (158960, 164079)
+    assert FrontEndConfig().num_frames(164079) == 1023
+    assert FrontEndConfig().num_frames(164080) == 1024
+    assert Windows.for_model(saved) == Windows(158960, 158960, 164079, "mean", 16)
+    longest = noise(164079, seed=8)  # whole, and scored as its first window is
+    np.testing.assert_allclose(clip_scores(saved, longest),
+                               _reference(saved, longest[:158960]), atol=1e-6)
+    np.testing.assert_allclose(clip_scores(saved, longest), _reference(saved, longest),
+                               atol=1e-6)
+
+
+def test_long_clips_are_windows_of_the_trained_length_by_default(saved):
+    waveform = noise(25 * RATE, seed=9)  # 400,000 samples: windows at 0, 158960, 241040
+    starts = (0, 158960, 400000 - 158960)
+    by_hand = np.stack([_reference(saved, waveform[s:s + 158960]) for s in starts])
+    result = dict(tag(saved, waveform, sample_rate=RATE))
+    np.testing.assert_allclose([result[name] for name in CLASSES], by_hand.mean(0),
+                               atol=1e-6)
+    scored = score_clip(saved, waveform, Windows.for_model(saved))
+    assert scored.starts.tolist() == list(starts)
+    assert scored.ends.tolist() == [s + 158960 for s in starts]
+    np.testing.assert_allclose(scored.window_scores, by_hand, atol=1e-6)
+    whole = dict(tag(saved, waveform, sample_rate=RATE, whole_clips=True))
+    np.testing.assert_allclose([whole[name] for name in CLASSES], _reference(saved, waveform),
+                               atol=1e-6)
+    assert np.abs(by_hand.mean(0) - _reference(saved, waveform)).max() > 1e-3
+
+
+def test_window_batches_do_not_change_the_scores(saved):
+    """Windows go through the model `window_batch` at a time: 7 windows in batches of 1, 3
+    (3 + 3 + 1) and 16 give the same scores, the progress reported after each batch."""
+    waveform = noise(int(4.2 * RATE), seed=10)
+    results, calls = [], []
+    for batch in (1, 3, 16):
+        windows = Windows.for_model(saved, WindowSettings(window_seconds=1.0, hop_seconds=0.5,
+                                                          window_batch=batch))
+        scored = score_clip(saved, waveform, windows,
+                            lambda done, total, b=batch: calls.append((b, done, total)))
+        results.append(scored.window_scores)
+    assert len(results[0]) == 8  # 0, 0.5, ..., 3.0 s and the last ending with the clip
+    np.testing.assert_allclose(results[1], results[0], atol=1e-6)
+    np.testing.assert_allclose(results[2], results[0], atol=1e-6)
+    assert [c for c in calls if c[0] == 3] == [(3, 3, 8), (3, 6, 8), (3, 8, 8)]
+
+
+def test_progress_bar_is_one_line_off_a_terminal():
+    stream = io.StringIO()
+    bar = ProgressBar("long.wav", stream)
+    for done in (16, 32, 40):
+        bar(done, 40)
+    assert re.fullmatch(r"long\.wav: 40 windows in \d+\.\d s\n", stream.getvalue())
+    single = io.StringIO()
+    ProgressBar("short.wav", single)(3, 3)  # one batch: nothing to show
+    assert single.getvalue() == ""
 
 
 def test_sliding_window_starts_cover_the_clip_with_whole_windows():
@@ -114,15 +179,32 @@ def test_windows_aggregate_the_scores_of_the_windows(saved):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ((None, 0.5, "mean"), "hop_seconds needs window_seconds"),
-    ((0.2, None, "mean"), r"shorter than one patch of the model: at least 0\.335 s"),
-    ((1.0, 1.5, "mean"), "hop_seconds must be > 0 and <= window_seconds"),
-    ((1.0, 0.0, "mean"), "hop_seconds must be > 0"),
-    ((1.0, None, "median"), "aggregation must be one of"),
+    ({"hop_seconds": 12.0}, r"hop_seconds must be > 0 and <= the window \(9\.935 s\)"),
+    ({"window_seconds": 0.2}, r"shorter than one patch of the model: at least 0\.335 s"),
+    ({"window_seconds": 1.0, "hop_seconds": 1.5}, "hop_seconds must be > 0 and <= the window"),
+    ({"window_seconds": 1.0, "hop_seconds": 0.0}, "hop_seconds must be > 0"),
+    ({"aggregation": "median"}, "aggregation must be one of"),
+    ({"whole_clips": True, "window_seconds": 5.0}, "whole_clips scores every clip at once"),
+    ({"window_batch": 0}, "window_batch must be >= 1"),
 ])
-def test_bad_window_settings_are_clear_errors(settings, message):
+def test_bad_window_settings_are_clear_errors(saved, settings, message):
     with pytest.raises(ValueError, match=message):
-        Windows.create(*settings, sample_rate=RATE, minimum=5360)
+        Windows.for_model(saved, WindowSettings(**settings))
+    with pytest.raises(ValueError, match=message):
+        tag(saved, noise(RATE), sample_rate=RATE, **settings)
+
+
+def test_too_few_frames_is_the_same_clear_error_on_every_path(saved):
+    """A batch of 0 or 10 frames: "Too few frames" from a call and from predict, every time
+    (on JAX too, where a failed predict must not leave the model without its weights)."""
+    expected = keras.ops.convert_to_numpy(saved(np.ones((1, 40, 64), np.float32)))
+    for frames in (0, 10, 0):
+        for run in (lambda x: saved(x), lambda x: saved.predict(x, verbose=0)):
+            with pytest.raises(ValueError, match="Too few frames: the AST needs at least 32 "
+                                                 f"frames .*got {frames}"):
+                run(np.ones((2, frames, 64), np.float32))
+    np.testing.assert_allclose(saved.predict(np.ones((1, 40, 64), np.float32), verbose=0),
+                               expected, atol=1e-6)
 
 
 def test_softmax_head_scores_sum_to_one():

@@ -1,5 +1,7 @@
 """Audio tagger / classifier: an `ASTBackbone` with a dense layer on its prefix tokens."""
 
+import contextlib
+
 import keras
 
 from keras_astpe.layers.class_token import PrefixPooling
@@ -73,6 +75,14 @@ class ASTClassifier(FunctionalModel):
             embedding = self.head_norm(embedding)
         return self.output_activation(self.head(embedding))
 
+    def predict(self, *args, **kwargs):
+        with _variables_kept_on_error(self):
+            return super().predict(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with _variables_kept_on_error(self):
+            return super().evaluate(*args, **kwargs)
+
     def get_config(self):
         return {
             "name": self.name,
@@ -93,3 +103,27 @@ class ASTClassifier(FunctionalModel):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+@contextlib.contextmanager
+def _variables_kept_on_error(model):
+    """Keeps `model` usable when `predict` or `evaluate` fails on JAX.
+
+    Keras' JAX trainer detaches the variables' values while it runs its stateless
+    function and attaches them again at the end; an exception in between (e.g. the "Too
+    few frames" error of a clip shorter than one patch) would leave every variable empty,
+    and each later call would fail with "'NoneType' object is not callable". On an error
+    the values held before the call are put back, then the error goes on.
+    """
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    values = [(variable, variable._value) for variable in model.variables]
+    try:
+        yield
+    except BaseException:
+        for variable, value in values:
+            if variable._value is None:
+                variable._value = value
+        model._jax_state = None
+        raise

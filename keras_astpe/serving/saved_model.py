@@ -8,24 +8,31 @@ Serving's layout `<base>/<name>/<version>/` (`saved_model.pb`, `variables/`,
   length from one patch (0.335 s for the paper's front end) up.
 - `serving_wav`: `wav_bytes`, string `[batch]`, the bytes of WAV files (16-bit PCM or 32-bit
   float, any number of channels, at 8, 11.025, 16, 22.05, 24, 32, 44.1 or 48 kHz), decoded
-  (`wav.decode_wav`), averaged to mono and resampled to 16 kHz (`resample`) in the graph, as
+  (`wav`), averaged to mono and resampled to 16 kHz (`resample`) in the graph, as
   `keras_astpe.data.audio_io` does; files of different lengths may share a request.
 
 Both return `scores` `[batch, num_classes]` (the model's sigmoid or softmax) and `embedding`
 `[batch, hidden_dim]`, the final [CLS] state. The features are computed in the graph by the
 model's audio converter, with the function the tf.data training pipeline uses.
 
-By default a clip is scored whole, as `keras_astpe.tag` does. With `window_seconds`, a clip
-longer than the window is scored as sliding windows every `hop_seconds`
-(`keras_astpe.inference.sliding_window_starts`), its scores aggregated by `aggregation`
-(mean or max) and its embeddings averaged, inside the graph.
+Clips are scored as `keras_astpe.tag` scores them (`keras_astpe.inference.Windows`): whole
+up to the model's trained clip length, longer ones as sliding windows of that length
+(`window_seconds`, `hop_seconds` change them), their scores aggregated by `aggregation`
+(mean or max) and their embeddings averaged, inside the graph. The windows (or clips) go
+through the model `window_batch` at a time in a loop, so the memory of a request grows
+linearly with its audio, not with the square of a clip's length; `whole_clips` scores every
+clip at once instead.
 
-A bad request is an InvalidArgument error from the signature that says what was expected
-(see `_check_waveforms` and `wav.decode_wav`). The export runs under the TensorFlow backend;
+A request is refused beyond the export's `ServingLimits` (clips per request, seconds per
+clip and per request), checked from the shapes or the WAV headers before any audio is
+decoded or scored. A bad request is an InvalidArgument error from the signature that names
+the input and says what was expected or which limit it passed (see `_check_waveforms`,
+`_check_wav_headers` and `wav.read_header`). The export runs under the TensorFlow backend;
 from JAX or PyTorch it runs in a subprocess with `KERAS_BACKEND=tensorflow` on the saved
 `.keras` file, which is backend-agnostic.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -35,15 +42,18 @@ import tempfile
 
 import keras
 
-from keras_astpe._startup import tf, without_jax_xla_cpu_flags
+from keras_astpe._startup import tf
+from keras_astpe.cli import setting
 from keras_astpe.inference import (
     Windows,
+    WindowSettings,
     audio_converter_of,
     class_names_of,
     minimum_samples,
-    sliding_windows,
+    sliding_window_starts,
 )
 from keras_astpe.serving import resample, wav
+from keras_astpe_startup import without_jax_xla_cpu_flags
 
 CLASS_NAMES_FILE = "class_names.txt"
 # A float waveform peaking above this is not audio in [-1, 1] (e.g. int16 PCM sent as
@@ -54,10 +64,33 @@ _SUBPROCESS_ERRORS = {error.__name__: error for error in (
     ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError)}
 
 
-def serving_module(model, windows, class_names_path):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServingLimits:
+    """What one request to the export may hold, beyond which it is refused (InvalidArgument,
+    naming the input and the limit) before its audio is decoded or scored: the flags of
+    `recipes/export.py` and keyword arguments of `export_saved_model`. The defaults are
+    far above a normal request; a deployment sizes them to its machine (memory and time
+    grow linearly with the seconds of audio of a request)."""
+
+    max_clip_seconds: float = setting(
+        7200.0, help="Longest clip a request may hold, in seconds.")
+    max_request_seconds: float = setting(
+        7200.0, help="Most seconds of audio, all clips together, a request may hold.")
+    max_batch: int = setting(1024, help="Most clips (waveforms or WAV files) per request.")
+
+    def __post_init__(self):
+        for name in ("max_clip_seconds", "max_request_seconds", "max_batch"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    def arguments(self):
+        return dataclasses.asdict(self)
+
+
+def serving_module(model, windows, class_names_path, limits=ServingLimits()):
     """The exported object: the model's variables, the class names (an asset) and the two
     signatures, `serving_default` and `serving_wav`."""
-    graphs = _Signatures(model, windows)
+    graphs = _Signatures(model, windows, limits)
     module = tf.Module(name="keras_astpe_serving")
     module.class_names = tf.saved_model.Asset(class_names_path)
     module.serving_default = tf.function(
@@ -76,13 +109,19 @@ def serving_module(model, windows, class_names_path):
     return module
 
 
+def _seconds(value):
+    """A duration for a message: seconds rounded to 0.01, as float64."""
+    return tf.round(tf.cast(value, tf.float64) * 100.0) / 100.0
+
+
 class _Signatures:
     """The graphs of the signatures: checks, decoding, windows and the model."""
 
-    def __init__(self, model, windows):
+    def __init__(self, model, windows, limits):
         self._model = model
         self._converter = audio_converter_of(model)
         self._windows = windows
+        self._limits = limits
         self._minimum = minimum_samples(model)
 
     # === Scoring ===
@@ -96,24 +135,50 @@ class _Signatures:
         return {"scores": tf.cast(scores, tf.float32),
                 "embedding": tf.cast(embedding, tf.float32)}
 
-    def _score_windows(self, waveforms):
-        window, hop = self._windows.window, self._windows.hop
-        windows = sliding_windows(waveforms, window, hop)
-        shape = tf.shape(windows)
-        outputs = self._score_clips(tf.reshape(windows, [-1, window]))
-        scores = tf.reshape(outputs["scores"], [shape[0], shape[1], -1])
-        embedding = tf.reshape(outputs["embedding"], [shape[0], shape[1], -1])
-        aggregate = tf.reduce_max if self._windows.aggregation == "max" else tf.reduce_mean
-        return {"scores": aggregate(scores, axis=1),
-                "embedding": tf.reduce_mean(embedding, axis=1)}
-
     def _score(self, waveforms):
-        """Whole clips, or sliding windows for clips longer than the window."""
-        if self._windows.window is None:
-            return self._score_clips(waveforms)
-        return tf.cond(tf.shape(waveforms)[1] <= self._windows.window,
-                       lambda: self._score_clips(waveforms),
-                       lambda: self._score_windows(waveforms))
+        """Clips of one length `[batch, samples]` -> their scores and embeddings.
+
+        Each clip is cut into pieces as `Windows.pieces` does (itself, or its windows);
+        the pieces of all clips go through the model `windows.batch` at a time in a loop
+        that runs one step at a time, and are aggregated per clip.
+        """
+        windows = self._windows
+        shape = tf.shape(waveforms, out_type=tf.int64)
+        clips, length = shape[0], shape[1]
+        if windows.longest_whole is None:
+            starts, piece = tf.zeros([1], tf.int64), length
+        else:
+            whole = length <= windows.longest_whole
+            starts = tf.cond(whole, lambda: tf.zeros([1], tf.int64),
+                             lambda: sliding_window_starts(length, windows.window, windows.hop))
+            piece = tf.where(whole, length, windows.window)
+        per_clip = tf.size(starts, out_type=tf.int64)
+        count = clips * per_clip
+        steps = tf.cast((count + windows.batch - 1) // windows.batch, tf.int32)
+        flat = tf.reshape(waveforms, [-1])
+        offsets = tf.range(piece)
+        num_classes, hidden_dim = self._model.num_classes, self._model.backbone.hidden_dim
+
+        def body(step, scores, embeddings):
+            first = tf.cast(step, tf.int64) * windows.batch
+            index = tf.range(first, tf.minimum(first + windows.batch, count))
+            begins = index // per_clip * length + tf.gather(starts, index % per_clip)
+            outputs = self._score_clips(tf.gather(flat, begins[:, None] + offsets[None]))
+            return (step + 1, scores.write(step, outputs["scores"]),
+                    embeddings.write(step, outputs["embedding"]))
+
+        def array(width):
+            return tf.TensorArray(tf.float32, size=steps, infer_shape=False,
+                                  element_shape=tf.TensorShape([None, width]))
+
+        _, scores, embeddings = tf.while_loop(
+            lambda step, *_: step < steps, body,
+            (tf.constant(0), array(num_classes), array(hidden_dim)), parallel_iterations=1)
+        scores = tf.reshape(scores.concat(), tf.stack([clips, per_clip, num_classes]))
+        embeddings = tf.reshape(embeddings.concat(), tf.stack([clips, per_clip, hidden_dim]))
+        aggregate = tf.reduce_max if windows.aggregation == "max" else tf.reduce_mean
+        return {"scores": aggregate(scores, axis=1),
+                "embedding": tf.reduce_mean(embeddings, axis=1)}
 
     # === Signatures ===
 
@@ -121,6 +186,18 @@ class _Signatures:
         rate = self._converter.sample_rate
         return (f"the model needs at least {self._minimum} samples at {rate} Hz "
                 f"({self._minimum / rate:.3f} s: one patch)")
+
+    def _batch_limit(self, name, batch, what):
+        limit = self._limits.max_batch
+        return (batch <= limit, tf.strings.format(
+            f"{name}: a batch of {{}} {what} is over the limit of {limit} per request "
+            f"(max_batch, set at export)", batch))
+
+    def _request_limit(self, name, seconds, what):
+        limit = self._limits.max_request_seconds
+        return (seconds <= limit, tf.strings.format(
+            f"{name}: the {what} hold {{}} s of audio, over the limit of {limit:g} s per "
+            f"request (max_request_seconds, set at export)", _seconds(seconds)))
 
     def _check_waveforms(self, waveform):
         rate = self._converter.sample_rate
@@ -130,14 +207,24 @@ class _Signatures:
         # A reshape that cannot fail, not `ensure_shape`: graph optimization checks the latter
         # against the shape fed before the assertion above can run.
         waveform = tf.reshape(waveform, [-1, tf.reduce_prod(tf.shape(waveform)[1:])])
-        shape = tf.shape(waveform)
-        peak = tf.reduce_max(tf.abs(waveform))
-        return wav.checked(waveform, [
+        shape = tf.shape(waveform, out_type=tf.int64)
+        seconds = tf.cast(shape[1], tf.float64) / rate
+        limit = self._limits.max_clip_seconds
+        waveform = wav.checked(waveform, [
             (shape[0] >= 1, tf.constant(f"waveform: the batch is empty; {expected}")),
             (shape[1] >= 1, tf.constant(f"waveform: the waveforms are empty (0 samples); "
                                         f"{expected}")),
             (shape[1] >= self._minimum, tf.strings.format(
                 "waveform: {} samples is too short: " + self._needs(), shape[1])),
+            self._batch_limit("waveform", shape[0], "waveforms"),
+            (seconds <= limit, tf.strings.format(
+                f"waveform: waveforms of {{}} s are over the limit of {limit:g} s per "
+                f"clip (max_clip_seconds, set at export)", _seconds(seconds))),
+            self._request_limit("waveform", tf.cast(shape[0], tf.float64) * seconds,
+                                "waveforms"),
+        ])
+        peak = tf.reduce_max(tf.abs(waveform))
+        return wav.checked(waveform, [
             (tf.reduce_all(tf.math.is_finite(waveform)), tf.constant(
                 "waveform: the samples contain NaN or Inf")),
             (peak <= MAX_PEAK, tf.strings.format(
@@ -148,16 +235,33 @@ class _Signatures:
     def serve_waveform(self, waveform):
         return self._score(self._check_waveforms(waveform))
 
-    def _decode(self, contents, index):
-        """One WAV file -> mono float32 at the converter's rate, checked."""
-        samples, rate = wav.decode_wav(contents, index)
+    def _check_wav_headers(self, wav_bytes, headers):
+        """The headers of a request's files, after the rate and length limits: every file's
+        rate supported, no file longer than `max_clip_seconds`, all of them together no
+        longer than `max_request_seconds`."""
         rates = resample.SUPPORTED_RATES
-        supported = ", ".join(str(r) for r in rates)
-        rate = wav.checked(rate, [(tf.reduce_any(tf.equal(rate, rates)), tf.strings.format(
-            "wav_bytes[{}]: a sample rate of {} Hz is not supported; expected one of "
-            + supported + " Hz", (index, rate)))])
-        mono = _downmix(samples)
-        waveform = resample.resample_any(mono, rate, self._converter.sample_rate)
+        supported = tf.reduce_any(tf.equal(headers.rate[:, None], rates), axis=1)
+        seconds = (tf.cast(headers.frames, tf.float64)
+                   / tf.cast(tf.maximum(headers.rate, 1), tf.float64))
+        limit = self._limits.max_clip_seconds
+        unsupported = tf.argmin(tf.cast(supported, tf.int32))
+        longest = tf.argmax(seconds)
+        return wav.checked(headers, [
+            (tf.reduce_all(supported), tf.strings.format(
+                "wav_bytes[{}]: a sample rate of {} Hz is not supported; expected one of "
+                + ", ".join(str(r) for r in rates) + " Hz",
+                (unsupported, headers.rate[unsupported]))),
+            (seconds[longest] <= limit, tf.strings.format(
+                f"wav_bytes[{{}}]: {{}} s of audio is over the limit of {limit:g} s per clip "
+                f"(max_clip_seconds, set at export)", (longest, _seconds(seconds[longest])))),
+            self._request_limit("wav_bytes", tf.reduce_sum(seconds), "files"),
+        ])
+
+    def _decode(self, contents, header, index):
+        """One WAV file -> mono float32 at the converter's rate, checked."""
+        samples = wav.read_samples(contents, header, index)
+        waveform = resample.resample_any(_downmix(samples), header.rate,
+                                         self._converter.sample_rate)
         length = tf.shape(waveform)[0]
         return wav.checked(waveform, [(length >= self._minimum, tf.strings.format(
             "wav_bytes[{}]: {} samples at " + str(self._converter.sample_rate)
@@ -169,10 +273,19 @@ class _Signatures:
             tf.shape(wav_bytes)))])
         wav_bytes = tf.reshape(wav_bytes, [-1])  # see _check_waveforms
         batch = tf.shape(wav_bytes)[0]
-        wav_bytes = wav.checked(wav_bytes, [(batch >= 1, tf.constant(
-            "wav_bytes: the batch is empty; expected a string tensor [batch] of WAV files"))])
+        wav_bytes = wav.checked(wav_bytes, [
+            (batch >= 1, tf.constant(
+                "wav_bytes: the batch is empty; expected a string tensor [batch] of WAV "
+                "files")),
+            self._batch_limit("wav_bytes", batch, "files"),
+        ])
+        indices = tf.range(batch)
+        headers = tf.map_fn(lambda item: wav.read_header(*item), (wav_bytes, indices),
+                            fn_output_signature=wav.header_spec())
+        headers = self._check_wav_headers(wav_bytes, wav.WavHeader(*headers))
         waveforms = tf.map_fn(
-            lambda item: self._decode(*item), (wav_bytes, tf.range(batch)),
+            lambda item: self._decode(item[0], wav.WavHeader(*item[1]), item[2]),
+            (wav_bytes, tuple(headers), indices),
             fn_output_signature=tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0))
         lengths = waveforms.row_lengths()
 
@@ -181,9 +294,12 @@ class _Signatures:
                 outputs = self._score(waveforms[index][None])
                 return {key: value[0] for key, value in outputs.items()}
 
-            return tf.map_fn(score_one, tf.range(batch), fn_output_signature={
-                "scores": tf.TensorSpec([self._model.num_classes], tf.float32),
-                "embedding": tf.TensorSpec([self._model.backbone.hidden_dim], tf.float32)})
+            return tf.map_fn(score_one, tf.range(batch), parallel_iterations=1,
+                             fn_output_signature={
+                                 "scores": tf.TensorSpec([self._model.num_classes],
+                                                         tf.float32),
+                                 "embedding": tf.TensorSpec([self._model.backbone.hidden_dim],
+                                                            tf.float32)})
 
         return tf.cond(tf.reduce_all(tf.equal(lengths, lengths[0])),
                        lambda: self._score(waveforms.to_tensor()), one_by_one)
@@ -202,8 +318,7 @@ def _downmix(samples):
         / tf.cast(channels, tf.float32))
 
 
-def export_saved_model(model, export_dir, *, window_seconds=None, hop_seconds=None,
-                       aggregation="mean", overwrite=False):
+def export_saved_model(model, export_dir, *, overwrite=False, **settings):
     """Writes the TF Serving SavedModel of a classifier to `export_dir`; returns its path.
 
     Args:
@@ -212,24 +327,29 @@ def export_saved_model(model, export_dir, *, window_seconds=None, hop_seconds=No
         export_dir: the version folder, `<base>/<name>/<version>` for TF Serving. It
             appears complete or not at all (written beside it, then renamed), so a server
             watching `<base>/<name>` never loads half an export.
-        window_seconds, hop_seconds, aggregation: score clips longer than `window_seconds`
-            as windows every `hop_seconds` (default: the window), aggregated by "mean" or
-            "max". Default: whole clips.
         overwrite: replace an existing `export_dir`.
+        **settings: the fields of `keras_astpe.inference.WindowSettings`
+            (`window_seconds`, `hop_seconds`, `aggregation`, `whole_clips`,
+            `window_batch`: by default windows of the model's trained clip length, their
+            scores averaged) and of `ServingLimits` (`max_clip_seconds`,
+            `max_request_seconds`, `max_batch`).
     """
     export_dir = os.path.abspath(os.fspath(export_dir))
-    options = {"window_seconds": window_seconds, "hop_seconds": hop_seconds,
-               "aggregation": aggregation, "overwrite": overwrite}
+    window_fields = {field.name for field in dataclasses.fields(WindowSettings)}
+    unknown = set(settings) - window_fields - {
+        field.name for field in dataclasses.fields(ServingLimits)}
+    if unknown:
+        raise TypeError(f"unknown export settings {sorted(unknown)}")
+    window_settings = WindowSettings(**{k: v for k, v in settings.items() if k in window_fields})
+    limits = ServingLimits(**{k: v for k, v in settings.items() if k not in window_fields})
     if os.path.exists(export_dir) and not overwrite:
         raise FileExistsError(f"{export_dir} already exists: choose another version, or "
                               f"overwrite it (overwrite=True, --overwrite)")
     if keras.backend.backend() != "tensorflow":
-        return _export_in_subprocess(model, export_dir, options)
+        return _export_in_subprocess(model, export_dir, dict(settings, overwrite=overwrite))
     if isinstance(model, (str, os.PathLike)):
         model = _load(model)
-    converter = audio_converter_of(model)
-    windows = Windows.create(window_seconds, hop_seconds, aggregation,
-                             sample_rate=converter.sample_rate, minimum=minimum_samples(model))
+    windows = Windows.for_model(model, window_settings)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(export_dir)}-")
@@ -238,7 +358,7 @@ def export_saved_model(model, export_dir, *, window_seconds=None, hop_seconds=No
             names_path = os.path.join(tmp, CLASS_NAMES_FILE)
             with open(names_path, "w", encoding="utf-8") as f:
                 f.writelines(f"{name}\n" for name in class_names_of(model))
-            module = serving_module(model, windows, names_path)
+            module = serving_module(model, windows, names_path, limits)
             tf.saved_model.save(module, staging, signatures={
                 name: getattr(module, name).get_concrete_function()
                 for name in ("serving_default", "serving_wav")})

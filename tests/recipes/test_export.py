@@ -1,6 +1,8 @@
-"""recipes/export.py as a user runs it: a subprocess on a saved tiny model."""
+"""recipes/export.py as a user runs it: a subprocess on a saved tiny model; window and limit
+flags."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -37,7 +39,8 @@ def test_default_layout_under_saved_models_and_next_version(model_path, tmp_path
     assert (first / "assets" / "class_names.txt").read_text().splitlines() == list(CLASSES)
 
     windowed = _run(f"--model={model_path}", "--window_seconds=1", "--hop_seconds=0.5",
-                    "--aggregation=max", cwd=tmp_path)  # the next version
+                    "--aggregation=max", "--window_batch=2", "--max_batch=1",
+                    "--max_clip_seconds=3", cwd=tmp_path)  # the next version
     assert windowed.returncode == 0, windowed.stderr[-3000:]
     second = first.parent / "2"
     assert windowed.stdout.split() == [str(second)]
@@ -45,6 +48,13 @@ def test_default_layout_under_saved_models_and_next_version(model_path, tmp_path
     whole = tf.saved_model.load(str(first)).signatures["serving_default"](waveform=waveform)
     windows = tf.saved_model.load(str(second)).signatures["serving_default"](waveform=waveform)
     assert np.abs(whole["scores"].numpy() - windows["scores"].numpy()).max() > 1e-4
+    limited = tf.saved_model.load(str(second)).signatures["serving_default"]
+    for request, message in ((tf.concat([waveform, waveform], 0), "a batch of 2 waveforms is "
+                              "over the limit of 1 per request (max_batch, set at export)"),
+                             (tf.zeros([1, 4 * 16000]), "waveforms of 4 s are over the limit "
+                              "of 3 s per clip (max_clip_seconds, set at export)")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+            limited(waveform=request)
 
 
 def test_name_version_and_refusing_to_replace_a_version(model_path, tmp_path):

@@ -1,5 +1,8 @@
-"""recipes/predict.py as a user runs it: a subprocess on a saved tiny model and real files."""
+"""recipes/predict.py as a user runs it: a subprocess on a saved tiny model and real files:
+printed top classes, windows, the --output results files, --timeline and the progress line."""
 
+import csv
+import json
 import re
 
 import keras
@@ -8,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from keras_astpe import build_model
-from keras_astpe.inference import tag
+from keras_astpe.data.audio_io import load_audio
+from keras_astpe.inference import Windows, WindowSettings, score_clip, tag
 from keras_astpe.normalization import NormalizationStats
 from tests.recipes.running import run_recipe
 from tests.taggers import tagger
@@ -85,7 +89,10 @@ def test_one_file_with_windows(model_path, folder):
 @pytest.mark.parametrize("args, message", [
     (["--audio={folder}/e_broken.wav"], "e_broken.wav: "),
     (["--audio={folder}/d_short.wav"], "is too short"),
-    (["--audio={folder}", "--hop_seconds=1"], "hop_seconds needs window_seconds"),
+    (["--audio={folder}", "--whole_clips", "--window_seconds=5"],
+     "whole_clips scores every clip at once"),
+    (["--audio={folder}", "--output=results.txt"], "expected a file name ending with .csv"),
+    (["--audio={folder}", "--all_scores"], "give --output too"),
 ])
 def test_errors_are_one_line(model_path, folder, args, message):
     result = _run(f"--model={model_path}", *[arg.format(folder=folder) for arg in args])
@@ -107,3 +114,72 @@ def test_folder_without_audio_files(model_path, tmp_path):
     result = _run(f"--model={model_path}", f"--audio={tmp_path}")
     assert result.returncode == 1
     assert "no audio files in this folder" in result.stderr
+
+
+def _expected(model_path, folder, name, **settings):
+    model = keras.saving.load_model(model_path)
+    waveform = load_audio(folder / name).waveform
+    return model, score_clip(model, waveform, Windows.for_model(model,
+                                                                WindowSettings(**settings)))
+
+
+def test_output_csv_and_jsonl_hold_each_files_results(model_path, folder, tmp_path):
+    csv_path, jsonl_path = tmp_path / "out" / "results.csv", tmp_path / "results.jsonl"
+    for output, extra in ((csv_path, ["--top_k=2"]), (jsonl_path, ["--all_scores"])):
+        result = _run(f"--model={model_path}", f"--audio={folder}", f"--output={output}",
+                      *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.splitlines() == [
+            f"Scored 3 of 5 files; skipped 2 (too_short: 1, unreadable: 1); results in "
+            f"{output}."]
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["file", "duration_s", "sample_rate", "windows", "error",
+                             "class_1", "score_1", "class_2", "score_2"]
+    assert [row["file"] for row in rows] == [str(folder / name) for name in (
+        "a_stereo.wav", "c_long.ogg", "d_short.wav", "e_broken.wav", "nested/b.flac")]
+    model, expected = _expected(model_path, folder, "c_long.ogg")
+    long = rows[1]
+    assert (long["duration_s"], long["sample_rate"], long["windows"], long["error"]) == (
+        "12.000", "22050", "2", "")
+    top = np.argsort(-expected.scores)[:2]
+    assert [long["class_1"], long["class_2"]] == [CLASSES[i] for i in top]
+    np.testing.assert_allclose([float(long["score_1"]), float(long["score_2"])],
+                               expected.scores[top], atol=1e-5)
+    assert "is too short" in rows[2]["error"] and rows[2]["score_1"] == ""
+    assert "e_broken.wav" in rows[3]["error"]
+
+    records = [json.loads(line) for line in jsonl_path.read_text().splitlines()]
+    assert len(records) == 5
+    assert set(records[1]) == {"file", "duration_s", "sample_rate", "windows", "scores"}
+    assert list(records[1]["scores"]) == list(CLASSES)
+    np.testing.assert_allclose(list(records[1]["scores"].values()), expected.scores,
+                               atol=1e-5)
+    assert set(records[3]) == {"file", "error"}
+
+
+def test_timeline_writes_each_windows_scores_and_a_plot(model_path, folder, tmp_path):
+    timelines = tmp_path / "timelines"
+    result = _run(f"--model={model_path}", f"--audio={folder}", "--timeline",
+                  f"--timeline_dir={timelines}", "--hop_seconds=1", "--top_k=2",
+                  "--window_batch=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1].endswith(f"; timelines in {timelines}.")
+    assert sorted(str(p.relative_to(timelines)) for p in timelines.rglob("*.*")) == [
+        "a_stereo.wav.csv", "a_stereo.wav.png", "c_long.ogg.csv", "c_long.ogg.png",
+        "nested/b.flac.csv", "nested/b.flac.png"]
+    with open(timelines / "c_long.ogg.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["start_s", "end_s", *CLASSES]
+    # 12 s, windows of 9.935 s every second: starts 0, 1, 2 and 2.065 (ending with the clip)
+    assert [row[:2] for row in rows[1:]] == [["0.000", "9.935"], ["1.000", "10.935"],
+                                             ["2.000", "11.935"], ["2.065", "12.000"]]
+    _, expected = _expected(model_path, folder, "c_long.ogg", hop_seconds=1.0)
+    np.testing.assert_allclose([[float(v) for v in row[2:]] for row in rows[1:]],
+                               expected.window_scores, atol=1e-5)
+    with open(timelines / "a_stereo.wav.csv", newline="") as f:
+        assert [row[:2] for row in csv.reader(f)][1:] == [["0.000", "2.000"]]  # whole
+    assert (timelines / "c_long.ogg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # 4 windows in batches of 2: the progress line of a clip scored in several batches
+    assert re.search(r"c_long\.ogg: 4 windows in \d+\.\d s", result.stderr)
+    assert "a_stereo.wav: " not in result.stderr

@@ -1,7 +1,7 @@
 """The TF Serving export: layout, both signatures against the Keras model (in a fresh process
 without keras_astpe, and with saved_model_cli), features equal to the training pipeline's,
-sliding windows, every PE kind, bad requests, and exports of models trained on each
-backend."""
+sliding windows (by default past the trained length, in batches), every PE kind, bad
+requests, the request limits, and exports of models trained on each backend."""
 
 import io
 import json
@@ -18,10 +18,10 @@ import tensorflow as tf
 
 from keras_astpe import PE_KINDS, build_model
 from keras_astpe.data import audio_io, pipeline, schema
-from keras_astpe.inference import Windows, clip_scores, tag
+from keras_astpe.inference import Windows, WindowSettings, clip_scores, tag
 from keras_astpe.serving import export_saved_model
-from keras_astpe.serving.saved_model import serving_module
-from tests.taggers import CLASSES, STATS, noise, tagger
+from keras_astpe.serving.saved_model import ServingLimits, serving_module
+from tests.taggers import CLASSES, noise, tagger
 
 RATE = 16000
 TOLERANCE = 1e-4  # the issue's bound between the export and the Keras model
@@ -34,8 +34,9 @@ def _wav(path, seconds, rate, channels, subtype, seed):
     return str(path)
 
 
-def _keras_scores(model, waveforms):
-    return np.stack([clip_scores(model, waveform) for waveform in waveforms])
+def _keras_scores(model, waveforms, windows=None):
+    """`clip_scores` of each waveform: the model's default windows, or `windows`."""
+    return np.stack([clip_scores(model, waveform, windows) for waveform in waveforms])
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,7 @@ def clips(tmp_path_factory):
         "cd": _wav(folder / "cd.wav", 3.0, 44100, 2, "PCM_16", seed=1),
         "float": _wav(folder / "float.wav", 2.0, 16000, 1, "FLOAT", seed=3),
         "phone": _wav(folder / "phone.wav", 1.0, 8000, 1, "PCM_16", seed=4),
+        "long": _wav(folder / "long.wav", 25.0, 22050, 1, "PCM_16", seed=5),
     }
 
 
@@ -74,14 +76,19 @@ def test_tf_serving_layout_with_class_names(exported):
 def test_waveforms_score_as_the_keras_model(exported):
     model, _, loaded = exported
     serve = loaded.signatures["serving_default"]
-    for seconds in (1, 60):
+    for seconds in (1, 60):  # whole; 60 s: 7 windows of 158,960 samples
         waveforms = np.stack([noise(seconds * RATE, seed=s) for s in range(2)])
         outputs = serve(waveform=tf.constant(waveforms))
         np.testing.assert_allclose(outputs["scores"].numpy(),
                                    _keras_scores(model, waveforms), atol=TOLERANCE)
-    features = model.audio_converter.features(tf.constant(waveforms))
-    cls_state = model.backbone(features, training=False)[:, 0]
-    np.testing.assert_allclose(outputs["embedding"].numpy(), cls_state.numpy(), atol=1e-5)
+        starts = Windows.for_model(model).pieces(waveforms.shape[1])[0]
+        length = min(waveforms.shape[1], 158960)
+        pieces = np.stack([waveforms[:, s:s + length] for s in starts], axis=1)
+        features = model.audio_converter.features(tf.constant(pieces.reshape(-1, length)))
+        cls_state = model.backbone(features, training=False)[:, 0].numpy()
+        np.testing.assert_allclose(outputs["embedding"].numpy(),
+                                   cls_state.reshape(2, len(starts), -1).mean(axis=1),
+                                   atol=1e-5)
 
 
 @agnostic
@@ -109,7 +116,7 @@ def test_serving_features_are_the_training_pipelines(exported, tmp_path):
                                            duration=2.0))
     (trained_on, _), = list(pipeline.make_dataset(
         str(path), num_classes=3, batch_size=1, training=False, clip_samples=waveform.size,
-        stats=STATS))
+        converter=model.audio_converter))
     expected = keras.ops.convert_to_numpy(model(trained_on.numpy(), training=False))
     pcm = np.round(waveform * 32767).astype(np.int16)
     from_waveform = loaded.signatures["serving_default"](
@@ -142,7 +149,7 @@ def test_a_fresh_process_with_tensorflow_alone_gets_the_same_scores(exported, cl
     model, export_dir, _ = exported
     waveforms = np.stack([noise(3 * RATE, seed=s) for s in (11, 12)])
     np.save(tmp_path / "waveforms.npy", waveforms)
-    wavs = [clips["cd"], clips["phone"]]
+    wavs = [clips["cd"], clips["phone"], clips["long"]]
     request = {"export_dir": export_dir, "waveforms": str(tmp_path / "waveforms.npy"),
                "wavs": wavs, "out": str(tmp_path / "out.npz")}
     result = subprocess.run([sys.executable, "-c", _FRESH, json.dumps(request)],
@@ -223,14 +230,97 @@ def test_windows_are_aggregated_as_computed_by_hand(windowed):
                                atol=1e-5)
 
 
+def _module(model, tmp_path, limits=None, **settings):
+    """The serving graphs of `model` (not saved): windows of `settings`, default limits."""
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(model.class_names))
+    extra = {} if limits is None else {"limits": limits}
+    return serving_module(model, Windows.for_model(model, WindowSettings(**settings)),
+                          str(names), **extra)
+
+
+@agnostic
+def test_default_export_scores_long_clips_as_windows_of_the_trained_length(exported, clips):
+    """25 s: windows of 158,960 samples at 0, 158,960 and 241,040, their scores averaged, as
+    `tag` does; a 10 s clip (no more patches than the trained one) is scored whole."""
+    model, _, loaded = exported
+    waveform = noise(25 * RATE, seed=24)
+    starts = (0, 158960, 25 * RATE - 158960)
+    by_hand = _keras_scores(model, [waveform[s:s + 158960] for s in starts]).mean(axis=0)
+    serve = loaded.signatures["serving_default"]
+    scores = serve(waveform=tf.constant(waveform[None]))["scores"].numpy()[0]
+    np.testing.assert_allclose(scores, by_hand, atol=TOLERANCE)
+    by_tag = dict(tag(model, waveform, sample_rate=RATE))
+    np.testing.assert_allclose([by_tag[name] for name in CLASSES], scores, atol=TOLERANCE)
+    ten = noise(10 * RATE, seed=25)[None]
+    np.testing.assert_allclose(serve(waveform=tf.constant(ten))["scores"].numpy(),
+                               _keras_scores(model, ten, Windows()), atol=TOLERANCE)
+    contents = [open(clips[name], "rb").read() for name in ("long", "phone")]
+    from_wav = loaded.signatures["serving_wav"](wav_bytes=tf.constant(contents))["scores"]
+    expected = _keras_scores(model, [audio_io.load_audio(clips[name]).waveform
+                                     for name in ("long", "phone")])
+    np.testing.assert_allclose(from_wav.numpy(), expected, atol=TOLERANCE)
+
+
+@agnostic
+def test_window_batches_and_whole_clips(tmp_path):
+    """The loop over window batches gives the scores of one batch; `whole_clips` scores a
+    long clip at once, as the Keras model on the whole clip."""
+    model = tagger()
+    waveforms = np.stack([noise(int(4.2 * RATE), seed=s) for s in (26, 27)])  # 8 windows each
+    outputs = {batch: _module(model, tmp_path, window_seconds=1.0, hop_seconds=0.5,
+                              aggregation="max", window_batch=batch).serving_default(
+        tf.constant(waveforms)) for batch in (3, 16)}
+    np.testing.assert_allclose(outputs[3]["scores"].numpy(), outputs[16]["scores"].numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(outputs[3]["embedding"].numpy(),
+                               outputs[16]["embedding"].numpy(), atol=1e-5)
+    long = noise(25 * RATE, seed=28)[None]
+    whole = _module(model, tmp_path, whole_clips=True, window_batch=1).serving_default(
+        tf.constant(np.concatenate([long, long * 0.5])))["scores"].numpy()
+    np.testing.assert_allclose(whole, _keras_scores(model, [long[0], long[0] * 0.5],
+                                                    Windows()), atol=1e-5)
+
+
+@agnostic
+def test_requests_over_the_limits_are_refused_naming_the_input_and_the_limit(tmp_path):
+    module = _module(tagger(), tmp_path, limits=ServingLimits(
+        max_clip_seconds=3, max_request_seconds=5, max_batch=2))
+    cases = [
+        (module.serving_default, np.zeros((3, RATE), np.float32),
+         "waveform: a batch of 3 waveforms is over the limit of 2 per request (max_batch, set "
+         "at export)"),
+        (module.serving_default, np.zeros((1, int(3.5 * RATE)), np.float32),
+         "waveform: waveforms of 3.5 s are over the limit of 3 s per clip (max_clip_seconds, "
+         "set at export)"),
+        (module.serving_default, np.zeros((2, int(2.75 * RATE)), np.float32),
+         "waveform: the waveforms hold 5.5 s of audio, over the limit of 5 s per request "
+         "(max_request_seconds, set at export)"),
+        (module.serving_wav, np.array([_wav_bytes()] * 3, dtype=object),
+         "wav_bytes: a batch of 3 files is over the limit of 2 per request (max_batch"),
+        (module.serving_wav, np.array([_wav_bytes(), _wav_bytes(3.25, 44100)], dtype=object),
+         "wav_bytes[1]: 3.25 s of audio is over the limit of 3 s per clip (max_clip_seconds, "
+         "set at export)"),
+        (module.serving_wav, np.array([_wav_bytes(2.5, 8000), _wav_bytes(2.75)], dtype=object),
+         "wav_bytes: the files hold 5.25 s of audio, over the limit of 5 s per request "
+         "(max_request_seconds, set at export)"),
+    ]
+    for function, request_input, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            function(tf.constant(request_input))
+        assert message in error.value.message
+    within = module.serving_wav(tf.constant([_wav_bytes(2.5, 8000), _wav_bytes(2.5)]))
+    assert within["scores"].shape == (2, 3)
+    with pytest.raises(ValueError, match="max_batch must be > 0, got 0"):
+        ServingLimits(max_batch=0)
+
+
 @agnostic
 @pytest.mark.parametrize("pe", PE_KINDS)
 def test_every_positional_encoding_serves(pe, tmp_path):
     """The serving graphs, traced for any length, score as the Keras model (no save)."""
     model = tagger(pe, activation="softmax")
-    names = tmp_path / "names.txt"
-    names.write_text("\n".join(CLASSES))
-    module = serving_module(model, Windows(), str(names))
+    module = _module(model, tmp_path)
     waveforms = np.stack([noise(int(1.7 * RATE), seed=s) for s in (31, 32)])
     scores = module.serving_default(tf.constant(waveforms))["scores"].numpy()
     np.testing.assert_allclose(scores, _keras_scores(model, waveforms), atol=1e-5)

@@ -1,5 +1,5 @@
-"""The in-graph WAV decoder against soundfile (what keras_astpe.data.audio_io reads with), and
-its errors."""
+"""The in-graph WAV decoder against soundfile (what keras_astpe.data.audio_io reads with), its
+errors, and its bounded walk over the chunks before the audio."""
 
 import io
 import re
@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from keras_astpe.serving.wav import decode_wav
+from keras_astpe.serving.wav import MAX_CHUNKS, decode_wav, read_header
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -104,3 +104,31 @@ def test_truncated_file_says_how_much_is_missing():
     contents = _wav(_samples(1000, 1), 16000, "PCM_16")
     assert "truncated WAV file: its data chunk announces 2000 bytes, 1990 are present" in (
         _error(contents[:-10]))
+
+
+def test_the_walk_reads_at_most_max_chunks():
+    """`data` as chunk MAX_CHUNKS is found; one chunk later, or after the 500,000 empty
+    chunks of a flood, the file is refused with what was expected."""
+    pcm = np.array([5, -7, 9], "<i2")
+    junk = _chunk(b"junk", b"")
+
+    def file(empty_chunks):
+        return _riff(_fmt(), junk * empty_chunks, _chunk(b"data", pcm.tobytes()))
+
+    np.testing.assert_array_equal(_decode(file(MAX_CHUNKS - 2))[0].numpy()[:, 0],
+                                  pcm / 32768.0)
+    message = (rf"wav_bytes\[2\]: no data chunk among the first {MAX_CHUNKS} chunks of the "
+               rf"WAV file; expected its audio after at most {MAX_CHUNKS - 1} other chunks")
+    assert re.search(message, _error(file(MAX_CHUNKS - 1)))
+    assert re.search(message, _error(file(500_000)))
+
+
+def test_the_header_is_read_without_the_samples():
+    """`read_header` gives the length and rate of a file whose samples would be refused."""
+    samples = np.array([0.5, np.nan, 0.25, 0.0], "<f4")
+    contents = _riff(_fmt(tag=3, channels=2, rate=44100, bits=32),
+                     _chunk(b"data", samples.tobytes()))
+    header = tf.function(lambda c: read_header(c, tf.constant(0)))(tf.constant(contents))
+    assert [int(v) for v in header[1:4]] == [2, 2, 44100]  # frames, channels, rate
+    assert bool(header.is_float32)
+    assert "holds NaN or Inf samples" in _error(contents)
