@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_astpe
 from keras_astpe.conversion.dienen import dienen_conversion
 from tests.conversion import dienen_reference as reference
 
@@ -157,6 +158,9 @@ def test_short_clips_are_zero_padded_as_the_original_evaluation(tmp_path):
     assert model.audio_converter.num_frames(short.shape[1]) == 128
     np.testing.assert_allclose(_scores(model, short), reference.forward(layers, padded),
                                atol=1e-4)
+    tagged = dict(keras_astpe.tag(model, short[0], sample_rate=16000))  # as a user scores
+    np.testing.assert_allclose([tagged[str(i)] for i in range(reference.CLASSES)],
+                               reference.forward(layers, padded)[0], atol=1e-4)
     own_length = dienen_conversion(weights, num_heads=reference.HEADS, min_samples=0).model
     assert own_length.audio_converter.min_samples is None
     assert np.abs(_scores(own_length, short) - _scores(model, short)).max() > 1e-3
