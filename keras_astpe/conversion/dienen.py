@@ -313,7 +313,8 @@ _STRUCTURAL = {"ExpandDims", "Reshape", "Squeeze", "SliceTensor", "SpecAugment"}
 def _config_options(layers, source):
     """What an original config states about the model, as keyword values: `samples`
     (input), `frontend`, `stats`, `patch_size` (read as dienen has since 2021-09-07: frames,
-    bins), `shape_2d` (grid of the position layers, or None), `pe`, `num_heads`,
+    bins), `shape_2d` (grid of the position layers, or None), `time_tile` (the time
+    ALiBi table's tiling, or None), `pe`, `num_heads`,
     `hidden_dim`, `num_layers`, `intermediate_dim`, `peg_after` (block indices),
     `epsilon`, `classes`, `activation`. Layers the paper's models do not have are errors."""
     from keras_astpe.frontend import FrontEndConfig
