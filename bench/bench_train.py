@@ -125,15 +125,14 @@ class Worker:
 class KerasWorker(Worker):
     def __init__(self, args):
         super().__init__(args)
-        import keras_astpe  # before Keras: without TensorFlow's start-up log lines
+        import keras_astpe_startup
 
-        # isort: split
+        keras_astpe_startup.configure()  # as the recipes start, before Keras is imported
+
         import keras
 
-        from keras_astpe._startup import configure_jax_process
+        import keras_astpe
 
-        if keras.backend.backend() == "jax":
-            configure_jax_process()  # as training does, before JAX starts its runtime
         self.keras, self.keras_astpe = keras, keras_astpe
         if args.mixed_precision:
             keras.config.set_dtype_policy("mixed_bfloat16")

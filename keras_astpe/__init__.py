@@ -4,22 +4,15 @@ study, as Keras 3 layers and models for the TensorFlow, JAX and PyTorch backends
     import keras_astpe
     model = keras_astpe.build_model("conditional", preset="ast-pe", num_classes=527)
 
+Importing the package sets nothing in the process (environment, allocator, TensorFlow's
+devices); a program that trains or serves calls `keras_astpe_startup.configure()` first.
 tensorflow-io is deliberately not imported here (see README, "tensorflow-io").
 """
 
 import inspect
 
-from keras_astpe._startup import hide_gpus_from_tensorflow, import_tensorflow, tensorflow_installed
-
-if tensorflow_installed():
-    import_tensorflow()  # before Keras: TensorFlow's start-up log lines go to a buffer
-
-import keras  # noqa: E402
-
-hide_gpus_from_tensorflow(keras.backend.backend())
-
-from keras_astpe.inference import attach_audio_converter, tag  # noqa: E402
-from keras_astpe.models import (  # noqa: E402
+from keras_astpe.inference import attach_audio_converter, tag
+from keras_astpe.models import (
     PE_KINDS,
     POSITION_ENCODINGS,
     PRESETS,
@@ -30,7 +23,7 @@ from keras_astpe.models import (  # noqa: E402
     get_head,
     get_preset,
 )
-from keras_astpe.serving import export_saved_model  # noqa: E402
+from keras_astpe.serving import export_saved_model
 
 __version__ = "0.1.0"
 

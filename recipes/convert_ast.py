@@ -14,6 +14,10 @@ See `keras_astpe.conversion`.
 
 import dataclasses
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
+
 from keras_astpe import cli
 from keras_astpe.conversion import ConvertedModel
 

@@ -20,6 +20,10 @@ length). See `keras_astpe.conversion.dienen`.
 
 import dataclasses
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
+
 from keras_astpe import cli
 from keras_astpe.conversion import ConvertedModel
 from keras_astpe.models.position_encodings import PE_KINDS

@@ -15,6 +15,9 @@ clips; writes results.json and the confusion matrix (summed over folds) to `--ou
 `--help` lists every flag (the fields of `keras_astpe.training.ESC50Config`).
 """
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
 
 from keras_astpe import cli
 from keras_astpe.training import esc50

@@ -14,6 +14,10 @@ See `keras_astpe.analysis`.
 import dataclasses
 import os
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
+
 from keras_astpe import cli
 
 

@@ -16,6 +16,9 @@ hosts of TF_CONFIG) or `data_parallel` (JAX), with the same global `--batch_size
 worker of a multi-host run runs this same command (see keras_astpe/training/distribution.py).
 """
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
 
 from keras_astpe import cli
 from keras_astpe.training import audioset, distribution

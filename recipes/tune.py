@@ -19,9 +19,19 @@ state in `search/` (a re-run resumes it unless `--overwrite`), and prints the tr
 Exits non-zero with the first failed trial's error when any trial failed.
 """
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
+
 from keras_astpe import cli
-from keras_astpe.training import tuning
 from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
+
+try:
+    from keras_astpe.training import tuning
+except ModuleNotFoundError as error:
+    if error.name != "keras_tuner":
+        raise
+    raise SystemExit('error: recipes/tune.py needs keras-tuner: pip install -e ".[tune]"') from None
 
 
 def main(config):

@@ -76,3 +76,25 @@ def test_models_build_train_save_and_load_without_tensorflow(tmp_path):
     assert "TensorFlow is not installed (needed for tf." in result.stdout
     assert "pip install tensorflow" in result.stdout
     assert result.stdout.split()[-1] == "False"
+
+
+@pytest.mark.backend_agnostic
+def test_the_tune_recipe_names_its_extra_where_keras_tuner_is_missing():
+    code = ("import runpy, sys; sys.modules['keras_tuner'] = None; "
+            "sys.argv = ['recipes/tune.py']; runpy.run_path(sys.argv[0], run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: recipes/tune.py needs keras-tuner: pip install -e ".[tune]"')
+
+
+@pytest.mark.backend_agnostic
+def test_the_all_extra_installs_every_extra():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    (everything,) = extras["all"]
+    name, listed = everything.rstrip("]").split("[")
+    assert name == project["name"]
+    assert set(listed.split(",")) == set(extras) - {"all"}

@@ -44,18 +44,14 @@ import shlex
 import shutil
 
 import numpy as np
+import tensorflow as tf
 from tqdm import tqdm
 
 import keras_astpe
-from keras_astpe._startup import import_tensorflow
 from keras_astpe.cli import setting
 from keras_astpe.data import dataset_info, schema
 from keras_astpe.data.audio_io import AudioDecodeError, load_audio
 from keras_astpe.io_utils import atomic_path, atomic_write_text
-
-# Without TensorFlow's start-up lines, also in the converter's workers, whose forkserver
-# preloads this module.
-tf = import_tensorflow()
 
 DEFAULT_SHARD_MB = 150.0
 # Bytes of one second of 16-bit mono audio at the schema's rate, and the per-record

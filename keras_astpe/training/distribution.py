@@ -42,11 +42,12 @@ workers at start, and the workers end together.
 `KERAS_ASTPE_CPU_REPLICAS=N` splits the CPU into N logical TensorFlow devices, so that
 `mirrored` runs N replicas without a GPU (to try and test the distributed path).
 
-Keras 3.15's TensorFlow trainer needs three fixes under tf.distribute, applied to the model
-and optimizer of a run here (`prepare`, `optimizer_class`): it reads (and so skips) a first
-batch before `fit` to build the model, and its reduction of the step's logs fails under
-`MultiWorkerMirroredStrategy` (tensorflow/tensorflow#72388); and it clips each replica's
-gradient before the sum over replicas, which differs from clipping the global gradient.
+Keras' TensorFlow trainer needs three fixes under tf.distribute, applied to the model and
+optimizer of a run here (`prepare`, `optimizer_class`, through `keras_internals`): it reads
+(and so skips) a first batch before `fit` to build the model, and its reduction of the
+step's logs fails under `MultiWorkerMirroredStrategy` (tensorflow/tensorflow#72388); and it
+clips each replica's gradient before the sum over replicas, which differs from clipping the
+global gradient.
 """
 
 import contextlib
@@ -57,7 +58,7 @@ import os
 import keras
 import numpy as np
 
-from keras_astpe.training import trainer
+from keras_astpe.training import keras_internals
 
 KINDS = ("none", "mirrored", "multi_worker", "data_parallel")
 _BACKEND = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "data_parallel": "jax"}
@@ -88,9 +89,9 @@ def check_backend(kind, backend=None):
 
 
 def check_jit_compile(kind, jit_compile):
-    """Raises a one-line `ValueError` for XLA forced on under tf.distribute: Keras keeps it
-    off there ("auto"), and forced on, the first step never ended here (Keras 3.15, TF 2.21,
-    MirroredStrategy)."""
+    """Raises a one-line `ValueError` for XLA forced on under tf.distribute: Keras keeps XLA
+    off there ("auto"), and a forced-on first step does not finish (bench/README.md, "XLA
+    under tf.distribute")."""
     if jit_compile is True and _BACKEND.get(kind) == "tensorflow":
         raise ValueError(f"--jit_compile=true is not supported with --distribute={kind} "
                          "(tf.distribute): use --jit_compile=auto or false")
@@ -100,12 +101,10 @@ def start(kind):
     """The `Distribution` of `--distribute=kind`, started once per process.
 
     Call it before TensorFlow runs anything (tf.distribute configures the runtime when the
-    strategy is made) and JAX computes anything (`jax.distributed.initialize`, and
-    `trainer.configure_process`).
+    strategy is made) and JAX computes anything (`jax.distributed.initialize`).
     """
     global _started
     check_backend(kind)
-    trainer.configure_process()
     if _started is not None:
         if _started.kind != kind:
             raise ValueError(f"this process already trains with --distribute={_started.kind}, "
@@ -185,10 +184,8 @@ class Distribution:
 
     def prepare(self, model, dataset):
         """Builds the compiled loss, metrics and optimizer before `fit` without reading data
-        (see `resumption.build_for_fit`); `dataset` is a worker's dataset."""
-        from keras_astpe.training.resumption import build_for_fit
-
-        build_for_fit(model, dataset)  # a batch of the dataset's size: it splits evenly
+        (see `keras_internals.build_for_fit`); `dataset` is a worker's dataset."""
+        keras_internals.build_for_fit(model, dataset)  # the dataset's batch: splits evenly
 
     def assign_per_replica(self, variable, value_of):
         """Assigns `value_of(replica)` to each replica's copy of `variable` (one copy here:
@@ -296,17 +293,14 @@ class _TensorFlowStrategy(Distribution):
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def optimizer_class(self, cls):
-        return _clip_after_replica_sum(cls)
+        return keras_internals.clip_after_replica_sum(cls)
 
     def prepare(self, model, dataset):
-        features, targets = dataset.element_spec[:2]
         with self.strategy.scope():
-            model._symbolic_build(data_batch=(features, targets))
+            keras_internals.build_from_specs(model, dataset.element_spec)
         if not model.optimizer.built:
             raise RuntimeError("the optimizer was not built before fit")
-        # Keras reads a batch before every fit/evaluate to build the model, and restarts
-        # the data afterwards (a new shuffle): the model is built, so skip it.
-        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        keras_internals.skip_build_from_data(model)  # built: no batch read before fit
         if self.num_workers > 1:
             # Keras averages the step's logs with `strategy.reduce("MEAN", v, axis=0)`,
             # which fails on the scalar logs under MultiWorkerMirroredStrategy; as rank-1
@@ -388,31 +382,6 @@ def _rank_one_logs(step):
         return {name: keras.ops.reshape(value, [1]) for name, value in step(data).items()}
 
     return rank_one_step
-
-
-def _clip_after_replica_sum(cls):
-    """`cls` (a Keras optimizer) clipping the gradient summed over the replicas, as on one
-    device, instead of each replica's part of it."""
-    for method in ("_clip_gradients", "_all_reduce_sum_gradients"):
-        if not hasattr(cls, method):
-            raise RuntimeError(f"{cls.__name__} has no {method}: this Keras version is not "
-                               "supported by --distribute on TensorFlow")
-
-    class ClipAfterReplicaSum(cls):
-        def _clip_gradients(self, grads):
-            import tensorflow as tf
-
-            if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-                return grads  # a replica's part: clipped after the sum
-            return super()._clip_gradients(grads)
-
-        def _all_reduce_sum_gradients(self, grads_and_vars):
-            summed = super()._all_reduce_sum_gradients(grads_and_vars)
-            grads = cls._clip_gradients(self, [grad for grad, _ in summed])
-            return list(zip(grads, [variable for _, variable in summed], strict=True))
-
-    ClipAfterReplicaSum.__name__ = ClipAfterReplicaSum.__qualname__ = cls.__name__
-    return ClipAfterReplicaSum
 
 
 # ---------------------------------------------------------------------------------------

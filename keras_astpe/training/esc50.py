@@ -27,7 +27,7 @@ from keras_astpe.kaldi_fbank import KaldiFbankConfig
 from keras_astpe.models import ASTBackbone, ASTClassifier, get_front_end, get_head, get_preset
 from keras_astpe.models.audio_converter import KaldiFbankAudioConverter, LogMelAudioConverter
 from keras_astpe.normalization import STATS_FILENAME
-from keras_astpe.training import outputs, resumption, trainer
+from keras_astpe.training import keras_internals, outputs, resumption, trainer
 from keras_astpe.training.metrics import classification_metrics
 from keras_astpe.training.plots import plot_confusion_matrix, plot_learning_curves
 
@@ -228,7 +228,6 @@ def evaluate_esc50(config, verbose="auto", log=print):
     Returns:
         The content of `results.json`, plus `output_dir`.
     """
-    trainer.configure_process()
     start_time = time.monotonic()
     run_dir = trainer.prepare_output_dir(config.output_dir)
 
@@ -368,7 +367,7 @@ def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verb
         log(f"Stage 1: output layer only, {config.head_epochs} epochs at lr {config.head_lr:g}")
         model.backbone.trainable = False
         _compile(model, config.head_lr)
-        resumption.build_for_fit(model, train)
+        keras_internals.build_for_fit(model, train)
         model.fit(train, epochs=config.head_epochs, steps_per_epoch=steps_per_epoch,
                   shuffle=False,
                   validation_data=test, validation_freq=_validation_epochs(
@@ -379,7 +378,7 @@ def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verb
         model.backbone.trainable = True
         _compile(model, keras.optimizers.schedules.ExponentialDecay(
             config.finetune_lr, steps_per_epoch, config.lr_decay, staircase=True))
-        resumption.build_for_fit(model, train)
+        keras_internals.build_for_fit(model, train)
         last = config.head_epochs + config.finetune_epochs
         model.fit(train, epochs=last, initial_epoch=config.head_epochs, shuffle=False,
                   steps_per_epoch=steps_per_epoch, validation_data=test,

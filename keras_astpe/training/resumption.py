@@ -113,25 +113,6 @@ class DropoutReseed(keras.callbacks.Callback):
             torch.manual_seed(derive_seed(self.seed, 1, epoch))
 
 
-def build_for_fit(model, dataset):
-    """Builds the compiled loss, metrics and optimizer of `model` before `fit`.
-
-    On JAX and PyTorch, `fit` otherwise reads a first batch to build them and then restarts
-    its dataset; a tf.data pipeline that reshuffles on every iteration (as `make_dataset`
-    does) then trains on its second shuffle, and a resumed run on another shuffle than the
-    uninterrupted run. Here one batch of zeros shaped like `dataset.element_spec` (the data
-    are not read) is evaluated instead, with no effect on the training state.
-    """
-    def zeros(spec):
-        return np.zeros([1 if dim is None else dim for dim in spec.shape],
-                        spec.dtype.as_numpy_dtype)
-
-    features, targets = (zeros(spec) for spec in dataset.element_spec[:2])
-    model.evaluate(features, targets, batch_size=len(features), verbose=0)
-    if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-
-
 # ---------------------------------------------------------------------------------------
 # Verified files
 # ---------------------------------------------------------------------------------------

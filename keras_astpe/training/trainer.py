@@ -1,12 +1,12 @@
 """The opening and closing every training recipe shares, with the paper's defaults.
 
-A recipe (`audioset.py`, `esc50.py`, `tuning.py`) is: the backend's start-up settings
-(`configure_process`), an output folder (`prepare_output_dir`), a dataset that describes
-itself (`DatasetInfo`), the normalization statistics of the run (`resolve_stats`), a
-classifier compiled as in the paper (`compile_classifier`: Adam with gradient clipping by
-value 1, binary or categorical cross-entropy), `make_dataset` with the recipe's data options
-(`DataOptions`), `fit`, and the scores of the trained model (`outputs.predict`). What
-differs between recipes is the schedule of `fit` calls.
+A recipe (`audioset.py`, `esc50.py`, `tuning.py`) is: an output folder
+(`prepare_output_dir`), a dataset that describes itself (`DatasetInfo`), the normalization
+statistics of the run (`resolve_stats`), a classifier compiled as in the paper
+(`compile_classifier`: Adam with gradient clipping by value 1, binary or categorical
+cross-entropy), `make_dataset` with the recipe's data options (`DataOptions`), `fit`, and
+the scores of the trained model (`outputs.predict`). What differs between recipes is the
+schedule of `fit` calls.
 """
 
 import dataclasses
@@ -16,21 +16,12 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_astpe._startup import configure_jax_process
 from keras_astpe.cli import setting
 from keras_astpe.data import pipeline
 from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
 
 # The paper: Adam, gradient clipping by value 1.
 CLIP_VALUE = 1.0
-
-
-def configure_process():
-    """The start-up settings of a training process: on JAX, XLA:CPU's scheduler and, where
-    JAX is CPU-only, malloc that keeps freed memory (`keras_astpe._startup`). JAX reads
-    them when it starts its runtime, so call this before anything computes."""
-    if keras.backend.backend() == "jax":
-        configure_jax_process()
 
 
 def prepare_output_dir(path, flag="--output_dir"):

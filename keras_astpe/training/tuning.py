@@ -485,7 +485,6 @@ def tune(config, data_dir, log=print):
     Returns the best trial as written to `best_hyperparameters.json`.
     """
     check_tensorboard()
-    trainer.configure_process()
     output_dir = trainer.prepare_output_dir(
         config.output_dir or os.path.join("saved_models", "tune", config.tuner))
     keras.utils.set_random_seed(config.seed)

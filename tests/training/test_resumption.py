@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_astpe.training import outputs, resumption
+from keras_astpe.training import keras_internals, outputs, resumption
 
 BATCH = 4
 STEPS = 3  # batches per epoch (= checkpoint interval)
@@ -44,7 +44,7 @@ def _model():
 
 def _fit(model, directory, start, epochs):
     dataset = resumption.interval_dataset(_interval, start, epochs, STEPS)
-    resumption.build_for_fit(model, dataset)
+    keras_internals.build_for_fit(model, dataset)
     model.fit(dataset, epochs=epochs, steps_per_epoch=STEPS, initial_epoch=start, verbose=0,
               callbacks=[resumption.DropoutReseed(5),
                          resumption.IntervalCheckpoint(directory, keep=2)])

@@ -1,8 +1,6 @@
 """The shared opening of the training recipes: output folder, statistics, compile."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 import keras_astpe
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
-from keras_astpe.training import distribution, esc50, trainer, tuning
+from keras_astpe.training import trainer
 
 
 @pytest.mark.backend_agnostic
@@ -83,43 +81,3 @@ def test_skip_counter_adds_reports():
     counter.add("the statistics pass", 4)
     assert counter.counts() == {"training": 5, "the statistics pass": 4}
     assert trainer.SkipCounter().summary() is None
-
-
-_CONFIGURED_FLAGS = """
-import os
-from keras_astpe.training import trainer
-trainer.configure_process()
-print(os.environ.get("XLA_FLAGS", "-"))
-"""
-
-
-@pytest.mark.backend_agnostic
-@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
-def test_configure_process_sets_xla_flags_on_jax_only(backend):
-    environ = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    environ.update(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", _CONFIGURED_FLAGS], env=environ,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    flags = result.stdout.split()[-1]
-    assert ("--xla_cpu_scheduler_type" in flags) == (backend == "jax"), flags
-
-
-@pytest.mark.backend_agnostic
-def test_every_training_entry_configures_the_process_first(monkeypatch, tmp_path):
-    class Configured(Exception):
-        pass
-
-    def configure_process():
-        raise Configured
-
-    monkeypatch.setattr(trainer, "configure_process", configure_process)
-    missing = str(tmp_path / "missing")
-    with pytest.raises(Configured):
-        esc50.evaluate_esc50(esc50.ESC50Config.create(pe="none", data_dir=missing,
-                                                      output_dir=str(tmp_path / "esc50")))
-    with pytest.raises(Configured):
-        tuning.tune(tuning.TuneConfig(output_dir=str(tmp_path / "tune")), missing)
-    with pytest.raises(Configured):
-        distribution.start("none")
-    assert not os.listdir(tmp_path)  # nothing was made before
