@@ -107,8 +107,9 @@ def with_draws(dataset, spec_augment):
     import tensorflow as tf
 
     from keras_astpe.data import pipeline
+    from keras_astpe.frontend import FrontEndConfig
 
-    config = pipeline.DEFAULT_FRONTEND
+    config = FrontEndConfig()
     return tf.data.Dataset.zip(dataset, pipeline._augmentation_draws(
         0, config.num_frames(CLIP_SAMPLES), config.num_spectrogram_bins, spec_augment))
 
@@ -116,9 +117,10 @@ def with_draws(dataset, spec_augment):
 def clip_features(pcm16, draws):
     """The training pipeline's per-clip work: random crop and front end."""
     from keras_astpe.data import pipeline
+    from keras_astpe.models import LogMelAudioConverter
 
     return pipeline._clip_features(pcm16, draws, clip_samples=CLIP_SAMPLES,
-                                   converter=pipeline.PaperFrontEnd())
+                                   converter=LogMelAudioConverter())
 
 
 def part_methods(args, pattern, clips_per_call, math, clips):
@@ -129,21 +131,21 @@ def part_methods(args, pattern, clips_per_call, math, clips):
     """
     import tensorflow as tf
 
-    from keras_astpe.data import pipeline, schema
+    from keras_astpe.data import pipeline, schema, shards
 
     AUTOTUNE = tf.data.AUTOTUNE
-    files = pipeline.resolve_files(pattern)
+    files = shards.resolve_files(pattern)
 
     def parse(record):
         parsed = tf.io.parse_single_example(record, schema.FEATURES)
         return {"pcm16": schema.decode_pcm16(parsed["audio/pcm16"])}
 
     def validated(shuffle):
-        records = pipeline.read_records(files, num_classes=NUM_CLASSES, shuffle_seed=0)
+        records = shards.read_records(files, num_classes=NUM_CLASSES, shuffle_seed=0)
         return records.shuffle(args.num_clips // 4, seed=0) if shuffle else records
 
     # The records' int16 samples (all 10 s here), decoded once into one tensor.
-    in_memory = pipeline.read_records(files).map(lambda element: element["pcm16"]).batch(
+    in_memory = shards.read_records(files).map(lambda element: element["pcm16"]).batch(
         args.num_clips).get_single_element()
 
     def from_memory(samples, function, spec_augment=None):
@@ -185,6 +187,7 @@ def benchmark(args, cores):
 
     from keras_astpe.data import pipeline, schema
     from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
+    from keras_astpe.models import LogMelAudioConverter
 
     AUTOTUNE = tf.data.AUTOTUNE
 
@@ -204,7 +207,8 @@ def benchmark(args, cores):
         # shuffle_buffer: a quarter of the synthetic set (the default 1000 exceeds it).
         dataset = pipeline.make_dataset(
             pattern, num_classes=NUM_CLASSES, batch_size=args.batch_size, training=True,
-            clip_samples=CLIP_SAMPLES, seed=0, shuffle_buffer=args.num_clips // 4)
+            clip_samples=CLIP_SAMPLES, seed=0, shuffle_buffer=args.num_clips // 4,
+            converter=LogMelAudioConverter())
         clips = tf.constant(np.stack([
             schema.decode_example(record)["waveform"][:CLIP_SAMPLES].numpy()
             for record in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern)))]))
@@ -254,7 +258,8 @@ def benchmark(args, cores):
             clips_per_call = batches_per_call * args.batch_size
             no_shuffle = pipeline.make_dataset(
                 pattern, num_classes=NUM_CLASSES, batch_size=args.batch_size, training=True,
-                clip_samples=CLIP_SAMPLES, seed=0, shuffle_buffer=1)
+                clip_samples=CLIP_SAMPLES, seed=0, shuffle_buffer=1,
+                converter=LogMelAudioConverter())
             methods.update({
                 "(c) pipeline without shuffle": (
                     lambda: make_pipeline_run(no_shuffle), clips_per_call),

@@ -41,6 +41,7 @@ def child(mode, pattern, seconds, ready_path, result_path):
     import tensorflow as tf
 
     from keras_astpe.data import pipeline
+    from keras_astpe.models import LogMelAudioConverter
 
     sys.path.insert(0, BENCH)
     import bench_pipeline
@@ -50,7 +51,7 @@ def child(mode, pattern, seconds, ready_path, result_path):
     if mode == "pipeline":
         dataset = pipeline.make_dataset(pattern, num_classes=NUM_CLASSES, batch_size=batch_size,
                                         training=True, clip_samples=CLIP_SAMPLES, seed=0,
-                                        shuffle_buffer=128)
+                                        shuffle_buffer=128, converter=LogMelAudioConverter())
     else:
         rng = np.random.default_rng(0)
         pcm16 = tf.constant((3000 * rng.standard_normal((256, CLIP_SAMPLES + 1040)))

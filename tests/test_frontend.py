@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras_astpe import frontend
 from keras_astpe.data import pipeline, schema
 from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.models import LogMelAudioConverter
 from keras_astpe.normalization import NormalizationStats
 from keras_astpe.spec_augment import SpecAugmentConfig, spec_augment, spec_augment_masks
 
@@ -197,7 +198,8 @@ def test_no_train_serve_skew(tmp_path):
     short_clip = _noise(RATE, seed=2)  # 1 s: zero-padded at the end
     _write(tmp_path / "eval.tfrecord", [long_clip, short_clip])
     dataset = pipeline.make_dataset(str(tmp_path / "eval.tfrecord"), num_classes=2,
-                                    batch_size=2, training=False, clip_samples=clip_samples)
+                                    batch_size=2, training=False, clip_samples=clip_samples,
+                                    converter=LogMelAudioConverter())
     (features, _), = list(dataset)
     served_long = frontend.waveform_to_features(_as_stored(long_clip)[:clip_samples], CONFIG,
                                                 STATS)

@@ -29,11 +29,9 @@
 """
 
 import collections
-import contextlib
 import csv
 import dataclasses
 import datetime
-import fcntl
 import glob
 import hashlib
 import io
@@ -172,31 +170,6 @@ def read_csv(path, columns):
                                       f"has {len(header)} ({','.join(header)})")
             rows.append((reader.line_num, row))
     return rows
-
-
-def read_class_names(path):
-    """Class names by index from a `classes.csv` or an AudioSet `class_labels_indices.csv`.
-
-    The name is the last column (`category` or `display_name`); indices must be 0..N-1.
-    """
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    if not rows or not rows[0] or rows[0][0] != "index":
-        raise ConversionError(f"{path}: expected a header starting with 'index'")
-    names = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        if len(row) != len(rows[0]):
-            raise ConversionError(f"{path}:{line}: {len(row)} fields, the header has "
-                                  f"{len(rows[0])} ({','.join(rows[0])})")
-        try:
-            names[int(row[0])] = row[-1]
-        except ValueError:
-            raise ConversionError(f"{path}:{line}: bad class index {row[0]!r}") from None
-    if sorted(names) != list(range(len(names))):
-        raise ConversionError(f"{path}: class indices are not 0..{len(names) - 1}")
-    return [names[index] for index in range(len(names))]
 
 
 def register_tree(root, seen):
@@ -352,7 +325,7 @@ def _open_manifest(path, output_dir, split, fingerprint, num_shards, overwrite):
         raise ConversionError(
             f"{output_dir} already holds split {split!r} ({what}): pass --overwrite to "
             "replace it, or choose another --output_dir")
-    _forget_split(output_dir, split)  # its shards are about to go
+    dataset_info.forget_split(output_dir, split)  # its shards are about to go
     for stale in existing:
         os.remove(stale)
     manifest = {"format": _MANIFEST_FORMAT, "split": split, "fingerprint": fingerprint,
@@ -536,37 +509,13 @@ def _sum_counts(counters):
     return {key: total[key] for key in sorted(total, key=float)}
 
 
-@contextlib.contextmanager
-def _dataset_lock(output_dir):
-    """Holds an exclusive lock on `output_dir` (runs converting other splits of one dataset
-    at the same time update `dataset.json` in turn)."""
-    descriptor = os.open(output_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
-
-
-def _read_dataset_manifest(output_dir):
-    """The content of `<output_dir>/dataset.json`, or None if there is none."""
-    path = os.path.join(output_dir, dataset_info.DATASET_FILE)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConversionError(
-            f"{path} is damaged ({error}): delete it and convert every split of "
-            f"{output_dir} again (converted shards are kept)") from None
-
-
 def _check_dataset(output_dir, dataset, split, overwrite):
     """Stops before any work when `output_dir` holds another dataset (other classes, kind or
     labelling), unless `overwrite`."""
-    with _dataset_lock(output_dir):
-        content = _read_dataset_manifest(output_dir)
+    try:
+        content = dataset_info.read_manifest(output_dir)
+    except dataset_info.DatasetInfoError as error:
+        raise ConversionError(str(error)) from None
     if content is None or overwrite:
         return
     differences = [key for key, value in (("kind", dataset.kind),
@@ -580,21 +529,9 @@ def _check_dataset(output_dir, dataset, split, overwrite):
             "another --output_dir")
 
 
-def _forget_split(output_dir, split):
-    """Drops `split` from `dataset.json` (its shards are about to be replaced)."""
-    path = os.path.join(output_dir, dataset_info.DATASET_FILE)
-    with _dataset_lock(output_dir):
-        if not os.path.exists(path):
-            return
-        content = _read_dataset_manifest(output_dir)
-        if content.get("splits", {}).pop(split, None) is not None:
-            atomic_write_text(path, json.dumps(content, indent=1) + "\n")
-
-
 def _record_split(output_dir, dataset, split, summary, manifest, *, role,
                   cross_validation_folds, overwrite):
     """Adds (or replaces) `split` in `dataset.json`, keeping the other splits."""
-    path = os.path.join(output_dir, dataset_info.DATASET_FILE)
     converter = {"command": dataset.command, "version": keras_astpe.__version__,
                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                      timespec="seconds")}
@@ -615,23 +552,11 @@ def _record_split(output_dir, dataset, split, summary, manifest, *, role,
         "summary": f"{split}-summary.json",
         "converter": converter,
     }
-    with _dataset_lock(output_dir):
-        for leftover in glob.glob(os.path.join(glob.escape(output_dir),
-                                               f".tmp-{dataset_info.DATASET_FILE}-*")):
-            os.remove(leftover)  # only a killed run leaves one: writers hold the lock
-        content = _read_dataset_manifest(output_dir) or {}
-        if overwrite and (content.get("kind"), content.get("class_names")) != (
-                dataset.kind, list(dataset.class_names)):
-            content = {}  # --overwrite replaces another dataset
-        splits = content.get("splits", {})
-        splits[split] = entry
-        content = {"format": dataset_info.FORMAT, "name": dataset.name, "kind": dataset.kind,
-                   "class_names": list(dataset.class_names),
-                   "multi_label": dataset.multi_label,
-                   "clip_seconds": _clip_seconds(dataset, splits.values()),
-                   "sample_rate": schema.SAMPLE_RATE, "converter": converter,
-                   "splits": dict(sorted(splits.items()))}
-        atomic_write_text(path, json.dumps(content, indent=1) + "\n")
+    dataset_info.record_split(
+        output_dir, split, entry, name=dataset.name, kind=dataset.kind,
+        class_names=dataset.class_names, multi_label=dataset.multi_label,
+        clip_seconds=lambda splits: _clip_seconds(dataset, splits), converter=converter,
+        replace_other=overwrite)
 
 
 def _clip_seconds(dataset, splits):

@@ -46,7 +46,7 @@ class ConvertedModel:
 
     def names(self):
         """The class names of `--class_names`, or None."""
-        from keras_astpe.inference import read_class_names
+        from keras_astpe.data.dataset_info import read_class_names
 
         return read_class_names(self.class_names) if self.class_names else None
 
@@ -61,7 +61,7 @@ class ConvertedModel:
 
 def default_class_names(num_classes):
     """AudioSet's 527 names for a head of 527 outputs, else None."""
-    from keras_astpe.inference import read_class_names
+    from keras_astpe.data.dataset_info import read_class_names
 
     if num_classes == NUM_AUDIOSET_CLASSES:
         return read_class_names(AUDIOSET_CLASSES)

@@ -1,6 +1,7 @@
 """What a converted dataset holds, as its converter recorded it: `DatasetInfo`.
 
-The converters of `tfrecords_tools` write `dataset.json` next to the shards (format below)
+This module reads and writes `dataset.json` and the class lists. The converters of
+`tfrecords_tools` write `dataset.json` next to the shards (format below, `record_split`)
 and update it, atomically, each time a split is complete: the class names, whether the
 labels are multi-label, the nominal clip length, and for each split its role, its shards
 with their byte sizes and record counts, its clips and its folds. Consumers read it instead
@@ -9,7 +10,7 @@ checks every shard against it, so that a missing, empty, cut or changed shard is
 read as if it were complete (`recorded_shards`).
 
     {"format": 1, "name": "esc50", "kind": "esc50", "multi_label": false,
-     "clip_seconds": 5.0, "sample_rate": 16000, "class_names": ["dog", ...],
+     "clip_seconds": 5.0, "sample_rate": SAMPLE_RATE, "class_names": ["dog", ...],
      "converter": {"command": "python -m tfrecords_tools.esc50 ...", "version": "0.1.0"},
      "splits": {"esc50": {
          "role": "train", "cross_validation_folds": [1, 2, 3, 4, 5],
@@ -23,22 +24,29 @@ role `train` whose folds 1-5 are the folds of the paper's 5-fold cross-validatio
 (`cross_validation_folds`): each fold is the test set once.
 """
 
+import contextlib
+import csv
 import dataclasses
+import fcntl
 import fnmatch
+import glob
 import json
 import os
 import posixpath
 
 import tensorflow as tf
 
+from keras_astpe.data.schema import SAMPLE_RATE
+from keras_astpe.io_utils import atomic_write_text
+
 DATASET_FILE = "dataset.json"
 FORMAT = 1
 ROLES = ("train", "eval", "validation", "test")
-KINDS = ("audioset", "esc50", "folder")
+KINDS = ("audioset", "esc50", "folder", "csv")
 ESC50_FOLDS = (1, 2, 3, 4, 5)
 NOMINAL_CLIP_SECONDS = {"audioset": 10.0, "esc50": 5.0}
 CLASS_FILES = {"audioset": "class_labels_indices.csv", "esc50": "classes.csv",
-               "folder": "classes.csv"}
+               "folder": "classes.csv", "csv": "classes.csv"}
 # The command that writes each kind of dataset (`{data_dir}`, and `{split}` for AudioSet).
 _COMMANDS = {
     "audioset": "python -m tfrecords_tools.audioset --input_dir=<AudioSet folder> "
@@ -47,6 +55,8 @@ _COMMANDS = {
              "--output_dir={data_dir}",
     "folder": "python -m tfrecords_tools.folder --input_dir=<folder of class folders> "
               "--output_dir={data_dir}",
+    "csv": "python -m tfrecords_tools.csv --csv=<labels.csv> --audio_dir=<audio folder> "
+           "--output_dir={data_dir}",
 }
 
 
@@ -222,6 +232,98 @@ class DatasetInfo:
                 f"{path}: not a dataset manifest of format {FORMAT} ({what}): reconvert the "
                 f"dataset ({converter_command(content.get('kind'), data_dir)})") from None
         return info
+
+
+@contextlib.contextmanager
+def _manifest_lock(directory):
+    """Holds an exclusive lock on `directory` (converters of other splits of one dataset
+    update its `dataset.json` in turn)."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _read_manifest(directory):
+    path = os.path.join(directory, DATASET_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetInfoError(
+            f"{path} is damaged ({error}): delete it and convert every split of "
+            f"{directory} again (converted shards are kept)") from None
+
+
+def read_manifest(directory):
+    """The content of `<directory>/dataset.json` (a local folder being converted), or None
+    if there is none."""
+    with _manifest_lock(directory):
+        return _read_manifest(directory)
+
+
+def _write_manifest(directory, content):
+    atomic_write_text(os.path.join(directory, DATASET_FILE),
+                      json.dumps(content, indent=1) + "\n")
+
+
+def forget_split(directory, split):
+    """Drops `split` from `dataset.json` (its shards are about to be replaced)."""
+    with _manifest_lock(directory):
+        content = _read_manifest(directory)
+        if content is not None and content.get("splits", {}).pop(split, None) is not None:
+            _write_manifest(directory, content)
+
+
+def record_split(directory, split, entry, *, name, kind, class_names, multi_label,
+                 clip_seconds, converter, replace_other=False):
+    """Adds (or replaces) `split`, described by `entry`, in `dataset.json`, keeping the
+    other splits; `clip_seconds(split entries)` gives the dataset's nominal clip length.
+    `replace_other`: a dataset of another kind or classes there is replaced."""
+    with _manifest_lock(directory):
+        for leftover in glob.glob(os.path.join(glob.escape(directory),
+                                               f".tmp-{DATASET_FILE}-*")):
+            os.remove(leftover)  # only a killed run leaves one: writers hold the lock
+        content = _read_manifest(directory) or {}
+        if replace_other and (content.get("kind"), content.get("class_names")) != (
+                kind, list(class_names)):
+            content = {}
+        splits = {**content.get("splits", {}), split: entry}
+        _write_manifest(directory, {
+            "format": FORMAT, "name": name, "kind": kind, "class_names": list(class_names),
+            "multi_label": multi_label, "clip_seconds": clip_seconds(splits.values()),
+            "sample_rate": SAMPLE_RATE, "converter": converter,
+            "splits": dict(sorted(splits.items()))})
+
+
+def read_class_names(path):
+    """Class names by index from a class list: `classes.csv` of the converters or AudioSet's
+    `class_labels_indices.csv` (a header starting with `index`, the name in the last column,
+    indices 0..N-1); a `DatasetInfoError` naming the line otherwise."""
+    path = os.fspath(path)
+    with tf.io.gfile.GFile(path) as f:
+        rows = list(csv.reader(f.read().lstrip("\ufeff").splitlines()))
+    if not rows or not rows[0] or rows[0][0] != "index":
+        raise DatasetInfoError(f"{path}: expected a header starting with 'index'")
+    names = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(rows[0]):
+            raise DatasetInfoError(f"{path}:{line}: {len(row)} fields, the header has "
+                                   f"{len(rows[0])} ({','.join(rows[0])})")
+        try:
+            names[int(row[0])] = row[-1]
+        except ValueError:
+            raise DatasetInfoError(f"{path}:{line}: bad class index {row[0]!r}") from None
+    if not names or sorted(names) != list(range(len(names))):
+        raise DatasetInfoError(f"{path}: class indices are not 0..{len(names) - 1}"
+                               if names else f"{path}: no class")
+    return [names[index] for index in range(len(names))]
 
 
 def recorded_shards(directory):

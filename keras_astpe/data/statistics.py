@@ -1,7 +1,7 @@
 """The normalization statistics of a training set, computed from its TFRecords.
 
 `compute_stats` streams the log-mel values of the clips, read by the pipeline's reader
-(`keras_astpe.data.pipeline.read_records`, with its checks of every shard), into the
+(`keras_astpe.data.shards.read_records`, with its checks of every shard), into the
 fixed-width histogram of `keras_astpe.normalization`, whose percentiles give the
 `NormalizationStats`.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from keras_astpe.data import pipeline
+from keras_astpe.data import shards
 from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
 from keras_astpe.normalization import (
     HIGH_PERCENTILE,
@@ -33,8 +33,8 @@ def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None,
     are skipped, logged and counted as in training (`BadRecordReport`): the stats'
     `skipped_records` holds the records skipped or lost.
     """
-    files = pipeline.resolve_files(file_pattern)
-    report = pipeline.BadRecordReport() if skip_bad_records else None
+    files = shards.resolve_files(file_pattern)
+    report = shards.BadRecordReport() if skip_bad_records else None
     value_range = histogram_range(config)
 
     def histogram(element):
@@ -42,7 +42,7 @@ def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None,
         return tf.histogram_fixed_width(values, value_range, nbins=HISTOGRAM_BINS,
                                         dtype=tf.int32)
 
-    dataset = pipeline.read_records(files, sample_rate=config.sample_rate, report=report)
+    dataset = shards.read_records(files, sample_rate=config.sample_rate, report=report)
     if max_clips is not None:
         dataset = dataset.take(max_clips)
     dataset = (dataset.map(histogram, num_parallel_calls=tf.data.AUTOTUNE)
@@ -51,7 +51,7 @@ def compute_stats(file_pattern, config: FrontEndConfig, *, max_clips=None,
                .prefetch(tf.data.AUTOTUNE))
     counts = np.zeros(HISTOGRAM_BINS, np.int64)
     num_clips = 0
-    known = pipeline.recorded_num_records(files)
+    known = shards.recorded_num_records(files)
     total = min((n for n in (max_clips, known) if n is not None), default=None)
     with tqdm(total=total, unit="clip", desc="log-mel histogram",
               disable=not progress) as bar:

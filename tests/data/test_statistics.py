@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_astpe import normalization
-from keras_astpe.data import pipeline, schema
+from keras_astpe.data import schema, shards
 from keras_astpe.data.statistics import compute_stats
 from keras_astpe.frontend import FrontEndConfig, log_mel, magnitude_spectrogram
 
@@ -76,7 +76,7 @@ def test_compute_stats_checks_recorded_shards_and_skips_like_training(converted,
     sizes = [16 + len(record.numpy()) for record in tf.data.TFRecordDataset(str(shard))]
     shard.write_bytes(shard.read_bytes()[:sum(sizes[:3])])
     pattern = str(converted / "train-*.tfrecord")
-    with pytest.raises(pipeline.DamagedShardError,
+    with pytest.raises(shards.DamagedShardError,
                        match=r"train-00001-of-00003\.tfrecord: 10,185 bytes, the converter "
                              r"wrote 27,160 bytes \(8 records\)"):
         compute_stats(pattern, FrontEndConfig(), progress=False)

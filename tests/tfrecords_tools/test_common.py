@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from keras_astpe.data import schema
+from keras_astpe.data import dataset_info, schema
 from tfrecords_tools import common
 
 pytestmark = pytest.mark.backend_agnostic
@@ -224,9 +224,9 @@ def test_empty_split(tmp_path):
 def test_class_lists_round_trip(tmp_path):
     names = ["dog", "Beep, bleep", 'say "hi"']
     common.write_classes_csv(tmp_path / "classes.csv", names)
-    assert common.read_class_names(tmp_path / "classes.csv") == names
+    assert dataset_info.read_class_names(tmp_path / "classes.csv") == names
     real = os.path.join(os.path.dirname(schema.__file__), "audioset_class_labels_indices.csv")
-    audioset = common.read_class_names(real)
+    audioset = dataset_info.read_class_names(real)
     assert len(audioset) == 527 and audioset[1] == "Male speech, man speaking"
 
 
@@ -322,7 +322,8 @@ def test_read_csv_reads_a_byte_order_mark_and_names_short_rows(tmp_path):
                        match=r"table\.csv:3: 1 fields, the header has 2 \(name,value\)"):
         common.read_csv(path, ("name",))
     path.write_text("index,category\n0,dog\n1\n")
-    with pytest.raises(common.ConversionError, match=r"table\.csv:3: 1 fields, the header"):
-        common.read_class_names(path)
+    with pytest.raises(dataset_info.DatasetInfoError,
+                       match=r"table\.csv:3: 1 fields, the header"):
+        dataset_info.read_class_names(path)
     path.write_bytes(b"\xef\xbb\xbfindex,category\n0,dog\n1,cat\n")
-    assert common.read_class_names(path) == ["dog", "cat"]
+    assert dataset_info.read_class_names(path) == ["dog", "cat"]

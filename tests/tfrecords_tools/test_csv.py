@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import flags
 
 from keras_astpe import cli
-from keras_astpe.data import pipeline, schema
+from keras_astpe.data import dataset_info, pipeline, schema
 from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.models import LogMelAudioConverter
 from tfrecords_tools import common, splits
@@ -112,7 +112,7 @@ def test_single_label_with_a_split_column(tmp_path, capsys):
     info = DatasetInfo.load(output)
     assert (info.name, info.kind, info.multi_label) == ("labels", "csv", False)
     assert info.class_names == tuple(sorted(TONES))
-    assert common.read_class_names(output / "classes.csv") == sorted(TONES)
+    assert dataset_info.read_class_names(output / "classes.csv") == sorted(TONES)
     assert {split: info.split(split).role for split in info.splits} == {
         "train": "train", "validation": "validation", "test": "test"}
     for split in info.splits:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tfrecords_tools import audioset, common, demo, esc50
+from keras_astpe.data import dataset_info
+from tfrecords_tools import audioset, demo, esc50
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -127,7 +128,7 @@ def test_demo_converts(tmp_path, tiny_demo):
     summary = esc50.convert_esc50(tiny_demo["esc50"], str(tmp_path / "esc50_records"),
                                   num_workers=2, progress=False)
     assert summary["clips_written"] == len(demo.CLASSES) * TINY["esc50_per_class"]
-    names = common.read_class_names(tmp_path / "esc50_records" / "classes.csv")
+    names = dataset_info.read_class_names(tmp_path / "esc50_records" / "classes.csv")
     assert names == [category for _, _, _, category, _ in demo.CLASSES]
 
 

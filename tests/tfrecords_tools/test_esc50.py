@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from keras_astpe.data import schema
+from keras_astpe.data import dataset_info, schema
 from keras_astpe.data.dataset_info import DatasetInfo
 from tfrecords_tools import common, esc50
 
@@ -61,7 +61,7 @@ def test_convert_esc50(tmp_path, esc50_dir):
     assert summary["skipped_by_reason"] == {"truncated": 1, "unreadable": 1}
     assert summary["folds"] == [1, 2, 3, 4, 5]
     assert summary["label_counts"] == [4, 4, 4]
-    assert common.read_class_names(output / "classes.csv") == CATEGORIES
+    assert dataset_info.read_class_names(output / "classes.csv") == CATEGORIES
     assert (output / "classes.csv").read_text().splitlines()[0] == "index,category"
     assert (output / "esc50-missing.txt").read_text() == "5-1052-A-2.wav\n"
 

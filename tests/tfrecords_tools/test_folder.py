@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from keras_astpe.data import pipeline, schema
+from keras_astpe.data import dataset_info, pipeline, schema
 from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.models import LogMelAudioConverter
 from tfrecords_tools import common, folder, splits
@@ -53,7 +53,7 @@ def test_convert_folder(tmp_path, speech_commands):
     summaries = folder.convert_folder(str(speech_commands), str(output), shard_mb=0.1,
                                       num_workers=2, progress=False)
     assert sorted(summaries) == ["test", "train", "validation"]
-    assert common.read_class_names(output / "classes.csv") == WORDS
+    assert dataset_info.read_class_names(output / "classes.csv") == WORDS
     assert summaries["validation"]["clips_written"] == 2
     assert summaries["validation"]["missing"] == 1
     assert (output / "validation-missing.txt").read_text() == "yes/deadbeef_nohash_0.wav\n"
