@@ -12,9 +12,11 @@ setting is one edit:
     if __name__ == "__main__":
         cli.run(main, PlotConfig)     # main(config) gets PlotConfig built from the flags
 
-Settings whose default depends on the mode (the paper's with `--data_dir`, the demo's
-without) are declared with default None and a `defaults={"paper": ..., "demo": ...}` note;
-the config's `create` classmethod fills them in.
+A config class may also hold named configurations (`NamedConfigs`: the paper's, the demo's,
+...): `--config=NAME` starts from one, and every flag given on the command line overrides its
+field; without `--config`, the class chooses one from the flags given (e.g. the paper's with
+`--data_dir`, the demo's without). `--help` shows each named configuration's value next to a
+field's default.
 
 `run` also ends every failure a user can cause (a bad flag, a missing or damaged file, an
 unwritable folder, a full disk) with one line, `error: ...`, and exit code 1; `--verbose`
@@ -31,12 +33,12 @@ import typing
 from absl import app, flags, logging
 
 _VERBOSE = "verbose"
+_CONFIG = "config"
 # The flags `define_flags` defines belong to its caller (the recipe): `--help` lists them.
 flags.disclaim_key_flags()
 
 
-def setting(default=dataclasses.MISSING, *, help, choices=None, required=False,
-            defaults=None, flag=True):
+def setting(default=dataclasses.MISSING, *, help, choices=None, required=False, flag=True):
     """A dataclass field that is also a command-line flag.
 
     Args:
@@ -44,13 +46,41 @@ def setting(default=dataclasses.MISSING, *, help, choices=None, required=False,
         help: the flag's help text.
         choices: allowed values (an enum flag).
         required: the flag must be given.
-        defaults: mode-dependent defaults shown in the help, e.g.
-            `{"with --data_dir": 290000, "for the demo": 800}`.
         flag: False keeps the field off the command line.
     """
     metadata = {"help": help, "choices": None if choices is None else tuple(choices),
-                "required": required, "defaults": defaults, "flag": flag}
+                "required": required, "flag": flag}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+class NamedConfigs:
+    """A config dataclass with named configurations, each a dict of field values.
+
+    `CONFIGS[name]` maps fields to values, or to functions of the other settings (the
+    values given and the configuration's plain values) for defaults that depend on them,
+    such as an output folder named after the positional encoding. `choose(given)` names the
+    configuration used when none is asked for.
+    """
+
+    CONFIGS = {}
+
+    @classmethod
+    def choose(cls, given):
+        return next(iter(cls.CONFIGS))
+
+    @classmethod
+    def named(cls, name=None, **given):
+        """The config of configuration `name` (None: `choose`), with the `given` fields."""
+        name = name or cls.choose(given)
+        if name not in cls.CONFIGS:
+            raise ValueError(f"--config must be one of {sorted(cls.CONFIGS)}, got {name!r}")
+        named = {key: value for key, value in cls.CONFIGS[name].items() if key not in given}
+        plain = {key: value for key, value in named.items() if not callable(value)}
+        defaults = {field.name: field.default for field in dataclasses.fields(cls)
+                    if field.default is not dataclasses.MISSING}
+        settings = {**defaults, **plain, **given}
+        derived = {key: value(settings) for key, value in named.items() if callable(value)}
+        return cls(**plain, **given, **derived)
 
 
 def _base_type(annotation):
@@ -88,9 +118,12 @@ def define_flags(config_cls, flag_values=flags.FLAGS):
         kind, sequence = _base_type(annotation)
         default = None if field.default is dataclasses.MISSING else field.default
         help_text = meta["help"]
-        if meta["defaults"]:
-            shown = ", ".join(f"{value} {mode}" for mode, value in meta["defaults"].items())
-            help_text = f"{help_text} (default: {shown})"
+        named = {name: values[field.name] for name, values in
+                 getattr(config_cls, "CONFIGS", {}).items()
+                 if field.name in values and not callable(values[field.name])}
+        if named:
+            shown = ", ".join(f"{name}: {value}" for name, value in named.items())
+            help_text = f"{help_text} ({shown})"
         common = {"flag_values": flag_values, "required": meta["required"]}
         if meta["choices"] and not sequence:
             flags.DEFINE_enum(field.name, default, [str(c) for c in meta["choices"]],
@@ -106,6 +139,10 @@ def define_flags(config_cls, flag_values=flags.FLAGS):
             flags.DEFINE_float(field.name, default, help_text, **common)
         else:
             flags.DEFINE_string(field.name, default, help_text, **common)
+    if getattr(config_cls, "CONFIGS", None) and _CONFIG not in flag_values:
+        flags.DEFINE_enum(_CONFIG, None, list(config_cls.CONFIGS),
+                          f"Named configuration to start from: {config_cls.choose.__doc__} "
+                          "Flags given override its values.", flag_values=flag_values)
     if _VERBOSE not in flag_values:
         flags.DEFINE_bool(_VERBOSE, False, "On an error, show the traceback instead of one "
                           "line.", flag_values=flag_values)
@@ -147,11 +184,14 @@ def _flag_value(field, annotation, flag_values):
 
 
 def config_from_flags(config_cls, flag_values=flags.FLAGS):
-    """Builds `config_cls` from the flags: through its `create` classmethod when it has one
-    (which fills in mode-dependent defaults), else its constructor."""
+    """Builds `config_cls` from the flags: from its named configuration (`NamedConfigs`)
+    and the flags given, else from every flag."""
     values = values_from_flags(config_cls, flag_values)
-    factory = getattr(config_cls, "create", config_cls)
-    return factory(**values)
+    if getattr(config_cls, "CONFIGS", None):
+        given = {name: value for name, value in values.items()
+                 if name not in flag_values or flag_values[name].present}
+        return config_cls.named(flag_values[_CONFIG].value, **given)
+    return config_cls(**values)
 
 
 def error_line(error):

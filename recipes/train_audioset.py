@@ -3,11 +3,13 @@
     python recipes/train_audioset.py --pe=time_alibi                      # demo data
     python recipes/train_audioset.py --pe=conditional --data_dir=data/audioset
 
-With `--data_dir` (TFRecords of `python -m tfrecords_tools.audioset`), the defaults are the
-paper's: preset `ast-pe`, batch 64, 290k steps, warm-up 30k to 5e-4, a checkpoint every 10k
-steps, SWA of the last 10 (learned_relative: batch 32, 470k steps). Without it, synthetic
-demo data are generated under `demo_data/` and a small model trains in a few minutes on a
-CPU. Rerun the same command after an interruption to resume from the last checkpoint.
+With `--data_dir` (TFRecords of `python -m tfrecords_tools.audioset`), the settings are the
+named configuration `paper`: preset `ast-pe`, batch 64, 290k steps, warm-up 30k to 5e-4, a
+checkpoint every 10k steps, SWA of the last 10 (learned_relative: batch 32, 470k steps).
+Without it, synthetic demo data are generated under `demo_data/` and the configuration
+`demo` trains a small model in a few minutes on a CPU. `--config=paper|demo` chooses one
+explicitly; every flag given overrides its value. Rerun the same command after an
+interruption to resume from the last checkpoint.
 Outputs (model.keras, metrics.json, plots, logs) go to `--output_dir`. `--help` lists every
 flag (they are the fields of `keras_astpe.training.AudioSetConfig`).
 

@@ -19,7 +19,7 @@ class _Nested:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Config:
     kind: str = cli.setting(help="Kind.", choices=("a", "b"), required=True)
-    steps: int | None = cli.setting(None, help="Steps.", defaults={"paper": 10, "demo": 2})
+    steps: int | None = cli.setting(None, help="Steps.")
     rate: float = cli.setting(0.5, help="Rate.")
     folds: tuple[int, ...] | None = cli.setting(None, help="Folds.")
     names: tuple[str, ...] = cli.setting(("x", "y"), help="Names.", choices=("x", "y", "z"))
@@ -37,7 +37,6 @@ def _parse(*argv):
 def test_flags_follow_the_dataclass():
     values = _parse("--kind=b", "--folds=1,3", "--skip", "--names=z")
     assert "hidden" not in values and "verbose" in values
-    assert "(default: 10 paper, 2 demo)" in values["steps"].help
     config = cli.config_from_flags(_Config, values)
     assert config == _Config(kind="b", folds=(1, 3), names=("z",), nested=_Nested(skip=True))
 
@@ -68,3 +67,42 @@ def test_error_line_is_one_line():
     assert "\n" not in line and "damaged TFRecord file a.tfrecord: cut" in line
     assert "--skip_bad_records" in line
     assert "node Assert" not in line and "Op:" not in line
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Named(cli.NamedConfigs):
+    CONFIGS = {"paper": {"steps": 100, "folder": lambda s: f"runs/{s['kind']}-{s['steps']}"},
+               "demo": {"steps": 2, "rate": 0.1, "folder": lambda s: "demo"}}
+
+    kind: str = cli.setting("a", help="Kind.")
+    steps: int = cli.setting(1, help="Steps.")
+    rate: float = cli.setting(0.5, help="Rate.")
+    folder: str = cli.setting("out", help="Folder.")
+    data: str | None = cli.setting(None, help="Data.")
+
+    @classmethod
+    def choose(cls, given):
+        """'paper' with --data, 'demo' without."""
+        return "paper" if given.get("data") else "demo"
+
+
+def _named(*argv):
+    values = flags.FlagValues()
+    cli.define_flags(_Named, values)
+    values(["prog", *argv])
+    return cli.config_from_flags(_Named, values), values
+
+
+def test_named_configurations_and_the_flags_that_override_them():
+    config, values = _named("--data=d", "--kind=b")
+    assert (config.steps, config.rate, config.folder) == (100, 0.5, "runs/b-100")
+    assert "(paper: 100, demo: 2)" in values["steps"].help and "'paper' with" in \
+        values["config"].help
+    config, _ = _named("--config=paper", "--steps=7")  # a flag overrides what depends on it
+    assert (config.steps, config.folder, config.data) == (7, "runs/a-7", None)
+    config, _ = _named("--rate=0.25")
+    assert (config.steps, config.rate, config.folder) == (2, 0.25, "demo")
+    config, _ = _named("--config=demo", "--folder=mine", "--data=d")
+    assert (config.steps, config.folder) == (2, "mine")
+    with pytest.raises(ValueError, match="--config must be one of"):
+        _Named.named("other")

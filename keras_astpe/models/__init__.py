@@ -13,7 +13,14 @@ from keras_astpe.models.position_encodings import (
     PositionEncoding,
     get_position_encoding,
 )
-from keras_astpe.models.presets import PRESETS, get_front_end, get_head, get_preset
+from keras_astpe.models.presets import (
+    PRESETS,
+    Preset,
+    get_front_end,
+    get_head,
+    get_preset,
+    preset_audio_converter,
+)
 
 __all__ = [
     "PE_KINDS",
@@ -25,8 +32,10 @@ __all__ = [
     "KaldiFbankAudioConverter",
     "LogMelAudioConverter",
     "PositionEncoding",
+    "Preset",
     "get_front_end",
     "get_head",
     "get_position_encoding",
     "get_preset",
+    "preset_audio_converter",
 ]

@@ -7,6 +7,9 @@ import keras
 from keras_astpe.layers.class_token import PrefixPooling
 from keras_astpe.models.functional import FunctionalModel
 
+# The paper trains with Adam and gradient clipping by value 1.
+CLIP_VALUE = 1.0
+
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class ASTClassifier(FunctionalModel):
@@ -74,6 +77,47 @@ class ASTClassifier(FunctionalModel):
         if self.head_norm is not None:
             embedding = self.head_norm(embedding)
         return self.output_activation(self.head(embedding))
+
+    @property
+    def multi_label(self):
+        """Whether the classes are independent (sigmoid, or logits), not exclusive (softmax)."""
+        return self.activation != "softmax"
+
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", learning_rate=5e-4,
+                **kwargs):
+        """`keras.Model.compile` with the task's defaults for each `"auto"` argument.
+
+        `optimizer`: Adam at `learning_rate` (a float or a schedule) with the paper's
+        gradient clipping by value `CLIP_VALUE`. `loss`: binary cross-entropy for
+        multi-label tagging (sigmoid), categorical for single-label classification
+        (softmax), from logits without an activation. `metrics`: per-class PR and ROC AUC
+        (`mAP`, `AUC`) multi-label, `accuracy` single-label.
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(learning_rate, clipvalue=CLIP_VALUE)
+        super().compile(optimizer=optimizer,
+                        loss=self.default_loss() if loss == "auto" else loss,
+                        metrics=self.default_metrics() if metrics == "auto" else metrics,
+                        **kwargs)
+
+    def default_loss(self):
+        """The loss `compile` uses by default (a new object)."""
+        from_logits = self.activation is None
+        if self.multi_label:
+            return keras.losses.BinaryCrossentropy(from_logits=from_logits)
+        return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
+
+    def default_metrics(self):
+        """The metrics `compile` uses by default (new objects)."""
+        if self.multi_label:
+            from_logits = self.activation is None
+            return [keras.metrics.AUC(curve="PR", multi_label=True,
+                                      num_labels=self.num_classes, from_logits=from_logits,
+                                      name="mAP"),
+                    keras.metrics.AUC(curve="ROC", multi_label=True,
+                                      num_labels=self.num_classes, from_logits=from_logits,
+                                      name="AUC")]
+        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
 
     def predict(self, *args, **kwargs):
         with _variables_kept_on_error(self):

@@ -1,13 +1,16 @@
-"""Training: the AudioSet and ESC-50 recipes, schedules, weight averaging, metrics, plots.
+"""Training: one engine (`engine.train`), the AudioSet and ESC-50 recipes, schedules,
+weight averaging, metrics, plots.
 
-`train_audioset` / `evaluate_esc50` are what `recipes/train_audioset.py` and
-`recipes/eval_esc50.py` run. Their shared opening (output folder, statistics, compile with
-the paper's defaults, datasets) is in `trainer`; exact resumption (seeds, verified
-checkpoints, run identity) in `resumption`; what a run writes in `outputs`.
+`engine.train` is the training loop; `train_audioset` is its AudioSet configuration and
+`evaluate_esc50` runs the paper's per-fold fine-tuning. Their shared parts (output folder,
+statistics, the preset's front end, compile with the paper's defaults, datasets) are in
+`trainer`; exact resumption (seeds, verified checkpoints, run identity) in `resumption`;
+what a run writes in `outputs`.
 """
 
-from keras_astpe.training import outputs, resumption, trainer
+from keras_astpe.training import engine, outputs, resumption, trainer
 from keras_astpe.training.audioset import AudioSetConfig, train_audioset
+from keras_astpe.training.engine import TrainConfig, train
 from keras_astpe.training.esc50 import ESC50Config, evaluate_esc50
 from keras_astpe.training.metrics import classification_metrics, d_prime, tagging_metrics
 from keras_astpe.training.plots import (
@@ -23,10 +26,12 @@ __all__ = [
     "ESC50Config",
     "InverseSqrtSchedule",
     "StochasticWeightAveraging",
+    "TrainConfig",
     "WarmupExponentialDecay",
     "average_weights",
     "classification_metrics",
     "d_prime",
+    "engine",
     "evaluate_esc50",
     "outputs",
     "plot_confusion_matrix",
@@ -34,6 +39,7 @@ __all__ = [
     "plot_per_class_ap",
     "resumption",
     "tagging_metrics",
+    "train",
     "train_audioset",
     "trainer",
 ]

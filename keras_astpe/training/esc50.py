@@ -1,7 +1,7 @@
 """ESC-50 evaluation of the AST-PE study (SPEC section 5): 5-fold cross-validation.
 
-    config = ESC50Config.create(init="saved_models/audioset/time_alibi/model.keras",
-                                data_dir="data/esc50")
+    config = ESC50Config.named(init="saved_models/audioset/time_alibi/model.keras",
+                               data_dir="data/esc50")
     results = evaluate_esc50(config)
 
 For each official fold: a fresh copy of the AudioSet model (or a model from scratch) gets a
@@ -19,40 +19,30 @@ import keras
 import numpy as np
 
 import keras_astpe
-from keras_astpe.cli import setting
+from keras_astpe.cli import NamedConfigs, setting
 from keras_astpe.data.dataset_info import DatasetInfo
-from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.io_utils import write_json
-from keras_astpe.kaldi_fbank import KaldiFbankConfig
-from keras_astpe.models import ASTBackbone, ASTClassifier, get_front_end, get_head, get_preset
-from keras_astpe.models.audio_converter import KaldiFbankAudioConverter, LogMelAudioConverter
+from keras_astpe.models import ASTBackbone, ASTClassifier, get_head, get_preset
 from keras_astpe.normalization import STATS_FILENAME
-from keras_astpe.training import keras_internals, outputs, resumption, trainer
+from keras_astpe.training import engine, keras_internals, outputs, resumption, trainer
 from keras_astpe.training.metrics import classification_metrics
 from keras_astpe.training.plots import plot_confusion_matrix, plot_learning_curves
 
 SPLIT = "esc50"
 
 # The paper's fine-tuning (with --data_dir); it does not give the batch size.
-PAPER_DEFAULTS = {
-    "preset": "ast-pe", "batch_size": 32, "head_epochs": 10, "head_lr": 1e-3,
-    "finetune_epochs": 40, "finetune_lr": 1e-4, "lr_decay": 0.85,
-}
-# The demo (no --data_dir): 5 folds of the synthetic demo ESC-50 in minutes on 2 CPU cores.
-# Fine-tuning the demo AudioSet model (the model of
-# `train_audioset.py` without --data_dir, same preset); 10 steps per epoch, hence the
-# larger head learning rate.
-DEMO_DEFAULTS = {
-    "preset": "ast-pe-tiny", "batch_size": 16, "head_epochs": 5, "head_lr": 1e-2,
-    "finetune_epochs": 15, "finetune_lr": 5e-4, "lr_decay": 0.85,
-}
+PAPER = {"preset": "ast-pe", "batch_size": 32, "head_epochs": 10, "head_lr": 1e-3,
+         "finetune_epochs": 40, "finetune_lr": 1e-4, "lr_decay": 0.85}
+# The demo (no --data_dir): 5 folds of the synthetic demo ESC-50 in minutes on 2 CPU cores,
+# fine-tuning the demo AudioSet model (the model of `train_audioset.py` without --data_dir,
+# same preset); 10 steps per epoch, hence the larger head learning rate.
+DEMO = {"preset": "ast-pe-tiny", "batch_size": 16, "head_epochs": 5, "head_lr": 1e-2,
+        "finetune_epochs": 15, "finetune_lr": 5e-4, "lr_decay": 0.85}
 # From scratch there is nothing pretrained to protect: no head-only stage. A transformer
 # trained from scratch on the 160 demo clips of a fold needs many more steps.
-SCRATCH_DEFAULTS = {"head_epochs": 0}
-DEMO_SCRATCH_DEFAULTS = {
-    "head_epochs": 0, "batch_size": 32, "finetune_epochs": 60, "finetune_lr": 5e-4,
-    "lr_decay": 0.99,
-}
+SCRATCH = {"head_epochs": 0}
+DEMO_SCRATCH = {"head_epochs": 0, "batch_size": 32, "finetune_epochs": 60,
+                "finetune_lr": 5e-4, "lr_decay": 0.99}
 # The demo run with neither init nor pe fine-tunes the model of the README's main job,
 # `python recipes/train_audioset.py --pe=time_alibi` (its default output folder).
 DEMO_INIT = os.path.join("saved_models", "audioset-demo", "time_alibi", "model.keras")
@@ -63,14 +53,26 @@ NUM_VALIDATIONS = 10
 MIN_FOLD_FRACTION = 0.5
 
 
-def _mode_defaults(name):
-    return {"with --data_dir": PAPER_DEFAULTS[name], "for the demo": DEMO_DEFAULTS[name]}
+def _output_dir(folder):
+    def name(settings):
+        model = (os.path.basename(os.path.dirname(os.path.abspath(settings["init"])))
+                 if settings.get("init") else f"{settings['pe']}-scratch")
+        return os.path.join("saved_models", folder, model)
+
+    return name
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ESC50Config:
-    """Settings of an ESC-50 cross-validation; `create` fills in the mode's defaults, and
-    each field is a flag of `recipes/eval_esc50.py`."""
+class ESC50Config(NamedConfigs, trainer.RecipeConfig):
+    """Settings of an ESC-50 cross-validation; each field is a flag of
+    `recipes/eval_esc50.py`."""
+
+    CONFIGS = {
+        "paper": {**PAPER, "output_dir": _output_dir("esc50")},
+        "paper-scratch": {**PAPER, **SCRATCH, "output_dir": _output_dir("esc50")},
+        "demo": {**DEMO, "output_dir": _output_dir("esc50-demo")},
+        "demo-scratch": {**DEMO, **DEMO_SCRATCH, "output_dir": _output_dir("esc50-demo")},
+    }
 
     init: str | None = setting(
         None, help="AudioSet model to fine-tune (the model.keras of "
@@ -83,69 +85,51 @@ class ESC50Config:
     data_dir: str | None = setting(
         None, help="Folder of ESC-50 TFRecords written by tfrecords_tools.esc50. Without "
         "it, the demo data are generated under demo_data/ on first use.")
-    preset: str | None = setting(None, choices=sorted(keras_astpe.PRESETS),
-                                 help="Model size from scratch.",
-                                 defaults=_mode_defaults("preset"))
+    preset: str = setting("ast-pe-tiny", choices=sorted(keras_astpe.PRESETS),
+                          help="Model size from scratch.")
     folds: tuple[int, ...] | None = setting(
         None, help="Held-out folds to evaluate (default: every fold in the data).")
-    batch_size: int | None = setting(None, help="Batch size.",
-                                     defaults=_mode_defaults("batch_size"))
-    head_epochs: int | None = setting(
-        None, help="Stage 1 epochs, output layer only; 0 when training from scratch.",
-        defaults=_mode_defaults("head_epochs"))
-    head_lr: float | None = setting(None, help="Stage 1 learning rate.",
-                                    defaults=_mode_defaults("head_lr"))
-    finetune_epochs: int | None = setting(None, help="Stage 2 epochs, whole model.",
-                                          defaults=_mode_defaults("finetune_epochs"))
-    finetune_lr: float | None = setting(None, help="Stage 2 initial learning rate.",
-                                        defaults=_mode_defaults("finetune_lr"))
-    lr_decay: float | None = setting(None, help="Stage 2 learning-rate factor per epoch.",
-                                     defaults=_mode_defaults("lr_decay"))
+    batch_size: int = setting(16, help="Batch size.")
+    head_epochs: int = setting(5, help="Stage 1 epochs, output layer only; 0 when training "
+                               "from scratch.")
+    head_lr: float = setting(1e-2, help="Stage 1 learning rate.")
+    finetune_epochs: int = setting(15, help="Stage 2 epochs, whole model.")
+    finetune_lr: float = setting(5e-4, help="Stage 2 initial learning rate.")
+    lr_decay: float = setting(0.85, help="Stage 2 learning-rate factor per epoch.")
     allow_unbalanced_folds: bool = setting(
         False, help="Run even when folds are empty or much smaller than the others (a "
         "partial download); read the pooled accuracy then, not the fold mean.")
-    output_dir: str | None = setting(
-        None, help="Results folder (default: saved_models/esc50/<name>, or "
-        "saved_models/esc50-demo/<name>; <name> is the folder of --init, or <pe>-scratch).")
-    seed: int = setting(0, help="Seed of the new layers, data order, augmentation, dropout.")
-    demo_size: str = setting("small", choices=("small", "tiny"),
-                             help="Size of the generated demo data (tiny: a few clips, for "
-                             "smoke tests).")
-    data: trainer.DataOptions = dataclasses.field(default_factory=trainer.DataOptions)
+    output_dir: str = setting(
+        "saved_models/esc50-demo/run", help="Results folder (default: "
+        "saved_models/esc50/<name>, or saved_models/esc50-demo/<name>; <name> is the folder "
+        "of --init, or <pe>-scratch).")
 
     @classmethod
-    def create(cls, init=None, pe=None, data_dir=None, **settings):
-        """The config: settings that are None or absent take the defaults of the mode, the
-        paper's with a `data_dir`, the demo's without, and from scratch (no `init`) those
-        of `SCRATCH_DEFAULTS` / `DEMO_SCRATCH_DEFAULTS`. The demo with neither `init` nor
-        `pe` fine-tunes `DEMO_INIT`, the model of `train_audioset.py`'s demo run."""
-        if init is None and pe is None and not data_dir:
+    def choose(cls, given):
+        """'paper' with --data_dir, 'demo' without; '-scratch' with --pe."""
+        return ("paper" if given.get("data_dir") else "demo") + (
+            "-scratch" if given.get("pe") else "")
+
+    @classmethod
+    def named(cls, name=None, **given):
+        """The demo with neither `init` nor `pe` fine-tunes `DEMO_INIT`, the model of
+        `train_audioset.py`'s demo run."""
+        if not any(given.get(key) for key in ("init", "pe", "data_dir")):
             if not os.path.exists(DEMO_INIT):
                 raise FileNotFoundError(
                     f"No --init or --pe given, and no demo AudioSet model at {DEMO_INIT} to "
                     "fine-tune: run `python recipes/train_audioset.py --pe=time_alibi` "
                     "first, or pass --pe to train from scratch.")
-            init = DEMO_INIT
-        if (init is None) == (pe is None):
-            raise ValueError("Give either --init (an AudioSet .keras model to fine-tune) or "
-                             "--pe (a positional encoding, to train from scratch).")
-        defaults = dict(PAPER_DEFAULTS if data_dir else DEMO_DEFAULTS)
-        if init is None:
-            defaults.update(SCRATCH_DEFAULTS if data_dir else DEMO_SCRATCH_DEFAULTS)
-        given = {key: value for key, value in settings.items() if value is not None}
-        if init is not None and given.get("preset"):
+            given = {**given, "init": DEMO_INIT}
+        if given.get("init") and given.get("preset"):
             raise ValueError("--preset applies to training from scratch; with --init the "
                              "model comes from the file.")
-        config = cls(init=init, pe=pe, data_dir=data_dir, **{**defaults, **given})
-        if config.output_dir is None:
-            name = (os.path.basename(os.path.dirname(os.path.abspath(init))) if init
-                    else f"{pe}-scratch")
-            folder = "esc50" if data_dir else "esc50-demo"
-            config = dataclasses.replace(
-                config, output_dir=os.path.join("saved_models", folder, name))
-        return config
+        return super().named(name, **given)
 
     def __post_init__(self):
+        if (self.init is None) == (self.pe is None):
+            raise ValueError("Give either --init (an AudioSet .keras model to fine-tune) or "
+                             "--pe (a positional encoding, to train from scratch).")
         if self.pe is not None and self.pe not in keras_astpe.PE_KINDS:
             raise ValueError(f"--pe must be one of {keras_astpe.PE_KINDS}, got {self.pe!r}")
         if self.preset not in keras_astpe.PRESETS:
@@ -164,23 +148,13 @@ class ESC50Config:
         if self.folds is not None and not self.folds:
             raise ValueError("--folds is empty: leave it out for every fold")
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-def _load_pretrained(path):
-    """The `ASTClassifier` of `path`, with the message to give when it is not one."""
-    pretrained = keras.saving.load_model(path, compile=False)
-    if not isinstance(getattr(pretrained, "backbone", None), ASTBackbone):
-        raise ValueError(f"--init={path} is not a keras_astpe ASTClassifier model.")
-    return pretrained
 
 
 def _new_classifier(config, num_classes, converter=None, class_names=None):
     """A fresh model for one fold: the pretrained backbone (or a new one) + a new softmax
     head of the same kind (AST's: LayerNorm + dense)."""
     if config.init is not None:
-        pretrained = _load_pretrained(config.init)
+        pretrained = engine.load_classifier(config.init)
         backbone = pretrained.backbone
         head = {"head_norm": pretrained.head_norm is not None,
                 "head_norm_epsilon": pretrained.head_norm_epsilon}
@@ -192,8 +166,7 @@ def _new_classifier(config, num_classes, converter=None, class_names=None):
 
 
 def _compile(model, learning_rate):
-    return trainer.compile_classifier(model, learning_rate, multi_label=False,
-                                      num_classes=model.num_classes)
+    return trainer.compile_classifier(model, learning_rate)
 
 
 def check_folds(clips_per_fold, folds, *, allow_unbalanced, log=print):
@@ -230,11 +203,69 @@ def evaluate_esc50(config, verbose="auto", log=print):
     """
     start_time = time.monotonic()
     run_dir = trainer.prepare_output_dir(config.output_dir)
-
-    # === Data ===
     info = DatasetInfo.load(config.data_dir)
     files = info.split_files(SPLIT)
-    num_classes = info.num_classes
+    plan = _plan_folds(info, config, log)
+    skips = trainer.SkipCounter()
+    converter, position_encoding, backbone_parameters = _front_end(config, run_dir, files,
+                                                                   skips, log)
+    clip_samples = int(round(info.clip_seconds * converter.sample_rate))
+    log(f"ESC-50 {'fine-tuning ' + config.init if config.init else 'from scratch: ' + config.pe}"
+        f"; {info.num_classes} classes, folds {plan.folds}; {position_encoding}"
+        + (f", {backbone_parameters:,} backbone parameters" if backbone_parameters else ""))
+
+    make = trainer.dataset_maker(
+        num_classes=info.num_classes, multi_label=False, batch_size=config.batch_size,
+        clip_samples=clip_samples, converter=converter, options=config.data, skips=skips)
+    per_fold = {}
+    confusion = np.zeros((info.num_classes, info.num_classes), np.int64)
+    for fold in plan.folds:
+        per_fold[fold], fold_confusion = _run_fold(fold, config, info, plan, make, converter,
+                                                    os.path.join(run_dir, f"fold_{fold}"),
+                                                    verbose, log)
+        confusion += fold_confusion
+
+    accuracies = np.array([per_fold[fold]["accuracy"] for fold in plan.folds])
+    outputs.write_csv(os.path.join(run_dir, "confusion_matrix.csv"),
+                      [["true \\ predicted", *info.class_names],
+                       *([name, *row.tolist()]
+                         for name, row in zip(info.class_names, confusion, strict=True))])
+    results = {
+        "accuracy_mean": float(accuracies.mean()),
+        "accuracy_std": float(accuracies.std()),
+        "accuracy_pooled": float(np.trace(confusion) / confusion.sum()),
+        "accuracy_per_fold": {str(fold): per_fold[fold]["accuracy"] for fold in plan.folds},
+        "folds": {str(fold): per_fold[fold] for fold in plan.folds},
+        "clips_per_fold": {str(fold): count for fold, count in plan.all_folds.items()},
+        "unbalanced_folds": plan.unbalanced,
+        "chance_accuracy": 1.0 / info.num_classes,
+        "num_classes": info.num_classes,
+        "position_encoding": position_encoding,
+        "skipped_bad_records": skips.counts(),
+        "backend": keras.backend.backend(),
+        "wall_time_seconds": round(time.monotonic() - start_time, 1),
+        "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
+                   "clip_samples": clip_samples},
+        "normalization": trainer.normalization_record(converter),
+    }
+    write_json(os.path.join(run_dir, "results.json"), results)
+    plot_confusion_matrix(confusion, info.class_names,
+                          os.path.join(run_dir, "confusion_matrix.png"),
+                          title=f"ESC-50, folds {plan.folds} summed")
+    return {**results, "output_dir": run_dir}
+
+
+@dataclasses.dataclass(frozen=True)
+class _FoldPlan:
+    all_folds: dict  # {fold: clips} of every fold of the data, empty ones too
+    clips_per_fold: dict  # of the folds that hold clips
+    folds: list  # the held-out folds to evaluate
+    unbalanced: list  # folds much smaller than the largest (run with the user's consent)
+
+
+def _plan_folds(info, config, log):
+    """The folds of the data and those `config` evaluates; a clear error when they cannot
+    make a cross-validation."""
     all_folds = {**dict.fromkeys(info.split(SPLIT).cross_validation_folds, 0),
                  **info.clips_per_fold(SPLIT)}
     clips_per_fold = {fold: count for fold, count in all_folds.items() if count}
@@ -249,112 +280,60 @@ def evaluate_esc50(config, verbose="auto", log=print):
                          "cross-validation needs 2")
     unbalanced = check_folds(all_folds, sorted(all_folds),
                              allow_unbalanced=config.allow_unbalanced_folds, log=log)
+    return _FoldPlan(all_folds, clips_per_fold, folds, unbalanced)
 
-    # === Front end and statistics (those of the pretrained model with --init) ===
-    skips = trainer.SkipCounter()
-    kaldi = None  # AST's front end: the model's fixed statistics, no statistics pass
-    if config.init:
-        pretrained = _load_pretrained(config.init)
-        num_mel_bins, position_encoding = (pretrained.backbone.num_mel_bins,
-                                           pretrained.backbone.position_encoding)
-        num_backbone_parameters = pretrained.backbone.count_params()
-        if isinstance(pretrained.audio_converter, KaldiFbankAudioConverter):
-            kaldi = pretrained.audio_converter.config
-        else:
-            source = pretrained.audio_converter.stats
-        del pretrained
-    else:
-        preset = get_preset(config.preset)
-        num_mel_bins, position_encoding = preset["num_mel_bins"], config.pe
-        num_backbone_parameters = None
-        if get_front_end(config.preset) == "kaldi_fbank":
-            kaldi = KaldiFbankConfig(num_mel_bins=num_mel_bins)
-        source = config.data_dir
-    if kaldi is not None:
-        # The clips keep their frames (no padding to a pretraining length: the model adapts
-        # its positions to any length).
-        converter = KaldiFbankAudioConverter(dataclasses.replace(kaldi, target_frames=None))
-    else:
-        frontend = FrontEndConfig(num_mel_bins=num_mel_bins)
-        stats_path = os.path.join(run_dir, STATS_FILENAME)
-        if os.path.exists(stats_path):
-            os.remove(stats_path)  # a new evaluation: statistics from its own source
-        stats, skipped = trainer.resolve_stats(run_dir, files, frontend, source=source,
-                                               skip_bad_records=config.data.skip_bad_records,
-                                               log=log)
-        skips.add("the statistics pass", skipped)
-        converter = LogMelAudioConverter(frontend, stats)
-    clip_samples = int(round(info.clip_seconds * converter.sample_rate))
-    log(f"ESC-50 {'fine-tuning ' + config.init if config.init else 'from scratch: ' + config.pe}"
-        f"; {num_classes} classes, folds {folds}; {position_encoding}"
-        + (f", {num_backbone_parameters:,} backbone parameters"
-           if num_backbone_parameters else ""))
 
-    # === Cross-validation ===
-    make = trainer.dataset_maker(
-        num_classes=num_classes, multi_label=False, batch_size=config.batch_size,
-        clip_samples=clip_samples, converter=converter, options=config.data, skips=skips)
-    per_fold, confusion = {}, np.zeros((num_classes, num_classes), np.int64)
-    for fold in folds:
-        train_folds = [f for f in available if f != fold]
-        num_train = sum(clips_per_fold[f] for f in train_folds)
-        num_test = clips_per_fold[fold]
-        steps_per_epoch = max(1, num_train // config.batch_size)
-        train = make(files, training=True, folds=train_folds, deterministic=True,
-                     seed=resumption.derive_seed(config.seed, fold, 1))
-        test = make(files, training=False, folds=[fold], num_clips=num_test)
+def _front_end(config, run_dir, files, skips, log):
+    """`(converter, position encoding, backbone parameters or None)` of the evaluation.
 
-        keras.utils.set_random_seed(resumption.derive_seed(config.seed, fold, 0))
-        model = _new_classifier(config, num_classes, converter, info.class_names)
-        fold_dir = os.path.join(run_dir, f"fold_{fold}")
-        os.makedirs(fold_dir, exist_ok=True)
-        log_path = os.path.join(fold_dir, "training_log.csv")
-        if os.path.exists(log_path):
-            os.remove(log_path)
-        log(f"\n=== Fold {fold}: train on folds {train_folds} ({num_train} clips), test on "
-            f"{num_test} clips ===")
+    With `--init`, the model's own front end (its statistics kept, written to the run
+    folder); from scratch, the preset's, with statistics of these clips. Either way each
+    clip keeps its frames: the model adapts its positions to any length.
+    """
+    stats_path = os.path.join(run_dir, STATS_FILENAME)
+    if os.path.exists(stats_path):
+        os.remove(stats_path)  # a new evaluation: statistics from its own source
+    if config.init is None:
+        converter = trainer.preset_converter(
+            config.preset, run_dir, files, skips, stats_source=config.data_dir,
+            skip_bad_records=config.data.skip_bad_records, fixed_frames=False, log=log)
+        return converter, config.pe, None
+    pretrained = engine.load_classifier(config.init)
+    converter = trainer.with_own_frames(pretrained.audio_converter)
+    if getattr(converter, "stats", None) is not None:
+        converter.stats.save(stats_path)
+    return (converter, pretrained.backbone.position_encoding,
+            pretrained.backbone.count_params())
 
-        _fine_tune(model, config, train, test, steps_per_epoch, log_path,
-                   resumption.derive_seed(config.seed, fold, 2), verbose, log)
 
-        targets, scores = outputs.predict(model, test, num_test,
-                                          description=f"Classifying fold {fold}")
-        metrics = classification_metrics(targets.argmax(axis=1), scores)
-        per_fold[fold] = {"accuracy": metrics["accuracy"], "num_test_clips": len(targets),
-                          "num_train_clips": num_train}
-        confusion += metrics["confusion_matrix"]
-        plot_learning_curves(log_path, os.path.join(fold_dir, "learning_curves.png"),
-                             title=f"ESC-50 fold {fold}")
-        log(f"Fold {fold}: accuracy {metrics['accuracy']:.4f}")
+def _run_fold(fold, config, info, plan, make, converter, fold_dir, verbose, log):
+    """Fine-tunes a fresh model on the other folds and classifies `fold`:
+    `({accuracy, num_test_clips, num_train_clips}, confusion matrix)`."""
+    train_folds = [f for f in sorted(plan.clips_per_fold) if f != fold]
+    num_train = sum(plan.clips_per_fold[f] for f in train_folds)
+    num_test = plan.clips_per_fold[fold]
+    train = make(info.split_files(SPLIT), training=True, folds=train_folds,
+                 deterministic=True, seed=resumption.derive_seed(config.seed, fold, 1))
+    test = make(info.split_files(SPLIT), training=False, folds=[fold], num_clips=num_test)
 
-    accuracies = np.array([per_fold[fold]["accuracy"] for fold in folds])
-    outputs.write_csv(os.path.join(run_dir, "confusion_matrix.csv"),
-                      [["true \\ predicted", *info.class_names],
-                       *([name, *row.tolist()]
-                         for name, row in zip(info.class_names, confusion, strict=True))])
-    results = {
-        "accuracy_mean": float(accuracies.mean()),
-        "accuracy_std": float(accuracies.std()),
-        "accuracy_pooled": float(np.trace(confusion) / confusion.sum()),
-        "accuracy_per_fold": {str(fold): per_fold[fold]["accuracy"] for fold in folds},
-        "folds": {str(fold): per_fold[fold] for fold in folds},
-        "clips_per_fold": {str(fold): count for fold, count in all_folds.items()},
-        "unbalanced_folds": unbalanced,
-        "chance_accuracy": 1.0 / num_classes,
-        "num_classes": num_classes,
-        "position_encoding": position_encoding,
-        "skipped_bad_records": skips.counts(),
-        "backend": keras.backend.backend(),
-        "wall_time_seconds": round(time.monotonic() - start_time, 1),
-        "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
-                   "clip_samples": clip_samples},
-        "normalization": trainer.normalization_record(converter),
-    }
-    write_json(os.path.join(run_dir, "results.json"), results)
-    plot_confusion_matrix(confusion, info.class_names,
-                          os.path.join(run_dir, "confusion_matrix.png"),
-                          title=f"ESC-50, folds {folds} summed")
-    return {**results, "output_dir": run_dir}
+    keras.utils.set_random_seed(resumption.derive_seed(config.seed, fold, 0))
+    model = _new_classifier(config, info.num_classes, converter, info.class_names)
+    os.makedirs(fold_dir, exist_ok=True)
+    log_path = os.path.join(fold_dir, "training_log.csv")
+    if os.path.exists(log_path):
+        os.remove(log_path)
+    log(f"\n=== Fold {fold}: train on folds {train_folds} ({num_train} clips), test on "
+        f"{num_test} clips ===")
+    _fine_tune(model, config, train, test, max(1, num_train // config.batch_size), log_path,
+               resumption.derive_seed(config.seed, fold, 2), verbose, log)
+    targets, scores = outputs.predict(model, test, num_test,
+                                      description=f"Classifying fold {fold}")
+    metrics = classification_metrics(targets.argmax(axis=1), scores)
+    plot_learning_curves(log_path, os.path.join(fold_dir, "learning_curves.png"),
+                         title=f"ESC-50 fold {fold}")
+    log(f"Fold {fold}: accuracy {metrics['accuracy']:.4f}")
+    return ({"accuracy": metrics["accuracy"], "num_test_clips": len(targets),
+             "num_train_clips": num_train}, metrics["confusion_matrix"])
 
 
 def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verbose, log):

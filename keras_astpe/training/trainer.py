@@ -1,12 +1,12 @@
 """The opening and closing every training recipe shares, with the paper's defaults.
 
-A recipe (`audioset.py`, `esc50.py`, `tuning.py`) is: an output folder
-(`prepare_output_dir`), a dataset that describes itself (`DatasetInfo`), the normalization
-statistics of the run (`resolve_stats`), a classifier compiled as in the paper
-(`compile_classifier`: Adam with gradient clipping by value 1, binary or categorical
-cross-entropy), `make_dataset` with the recipe's data options (`DataOptions`), `fit`, and
-the scores of the trained model (`outputs.predict`). What differs between recipes is the
-schedule of `fit` calls.
+A recipe (`engine.py` and its configurations, `esc50.py`, `tuning.py`) has the settings of
+`RecipeConfig` and is: an output folder (`prepare_output_dir`), a dataset that describes
+itself (`DatasetInfo`), the preset's front end with the run's normalization statistics
+(`preset_converter`, `resolve_stats`), a classifier compiled with its task's defaults
+(`compile_classifier`), `make_dataset` with the recipe's data options (`DataOptions`),
+`fit`, and the scores of the trained model (`outputs.predict`). What differs between
+recipes is the schedule of `fit` calls.
 """
 
 import dataclasses
@@ -17,11 +17,10 @@ import keras
 import tensorflow as tf
 
 from keras_astpe.cli import setting
-from keras_astpe.data import pipeline
+from keras_astpe.data import pipeline, shards
+from keras_astpe.models.classifier import CLIP_VALUE
+from keras_astpe.models.presets import get_preset_entry, preset_audio_converter
 from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
-
-# The paper: Adam, gradient clipping by value 1.
-CLIP_VALUE = 1.0
 
 
 def prepare_output_dir(path, flag="--output_dir"):
@@ -59,6 +58,26 @@ class DataOptions:
             raise ValueError(f"--mixup must be >= 0, got {self.mixup}")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecipeConfig:
+    """What every training recipe has: its data (the demo's without `data_dir`), its output
+    folder, a seed and the input-pipeline options. Recipes refine the help of a field by
+    declaring it again."""
+
+    data_dir: str | None = setting(
+        None, help="Converted dataset (TFRecords and dataset.json of tfrecords_tools). "
+        "Without it, the recipe's demo data are generated under demo_data/ on first use.")
+    output_dir: str | None = setting(None, help="Output folder.")
+    seed: int = setting(0, help="Seed of initialisation, data order, augmentation, dropout.")
+    demo_size: str = setting("small", choices=("small", "tiny"),
+                             help="Size of the generated demo data (tiny: a few clips, for "
+                             "smoke tests).")
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
 class SkipCounter:
     """Adds up what the datasets (and the statistics pass) of a run skipped, per purpose."""
 
@@ -93,7 +112,7 @@ class SkipCounter:
 
 
 def _clips_used(files, max_clips):
-    known = pipeline.recorded_num_records(files)
+    known = shards.recorded_num_records(files)
     if known is not None and (max_clips is None or max_clips >= known):
         return f"{known:,} clips"
     if max_clips is None:
@@ -139,29 +158,45 @@ def resolve_stats(run_dir, train_files, frontend, *, source=None, max_clips=None
     return stats, skipped
 
 
-def classifier_loss(multi_label):
-    """The paper's loss: binary cross-entropy for multi-label tagging, categorical
-    cross-entropy for single-label classification."""
-    if multi_label:
-        return keras.losses.BinaryCrossentropy()
-    return keras.losses.CategoricalCrossentropy()
+def preset_converter(preset, run_dir, train_files, skips, *, stats_source=None,
+                     stats_max_clips=None, skip_bad_records=False, fixed_frames=True,
+                     progress=True, log=print):
+    """The audio converter preset `preset` trains with in the run of `run_dir`: with the
+    run's statistics (`resolve_stats`; bad records skipped there are counted in `skips`)
+    when its front end needs them, with its fixed ones otherwise."""
+    entry = get_preset_entry(preset)
+    stats = None
+    if entry.needs_statistics:
+        stats, skipped = resolve_stats(run_dir, train_files, entry.log_mel_config,
+                                       source=stats_source, max_clips=stats_max_clips,
+                                       skip_bad_records=skip_bad_records, progress=progress,
+                                       log=log)
+        skips.add("the statistics pass", skipped)
+    return preset_audio_converter(preset, stats, fixed_frames=fixed_frames)
 
 
-def classifier_metrics(multi_label, num_classes):
-    """New metric objects: per-class PR and ROC AUC (`mAP`, `AUC`) for multi-label tagging,
-    `accuracy` for single-label classification."""
-    if multi_label:
-        return [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_classes,
-                                  name="mAP"),
-                keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=num_classes,
-                                  name="AUC")]
-    return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+def with_own_frames(converter):
+    """A copy of `converter` that keeps each clip's frames: AST's without its padding or
+    cutting to the frames of pretraining; any other as it is."""
+    config = converter.get_config()
+    if isinstance(config.get("config"), dict) and "target_frames" in config["config"]:
+        config = {**config, "config": {**config["config"], "target_frames": None}}
+    return type(converter).from_config(config)
 
 
-def compile_classifier(model, learning_rate, *, multi_label, num_classes, metrics=None,
-                       jit_compile="auto", distribution=None):
-    """Compiles as in the paper: Adam with gradient clipping by value 1, `classifier_loss`
-    and `classifier_metrics` (or `metrics`, when given).
+def clip_samples(converter, num_frames, clip_seconds):
+    """Samples of each training clip: those of `num_frames` frames, or the dataset's whole
+    clips (`clip_seconds`) for a converter that pads or cuts its features to fixed frames
+    itself (AST's, which computes the fbank of the whole clip first)."""
+    if getattr(getattr(converter, "config", None), "target_frames", None) is not None:
+        return int(round(clip_seconds * converter.sample_rate))
+    return converter.num_samples(num_frames)
+
+
+def compile_classifier(model, learning_rate, *, metrics="auto", jit_compile="auto",
+                       distribution=None):
+    """Compiles an `ASTClassifier` with its task's defaults (`ASTClassifier.compile`: the
+    paper's Adam with gradient clipping, the loss and metrics of its labels).
 
     `jit_compile`: Keras' `compile` argument ("auto": XLA where Keras finds it works and
     helps, i.e. TensorFlow on a GPU and JAX always; True; False). `distribution`: the run's
@@ -172,10 +207,7 @@ def compile_classifier(model, learning_rate, *, multi_label, num_classes, metric
     if distribution is not None:
         optimizer_cls = distribution.optimizer_class(optimizer_cls)
     model.compile(optimizer=optimizer_cls(learning_rate, clipvalue=CLIP_VALUE),
-                  loss=classifier_loss(multi_label),
-                  metrics=classifier_metrics(multi_label, num_classes) if metrics is None
-                  else metrics,
-                  jit_compile=jit_compile)
+                  metrics=metrics, jit_compile=jit_compile)
     return model
 
 

@@ -33,17 +33,15 @@ import os
 import keras
 import keras_tuner
 import numpy as np
-import tensorflow as tf
 from keras_tuner.engine.trial import TrialStatus
 
 import keras_astpe
 from keras_astpe.cli import setting
 from keras_astpe.data.dataset_info import DatasetInfo
-from keras_astpe.data.pipeline import read_records
-from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.data.shards import keep_folds, read_records
 from keras_astpe.io_utils import write_json
 from keras_astpe.models import PE_KINDS, get_preset
-from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.normalization import STATS_FILENAME
 from keras_astpe.training import trainer
 
 OBJECTIVE = "val_pr_auc"
@@ -135,8 +133,7 @@ class ASTHyperModel(keras_tuner.HyperModel):
             activation="sigmoid" if self.multi_label else "softmax",
             num_layers=num_layers, dropout=dropout, **self.model_overrides)
         return trainer.compile_classifier(
-            model, learning_rate, multi_label=self.multi_label, num_classes=self.num_classes,
-            metrics=[keras.metrics.AUC(curve="PR", multi_label=True,
+            model, learning_rate, metrics=[keras.metrics.AUC(curve="PR", multi_label=True,
                                        num_labels=self.num_classes, name="pr_auc")])
 
 
@@ -355,7 +352,7 @@ def run_search(tuner, train_data, validation_data, output_dir, *, extra=None,
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TuneConfig:
+class TuneConfig(trainer.RecipeConfig):
     """Settings of a search on converted data; each field is a flag of `recipes/tune.py`."""
 
     data_dir: str | None = setting(
@@ -402,10 +399,8 @@ class TuneConfig:
         (1, 4), help="MIN,MAX number of encoder blocks; MIN=MAX fixes it.")
     dropout_range: tuple[float, ...] = setting(
         (0.0, 0.3), help="MIN,MAX residual dropout; MIN=MAX fixes it.")
-    seed: int = setting(0, help="Seed of the search, the models and the data order.")
     overwrite: bool = setting(False, help="Start a new search instead of resuming the one "
                               "in --output_dir.")
-    data: trainer.DataOptions = dataclasses.field(default_factory=trainer.DataOptions)
 
     def __post_init__(self):
         for name in ("learning_rate_range", "num_layers_range", "dropout_range"):
@@ -450,8 +445,7 @@ def _select(info, pattern, default_split, folds):
 def _count_records(files, folds):
     records = read_records(files)
     if folds is not None:
-        wanted = tf.constant(folds, tf.int64)
-        records = records.filter(lambda r: tf.reduce_any(tf.equal(r["fold"], wanted)))
+        records = keep_folds(records, folds)
     return int(records.reduce(np.int64(0), lambda count, _: count + 1))
 
 
@@ -491,20 +485,18 @@ def tune(config, data_dir, log=print):
     info = DatasetInfo.load(data_dir)
     (train_glob, train_files, train_folds, _), (eval_glob, eval_files, eval_folds,
                                                 num_eval_clips) = _splits(info, config)
-    preset = get_preset(config.preset)
-    frontend = FrontEndConfig(num_mel_bins=preset["num_mel_bins"])
-    if config.overwrite and os.path.exists(os.path.join(output_dir, "normalization_stats.json")):
-        os.remove(os.path.join(output_dir, "normalization_stats.json"))  # a new search
+    if config.overwrite and os.path.exists(os.path.join(output_dir, STATS_FILENAME)):
+        os.remove(os.path.join(output_dir, STATS_FILENAME))  # a new search
     skips = trainer.SkipCounter()
-    stats, skipped = trainer.resolve_stats(output_dir, train_files, frontend, source=data_dir,
-                                           skip_bad_records=config.data.skip_bad_records,
-                                           progress=False, log=log)
-    skips.add("the statistics pass", skipped)
+    converter = trainer.preset_converter(
+        config.preset, output_dir, train_files, skips, stats_source=data_dir,
+        skip_bad_records=config.data.skip_bad_records, progress=False, log=log)
     make = trainer.dataset_maker(
         num_classes=info.num_classes, multi_label=info.multi_label,
         batch_size=config.batch_size,
-        clip_samples=frontend.num_samples(preset["num_frames"]),
-        converter=LogMelAudioConverter(frontend, stats), options=config.data, skips=skips)
+        clip_samples=trainer.clip_samples(converter, get_preset(config.preset)["num_frames"],
+                                          info.clip_seconds),
+        converter=converter, options=config.data, skips=skips)
     train = make(train_files, training=True, folds=train_folds, seed=config.seed)
     validation = make(eval_files, training=False, folds=eval_folds, num_clips=num_eval_clips)
 

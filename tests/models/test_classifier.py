@@ -66,3 +66,26 @@ def test_save_and_load_with_the_ast_head(tmp_path):
     assert restored.head_norm.epsilon == 1e-12
     np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(features)),
                                keras.ops.convert_to_numpy(model(features)), atol=1e-6)
+
+
+@pytest.mark.parametrize("activation, loss, metrics", [
+    ("sigmoid", keras.losses.BinaryCrossentropy, ["mAP", "AUC"]),
+    ("softmax", keras.losses.CategoricalCrossentropy, ["accuracy"]),
+    (None, keras.losses.BinaryCrossentropy, ["mAP", "AUC"]),
+])
+def test_compile_defaults_are_the_tasks(activation, loss, metrics):
+    """`compile()` alone: the paper's Adam with gradient clipping, the loss and metrics of
+    the labels (from logits without an activation); given arguments are kept."""
+    model = build_model("none", activation=activation, **TINY)
+    model.compile(learning_rate=1e-3)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert model.optimizer.clipvalue == 1.0
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == \
+        pytest.approx(1e-3)
+    assert isinstance(model.loss, loss) and model.loss.from_logits == (activation is None)
+    x = np.random.rand(4, 64, 64).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 2, 0], 3)
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(logs) == {"loss", *metrics}
+    model.compile(optimizer="sgd", loss="mse", metrics=None)
+    assert isinstance(model.optimizer, keras.optimizers.SGD) and model.loss == "mse"

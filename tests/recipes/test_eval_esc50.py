@@ -89,7 +89,7 @@ def test_cross_validation_from_audioset_model(workdir):
 @pytest.mark.parametrize("pe", keras_astpe.PE_KINDS)
 def test_every_pe_fine_tunes_on_5_second_clips(tmp_path, pe):
     init, pretrained = _pretrained(tmp_path, pe)
-    config = esc50.ESC50Config.create(init=init, data_dir=str(tmp_path), batch_size=2,
+    config = esc50.ESC50Config.named(init=init, data_dir=str(tmp_path), batch_size=2,
                                       head_epochs=1, finetune_epochs=1)
     model = esc50._new_classifier(config, 7)
     assert model.backbone.position_encoding == pe
@@ -109,19 +109,19 @@ def test_every_pe_fine_tunes_on_5_second_clips(tmp_path, pe):
 
 def test_config_defaults_and_errors(tmp_path):
     init, _ = _pretrained(tmp_path / "run", stats=None)
-    paper = esc50.ESC50Config.create(init=init, data_dir="data/esc50")
+    paper = esc50.ESC50Config.named(init=init, data_dir="data/esc50")
     assert (paper.head_epochs, paper.head_lr, paper.finetune_epochs, paper.finetune_lr,
             paper.lr_decay) == (10, 1e-3, 40, 1e-4, 0.85)
     assert paper.output_dir == os.path.join("saved_models", "esc50", "run")
-    scratch = esc50.ESC50Config.create(pe="none")
+    scratch = esc50.ESC50Config.named(pe="none")
     assert scratch.head_epochs == 0 and scratch.output_dir.endswith("esc50-demo/none-scratch")
     with pytest.raises(ValueError, match="either"):
-        esc50.ESC50Config.create(init=init, pe="none")
+        esc50.ESC50Config.named(init=init, pe="none")
     with pytest.raises(ValueError, match="either"):
-        esc50.ESC50Config.create(data_dir="data/esc50")
+        esc50.ESC50Config.named(data_dir="data/esc50")
     assert esc50._validation_epochs(0, 3) == [1, 2, 3]
     with pytest.raises(FileNotFoundError, match="train_audioset"):
-        esc50.ESC50Config.create(init=str(tmp_path / "missing.keras"))
+        esc50.ESC50Config.named(init=str(tmp_path / "missing.keras"))
     epochs = esc50._validation_epochs(10, 50)
     assert len(epochs) == esc50.NUM_VALIDATIONS and epochs[0] == 11 and epochs[-1] == 50
 
@@ -129,9 +129,9 @@ def test_config_defaults_and_errors(tmp_path):
 def test_demo_default_fine_tunes_the_main_job_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"train_audioset\.py --pe=time_alibi"):
-        esc50.ESC50Config.create()
+        esc50.ESC50Config.named()
     _pretrained(tmp_path / os.path.dirname(esc50.DEMO_INIT), stats=None)
-    config = esc50.ESC50Config.create()
+    config = esc50.ESC50Config.named()
     assert config.init == esc50.DEMO_INIT and config.head_epochs == 5
     assert config.output_dir == os.path.join("saved_models", "esc50-demo", "time_alibi")
 

@@ -191,9 +191,9 @@ def test_missing_records_and_bad_flags_give_clear_errors(tmp_path):
         "variable, which is not set")
 
     with pytest.raises(ValueError, match="must divide"):
-        AudioSetConfig.create("none", train_steps=10, checkpoint_every=3)
+        AudioSetConfig.named(pe="none", train_steps=10, checkpoint_every=3)
     with pytest.raises(ValueError, match="swa_last"):
-        AudioSetConfig.create("none", train_steps=10, checkpoint_every=5, swa_last=3)
+        AudioSetConfig.named(pe="none", train_steps=10, checkpoint_every=5, swa_last=3)
 
 
 @pytest.fixture
@@ -229,15 +229,17 @@ def test_full_disk_keeps_the_last_checkpoint_and_the_rerun_resumes(workdir, smal
 
 
 def test_mode_defaults():
-    paper = AudioSetConfig.create("conditional", data_dir="data/audioset")
+    paper = AudioSetConfig.named(pe="conditional", data_dir="data/audioset")
     assert (paper.preset, paper.batch_size, paper.train_steps, paper.warmup_steps,
             paper.max_lr, paper.checkpoint_every, paper.swa_last) == \
         ("ast-pe", 64, 290_000, 30_000, 5e-4, 10_000, 10)
     assert paper.output_dir == os.path.join("saved_models", "audioset", "conditional")
-    relative = AudioSetConfig.create("learned_relative", data_dir="d", max_lr=1e-4)
+    relative = AudioSetConfig.named(pe="learned_relative", data_dir="d", max_lr=1e-4)
     assert (relative.batch_size, relative.train_steps, relative.max_lr) == (32, 470_000, 1e-4)
-    demo = AudioSetConfig.create("none")
+    demo = AudioSetConfig.named(pe="none")
     assert demo.preset == "ast-pe-tiny" and demo.output_dir.endswith("audioset-demo/none")
+    demo_on_data = AudioSetConfig.named("demo", pe="none", data_dir="d")
+    assert (demo_on_data.train_steps, demo_on_data.data_dir) == (800, "d")
 
 
 def test_help_explains_flags():
@@ -247,7 +249,7 @@ def test_help_explains_flags():
     for flag in ("--pe", "--preset", "--data_dir", "--batch_size", "--train_steps",
                  "--warmup_steps", "--max_lr", "--schedule", "--checkpoint_every",
                  "--swa_last", "--output_dir", "--[no]mixed_precision", "--seed",
-                 "--distribute", "--jit_compile"):
+                 "--distribute", "--jit_compile", "--config"):
         assert flag.lstrip("-") in result.stdout, flag  # booleans print as --[no]name
     assert "290000" in result.stdout and "inverse_sqrt" in result.stdout
     assert "<none|mirrored|multi_worker|data_parallel>" in result.stdout

@@ -21,11 +21,11 @@ WIDTH, BLOCKS, HEADS, FF = 128, 1, 2, 64  # timm's 64-wide heads: 2 heads of 128
 
 @pytest.fixture
 def tiny_ast_preset(monkeypatch):
-    preset = dict(presets.PRESETS["ast"], hidden_dim=WIDTH, num_layers=BLOCKS,
-                  num_heads=HEADS, intermediate_dim=FF, num_frames=200)
-    monkeypatch.setitem(presets.PRESETS, "ast-test", preset)
-    monkeypatch.setitem(presets.HEADS, "ast-test", presets.HEADS["ast"])
-    monkeypatch.setitem(presets.FRONT_ENDS, "ast-test", "kaldi_fbank")
+    ast = presets.PRESETS["ast"]
+    backbone = dict(ast.backbone, hidden_dim=WIDTH, num_layers=BLOCKS, num_heads=HEADS,
+                    intermediate_dim=FF, num_frames=200)
+    monkeypatch.setitem(presets.PRESETS, "ast-test",
+                        presets.Preset(backbone, head=ast.head, front_end=ast.front_end))
     return "ast-test"
 
 
@@ -40,8 +40,8 @@ def test_ast_trains_from_imagenet_exports_and_fine_tunes(tiny_ast_preset, tmp_pa
     demo = tmp_path / "demo"
     audioset = prepare_demo_data("audioset", root=str(demo), size="tiny", progress=False)
     state = _deit(tmp_path / "deit.npz")
-    config = AudioSetConfig.create(
-        "absolute", data_dir=audioset, preset=tiny_ast_preset, batch_size=4, train_steps=2,
+    config = AudioSetConfig.named(
+        pe="absolute", data_dir=audioset, preset=tiny_ast_preset, batch_size=4, train_steps=2,
         checkpoint_every=1, swa_last=2, warmup_steps=1, init=str(tmp_path / "deit.npz"),
         output_dir=str(tmp_path / "run"))
     results = train_audioset(config, verbose=0)
@@ -63,7 +63,7 @@ def test_ast_trains_from_imagenet_exports_and_fine_tunes(tiny_ast_preset, tmp_pa
     assert (export / "assets" / "class_names.txt").read_text().splitlines()[0] == "Sine wave"
 
     esc50 = prepare_demo_data("esc50", root=str(demo), size="tiny", progress=False)
-    results = evaluate_esc50(ESC50Config.create(
+    results = evaluate_esc50(ESC50Config.named(
         init=str(tmp_path / "run" / "model.keras"), data_dir=esc50, folds=(1,),
         batch_size=4, head_epochs=1, finetune_epochs=1, output_dir=str(tmp_path / "esc50")),
         verbose=0)

@@ -13,11 +13,13 @@ import pytest
 import tensorflow as tf
 
 from keras_astpe.data import pipeline, schema
+from keras_astpe.models import LogMelAudioConverter
 from keras_astpe.training import distribution
 
 pytestmark = pytest.mark.backend_agnostic
 
 CLIP = 1600  # 100 ms: 8 frames
+CONVERTER = LogMelAudioConverter()  # the paper's front end, AudioSet statistics
 
 
 def test_backend_mismatch_is_a_one_line_error():
@@ -84,7 +86,8 @@ def _shards(tmp_path):
 def _batches(files, batch_size, steps, **kwargs):
     dataset = pipeline.make_dataset(files, num_classes=3, batch_size=batch_size, training=True,
                                     clip_samples=CLIP, seed=7, deterministic=True,
-                                    shuffle_buffer=4, return_clip_ids=True, **kwargs)
+                                    shuffle_buffer=4, return_clip_ids=True, **kwargs,
+                                    converter=CONVERTER)
     return [(features.numpy(), [i.decode() for i in ids.numpy()])
             for features, _, ids in dataset.take(steps)]
 
@@ -171,7 +174,7 @@ def ast(dropout=float(os.environ["DROPOUT"])):
                                    num_frames=64, dropout=dropout)
 def sgd(model, setup):
     cls = setup.optimizer_class(keras.optimizers.SGD)
-    model.compile(cls(0.1, clipvalue=1.0), trainer.classifier_loss(True))
+    model.compile(cls(0.1, clipvalue=1.0), keras.losses.BinaryCrossentropy(), metrics=None)
 out["ast_sgd"] = max_difference(train(ast, sgd, features, labels, False, 2),
                                 train(ast, sgd, features, labels, True, 2))
 

@@ -8,6 +8,7 @@ import pytest
 
 import keras_astpe
 from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.models.classifier import CLIP_VALUE
 from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
 from keras_astpe.training import trainer
 
@@ -54,9 +55,9 @@ def test_resolve_stats_keeps_run_stats_and_copies_source(tmp_path):
 def test_compile_classifier_is_the_papers(multi_label):
     model = keras_astpe.build_model("none", preset="ast-pe-tiny", num_classes=3,
                                     activation="sigmoid" if multi_label else "softmax")
-    trainer.compile_classifier(model, 1e-3, multi_label=multi_label, num_classes=3)
+    trainer.compile_classifier(model, 1e-3)
     assert isinstance(model.optimizer, keras.optimizers.Adam)
-    assert model.optimizer.clipvalue == trainer.CLIP_VALUE == 1.0
+    assert model.optimizer.clipvalue == CLIP_VALUE == 1.0
     x = np.random.rand(4, 64, 64).astype("float32")
     y = keras.utils.to_categorical([0, 1, 2, 0], 3)
     logs = model.evaluate(x, y, verbose=0, return_dict=True)

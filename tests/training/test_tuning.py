@@ -7,11 +7,15 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
+import soundfile as sf
 import tensorflow as tf
 
 from keras_astpe.data.pipeline import make_dataset
 from keras_astpe.data.schema import encode_example
 from keras_astpe.frontend import FrontEndConfig
+from keras_astpe.models import KaldiFbankAudioConverter, LogMelAudioConverter, get_preset
+from keras_astpe.normalization import STATS_FILENAME
+from keras_astpe.training import trainer, tuning
 from keras_astpe.training.tuning import (
     BEST_HYPERPARAMETERS_FILE,
     OBJECTIVE,
@@ -23,6 +27,7 @@ from keras_astpe.training.tuning import (
     make_tuner,
     run_search,
 )
+from tfrecords_tools import common
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -50,7 +55,8 @@ def datasets(tmp_path_factory):
     _write_split(folder / "eval-00000-of-00001.tfrecord", 6, rng)
     frontend = FrontEndConfig()
     common = {"num_classes": NUM_CLASSES, "batch_size": 4, "seed": 0,
-              "clip_samples": frontend.num_samples(NUM_FRAMES), "frontend": frontend}
+              "clip_samples": frontend.num_samples(NUM_FRAMES),
+              "converter": LogMelAudioConverter(frontend)}
     validation = make_dataset(str(folder / "eval-*.tfrecord"), training=False, **common)
     return (make_dataset(str(folder / "train-*.tfrecord"), training=True, **common),
             validation.apply(tf.data.experimental.assert_cardinality(2)))
@@ -187,3 +193,47 @@ def test_fixed_ranges_and_unknown_tuner(tmp_path):
     assert model.backbone.num_layers == 1 and model.backbone.dropout == 0.1
     with pytest.raises(ValueError, match="Unknown tuner"):
         make_tuner("grid", hypermodel, directory=tmp_path)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("preset, front_end", [("ast", KaldiFbankAudioConverter),
+                                               ("ast-pe-tiny", LogMelAudioConverter)])
+def test_a_search_trains_on_the_front_end_of_its_preset(preset, front_end, monkeypatch,
+                                                        tmp_path):
+    """`--preset=ast` tunes on AST's kaldi fbank (fixed statistics: no statistics pass),
+    the paper's presets on the scaled log-mel of the training clips."""
+    audio, data_dir = tmp_path / "audio", tmp_path / "data"
+    audio.mkdir()
+    data_dir.mkdir()
+    dataset = common.DatasetDescription(
+        name="tiny", kind="folder", class_names=("a", "b"), multi_label=False,
+        clip_seconds=0.5, command="python -m tfrecords_tools.folder --input_dir=audio")
+    rng = np.random.default_rng(0)
+    for split, role in (("train", "train"), ("eval", "eval")):
+        items = []
+        for k in range(4):
+            path = audio / f"{split}{k}.wav"
+            sf.write(path, 0.2 * rng.standard_normal(8000), 16000, subtype="PCM_16")
+            items.append(common.WorkItem(str(path), f"{split}{k}", (k % 2,),
+                                         expected_seconds=0.5))
+        common.convert_split(items, output_dir=str(data_dir), split=split, role=role,
+                             dataset=dataset, num_workers=1, progress=False)
+    seen = {}
+
+    def dataset_maker(**kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(trainer, "dataset_maker", dataset_maker)
+    config = tuning.TuneConfig(preset=preset, output_dir=str(tmp_path / "out"))
+    with pytest.raises(_Stop):
+        tuning.tune(config, str(data_dir), log=lambda message: None)
+    converter = seen["converter"]
+    assert type(converter) is front_end
+    assert converter.num_mel_bins == get_preset(preset)["num_mel_bins"]
+    assert (tmp_path / "out" / STATS_FILENAME).exists() == (preset != "ast")
+    if preset == "ast":  # the whole clips, the fbank padded to the preset's frames
+        assert seen["clip_samples"] == 8000 and converter.num_frames(8000) == 1024
