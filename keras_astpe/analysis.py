@@ -12,9 +12,7 @@ The paper reads its learned position tables through cosine-similarity matrices:
   rows of `E^t` (one per time distance, `2T-1` rows) and of `E^f` (`2F-1` rows) of a block
   (Figure 3c, 3d). As in the original code, row `r` is the distance
   `key - query = r - (N - 1)`: negative distances are keys in the past (lower frequency
-  bands), positive in the future (higher bands). A model saved when keras-astpe indexed
-  the rows by `query - key` (its layers' `row_order`) has its rows reversed here, so the
-  ticks always read `key - query`.
+  bands), positive in the future (higher bands).
 
 Which tables a model has comes from its `PositionEncoding` (`keras_astpe.models`): the
 `none`, `alibi_2d` and `conditional` encodings have none (ALiBi biases are fixed functions
@@ -113,7 +111,7 @@ def absolute_similarity(embeddings):
 def relative_similarity(time_embeddings, freq_embeddings, block=None):
     """Figure 3c/3d: similarities of the rows of `E^t` `(2T-1, d)` and `E^f` `(2F-1, d)`.
 
-    The rows are in key-minus-query order (`LearnedRelativeBias`'s default `row_order`):
+    The rows are in key-minus-query order (as `LearnedRelativeBias` indexes them):
     row `r` is the distance `key - query = r - (N - 1)`. Returns `[time, frequency]`
     `SimilarityMatrix`es whose ticks are these distances, from `-(N-1)` to `N-1`.
     """
@@ -149,11 +147,6 @@ def _relative_biases(backbone):
     return [block.attention.position_bias for block in backbone.blocks
             if isinstance(block.attention.position_bias, LearnedRelativeBias)]
 
-
-def _key_minus_query_rows(bias, table):
-    """The rows of `table` (`E^t` or `E^f` of `bias`) in key-minus-query order."""
-    rows = _to_numpy(table)
-    return rows[::-1] if bias.row_order == "query_minus_key" else rows
 
 
 def _check_block(block, num_blocks):
@@ -203,8 +196,8 @@ def position_similarities(model, block=None):
         indices = range(len(biases)) if block is None else [_check_block(block, len(biases))]
         for index in indices:
             bias = biases[index]
-            panels += relative_similarity(_key_minus_query_rows(bias, bias.time_embeddings),
-                                          _key_minus_query_rows(bias, bias.freq_embeddings),
+            panels += relative_similarity(_to_numpy(bias.time_embeddings),
+                                          _to_numpy(bias.freq_embeddings),
                                           block=index)
     return panels
 

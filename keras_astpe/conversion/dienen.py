@@ -703,7 +703,7 @@ def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=No
         num_mel_bins=freq * grid_patch[1], patch_size=grid_patch, layer_norm_epsilon=1e-6,
         final_norm=False, use_feedforward_bias=False, use_attention_bias=False,
         alibi_slopes=slopes, alibi_block_cls=block_cls,
-        relative_row_order="key_minus_query", num_peg_layers=len(pegs) or 5,
+        num_peg_layers=len(pegs) or 5,
         peg_cls_embedding=bool(pegs) and len(pegs[0][1]) == 3,
     )
     backbone = ASTBackbone(position_encoding=pe, **model_config)

@@ -5,11 +5,6 @@ from keras import ops
 
 from keras_astpe.layers.class_token import split_prefix_tokens
 
-# How a distance maps to a row of E^t / E^f: row (t_j - t_i) + T - 1 for query i and key j
-# (the original code, Shaw et al., the Music Transformer), or (t_i - t_j) + T - 1 (what
-# keras-astpe used before; configs saved then have no `row_order` and load with it).
-ROW_ORDERS = ("key_minus_query", "query_minus_key")
-
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class LearnedRelativeBias(keras.layers.Layer):
@@ -35,20 +30,15 @@ class LearnedRelativeBias(keras.layers.Layer):
     Args:
         grid_shape: `(time_patches, freq_patches)` of the training input; sizes the tables.
         initializer: initializer of E^t and E^f.
-        row_order: `"key_minus_query"` (the original code) or `"query_minus_key"` (the
-            reversed rows, for models saved before this option: their configs lack it).
         num_prefix_tokens: tokens before the patches ([CLS], and a distillation token).
     """
 
-    def __init__(self, grid_shape, initializer="truncated_normal", row_order="key_minus_query",
-                 num_prefix_tokens=1, **kwargs):
+    def __init__(self, grid_shape, initializer="truncated_normal", num_prefix_tokens=1,
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if row_order not in ROW_ORDERS:
-            raise ValueError(f"Unknown row_order {row_order!r}; expected one of {ROW_ORDERS}.")
         self.grid_shape = tuple(int(v) for v in grid_shape)
         self.initializer = keras.initializers.get(initializer)
-        self.row_order = row_order
         self.num_prefix_tokens = int(num_prefix_tokens)
 
     def build(self, query_shape):
@@ -64,7 +54,7 @@ class LearnedRelativeBias(keras.layers.Layer):
     def _relative_logits(self, queries, table, trained_size):
         """Entry (..., i, m, j) = queries[..., i, m, :] . table[row of positions i, j].
 
-        The row is that of the distance j - i (i - j with `row_order="query_minus_key"`).
+        The row is that of the distance j - i.
 
         `queries` is `[*lead, N, middle, head_dim]`: N positions along the axis, any
         `middle` axes flattened in between, so the queries keep their native layout. One
@@ -77,8 +67,6 @@ class LearnedRelativeBias(keras.layers.Layer):
         size, middle = ops.shape(queries)[-3], ops.shape(queries)[-2]
         lead = ops.shape(queries)[:-3]
         distance = ops.arange(2 * size - 1, dtype="int32") - (size - 1)  # key minus query
-        if self.row_order == "query_minus_key":
-            distance = -distance
         rows = ops.clip(distance, 1 - trained_size, trained_size - 1) + trained_size - 1
         logits = ops.matmul(queries, ops.transpose(ops.take(table, rows, axis=0)))
         # logits[..., i, m, c] is for key j = i + c - (N - 1): shift row i left by N - 1 - i.
@@ -136,12 +124,6 @@ class LearnedRelativeBias(keras.layers.Layer):
         config.update(
             grid_shape=self.grid_shape,
             initializer=keras.initializers.serialize(self.initializer),
-            row_order=self.row_order,
             num_prefix_tokens=self.num_prefix_tokens,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        """A config without `row_order` was saved before the option: query minus key."""
-        return cls(**{"row_order": "query_minus_key", **config})

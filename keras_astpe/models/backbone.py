@@ -12,12 +12,28 @@ from keras_astpe.layers import (
     TransformerEncoderBlock,
 )
 from keras_astpe.layers.alibi import check_cls_blocking
-from keras_astpe.layers.relative_attention import ROW_ORDERS
 from keras_astpe.models.functional import FunctionalModel
 from keras_astpe.models.position_encodings import get_position_encoding
 
 # `PositionEncoding.attention_bias` -> `ALiBiBias` mode.
 _ALIBI_MODES = {"alibi_2d": "2d", "alibi_time": "time"}
+
+
+def _position_bias_factory(pe, num_heads, grid_shape, alibi_slopes, alibi_block_cls,
+                           num_prefix_tokens):
+    """`make(name)`: the attention's position bias of one block (None for the kinds
+    without one)."""
+    def make(name):
+        if pe.attention_bias in _ALIBI_MODES:
+            return ALiBiBias(num_heads, grid_shape[1], mode=_ALIBI_MODES[pe.attention_bias],
+                             slopes=alibi_slopes, block_patches_to_cls=alibi_block_cls,
+                             num_prefix_tokens=num_prefix_tokens, name=name)
+        if pe.attention_bias == "learned_relative":
+            return LearnedRelativeBias(grid_shape, num_prefix_tokens=num_prefix_tokens,
+                                       name=name)
+        return None
+
+    return make
 
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
@@ -62,9 +78,6 @@ class ASTBackbone(FunctionalModel):
         alibi_block_cls: heads in which patches cannot attend to [CLS] in the ALiBi kinds:
             `"time_heads"` (the original code: in `alibi_2d` the time heads block it, the
             frequency heads do not), `"all_heads"` or `"none"`; see `ALiBiBias`.
-        relative_row_order: row order of the learned relative tables, `"key_minus_query"`
-            (the original code) or `"query_minus_key"`; configs saved before this
-            argument existed load with `"query_minus_key"`, the order they trained with.
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
     """
 
@@ -73,14 +86,11 @@ class ASTBackbone(FunctionalModel):
                  activation="relu", dropout=0.1, norm_first=True, layer_norm_epsilon=1e-6,
                  use_attention_bias=False, num_peg_layers=5, peg_cls_embedding=False,
                  alibi_slopes="paper", alibi_block_cls="time_heads",
-                 relative_row_order="key_minus_query", use_feedforward_bias=True,
+                 use_feedforward_bias=True,
                  distillation_token=False, embedding_norm=True, final_norm=None, dtype=None,
                  **kwargs):
         pe = get_position_encoding(position_encoding)
         alibi_block_cls = check_cls_blocking(alibi_block_cls, "alibi_block_cls")
-        if relative_row_order not in ROW_ORDERS:
-            raise ValueError(f"Unknown relative_row_order {relative_row_order!r}; expected "
-                             f"one of {ROW_ORDERS}.")
         final_norm = norm_first if final_norm is None else bool(final_norm)
         num_prefix_tokens = 2 if distillation_token else 1
 
@@ -107,22 +117,14 @@ class ASTBackbone(FunctionalModel):
                 epsilon=layer_norm_epsilon, dtype=dtype, name="embedding_norm"
             )
 
-        def position_bias(index):
-            name = f"block_{index}_position_bias"
-            if pe.attention_bias in _ALIBI_MODES:
-                return ALiBiBias(num_heads, grid_shape[1], mode=_ALIBI_MODES[pe.attention_bias],
-                                 slopes=alibi_slopes, block_patches_to_cls=alibi_block_cls,
-                                 num_prefix_tokens=num_prefix_tokens, name=name)
-            if pe.attention_bias == "learned_relative":
-                return LearnedRelativeBias(grid_shape, row_order=relative_row_order,
-                                           num_prefix_tokens=num_prefix_tokens, name=name)
-            return None
-
+        position_bias = _position_bias_factory(pe, num_heads, grid_shape, alibi_slopes,
+                                               alibi_block_cls, num_prefix_tokens)
         self.blocks = [
             TransformerEncoderBlock(
                 num_heads, intermediate_dim, activation=activation, dropout=dropout,
                 norm_first=norm_first, layer_norm_epsilon=layer_norm_epsilon,
-                use_attention_bias=use_attention_bias, position_bias=position_bias(i),
+                use_attention_bias=use_attention_bias,
+                position_bias=position_bias(f"block_{i}_position_bias"),
                 use_feedforward_bias=use_feedforward_bias, dtype=dtype, name=f"block_{i}",
             )
             for i in range(num_layers)
@@ -162,27 +164,18 @@ class ASTBackbone(FunctionalModel):
 
         # === Config ===
         self.position_encoding = pe.name
-        self.num_mel_bins = num_mel_bins
-        self.num_frames = num_frames
+        self.num_mel_bins, self.num_frames = num_mel_bins, num_frames
         self.patch_size = tuple(patch_size)
         self.patch_stride = tuple(patch_stride or patch_size)
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.activation = activation
-        self.dropout = dropout
-        self.norm_first = norm_first
+        self.hidden_dim, self.num_layers, self.num_heads = hidden_dim, num_layers, num_heads
+        self.intermediate_dim, self.activation = intermediate_dim, activation
+        self.dropout, self.norm_first = dropout, norm_first
         self.layer_norm_epsilon = layer_norm_epsilon
         self.use_attention_bias = use_attention_bias
-        self.num_peg_layers = num_peg_layers
-        self.peg_cls_embedding = peg_cls_embedding
-        self.alibi_slopes = alibi_slopes
-        self.alibi_block_cls = alibi_block_cls
-        self.relative_row_order = relative_row_order
         self.use_feedforward_bias = use_feedforward_bias
-        self.num_prefix_tokens = num_prefix_tokens
-        self.grid_shape = grid_shape
+        self.num_peg_layers, self.peg_cls_embedding = num_peg_layers, peg_cls_embedding
+        self.alibi_slopes, self.alibi_block_cls = alibi_slopes, alibi_block_cls
+        self.num_prefix_tokens, self.grid_shape = num_prefix_tokens, grid_shape
 
     def get_config(self):
         return {
@@ -207,14 +200,8 @@ class ASTBackbone(FunctionalModel):
             "peg_cls_embedding": self.peg_cls_embedding,
             "alibi_slopes": self.alibi_slopes,
             "alibi_block_cls": self.alibi_block_cls,
-            "relative_row_order": self.relative_row_order,
             "use_feedforward_bias": self.use_feedforward_bias,
             "distillation_token": self.distillation_token is not None,
             "embedding_norm": self.embedding_norm is not None,
             "final_norm": self.final_norm is not None,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        """A config without `relative_row_order` was saved before it: query minus key."""
-        return cls(**{"relative_row_order": "query_minus_key", **config})

@@ -6,15 +6,9 @@ from keras_astpe.layers import LearnedRelativeBias
 from tests.layer_testing import assert_config_round_trip
 
 
-def _naive(query, time_table, freq_table, freq, trained_time, row_order="key_minus_query",
-           prefix=1):
+def _naive(query, time_table, freq_table, freq, trained_time, prefix=1):
     """R_ij = Q_i . E^t[dt] + Q_i . E^f[df], pair by pair; [CLS] (every one of the `prefix`
-    tokens) at distance 0.
-
-    dt = t_j - t_i for query i and key j (the original code); t_i - t_j for
-    `row_order="query_minus_key"` (keras-astpe before the option existed).
-    """
-    sign = 1 if row_order == "key_minus_query" else -1
+    tokens) at distance 0; dt = t_j - t_i for query i and key j (the original code)."""
     batch, length, heads, _ = query.shape
     trained_freq = (freq_table.shape[0] + 1) // 2
     out = np.zeros((batch, heads, length, length), "float32")
@@ -23,8 +17,8 @@ def _naive(query, time_table, freq_table, freq, trained_time, row_order="key_min
             if i < prefix or j < prefix:
                 dt = df = 0
             else:
-                dt = sign * ((j - prefix) // freq - (i - prefix) // freq)
-                df = sign * ((j - prefix) % freq - (i - prefix) % freq)
+                dt = (j - prefix) // freq - (i - prefix) // freq
+                df = (j - prefix) % freq - (i - prefix) % freq
             dt = np.clip(dt, 1 - trained_time, trained_time - 1)
             row = time_table[dt + trained_time - 1] + freq_table[df + trained_freq - 1]
             out[:, :, i, j] = np.einsum("bhd,d->bh", query[:, i], row)
@@ -43,16 +37,15 @@ def test_table_sizes():
     assert [tuple(w.shape) for w in layer.weights] == [(61, 64), (15, 64)]
 
 
-@pytest.mark.parametrize("row_order", ["key_minus_query", "query_minus_key"])
 @pytest.mark.parametrize("time", [3, 6, 1])
-def test_equals_naive_pair_loop(time, row_order):
+def test_equals_naive_pair_loop(time):
     """At the trained grid (3 chunks), longer (distances clipped) and a single chunk."""
-    layer = _layer((3, 2), 4, row_order=row_order)
+    layer = _layer((3, 2), 4)
     query = np.random.randn(2, 1 + time * 2, 2, 4).astype("float32")
     time_table, freq_table = layer.get_weights()
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layer(query)),
-        _naive(query, time_table, freq_table, freq=2, trained_time=3, row_order=row_order),
+        _naive(query, time_table, freq_table, freq=2, trained_time=3),
         rtol=1e-5, atol=1e-5,
     )
 
@@ -69,7 +62,7 @@ def test_every_prefix_token_is_at_distance_zero():
     )
 
 
-def test_rows_are_key_minus_query_by_default():
+def test_rows_are_key_minus_query():
     """Row 0 of E^t is the key T - 1 chunks before the query (the original code's order)."""
     layer = _layer((3, 1), 1)
     time_table = np.zeros((5, 1), "float32")
@@ -79,30 +72,6 @@ def test_rows_are_key_minus_query_by_default():
     expected = np.zeros((4, 4))
     expected[3, 1] = 1.0  # query t2 (token 3), key t0 (token 1)
     np.testing.assert_array_equal(bias, expected)
-
-
-def test_config_without_row_order_keeps_the_old_order():
-    """A config saved before `row_order` existed loads with the order it was trained with."""
-    layer = _layer((3, 2), 4)
-    config = layer.get_config()
-    assert config["row_order"] == "key_minus_query"
-    del config["row_order"]
-    old = LearnedRelativeBias.from_config(config)
-    assert old.get_config()["row_order"] == "query_minus_key"
-    query = np.random.randn(1, 7, 2, 4).astype("float32")
-    old(query)
-    old.set_weights(layer.get_weights())
-    time_table, freq_table = layer.get_weights()
-    old_outputs = _naive(query, time_table, freq_table, freq=2, trained_time=3,
-                         row_order="query_minus_key")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(old(query)), old_outputs,
-                               rtol=1e-5, atol=1e-5)
-    assert np.abs(keras.ops.convert_to_numpy(layer(query)) - old_outputs).max() > 1e-2
-
-
-def test_unknown_row_order():
-    with pytest.raises(ValueError, match="row_order 'query-key'"):
-        LearnedRelativeBias((3, 2), row_order="query-key")
 
 
 def test_gradients_reach_the_tables():
@@ -134,9 +103,6 @@ def test_config_without_num_prefix_tokens_has_one():
     assert LearnedRelativeBias.from_config(config).num_prefix_tokens == 1
 
 
-@pytest.mark.parametrize("row_order", ["key_minus_query", "query_minus_key"])
-def test_config_round_trip(row_order):
-    restored = assert_config_round_trip(_layer((3, 2), 4, row_order=row_order),
-                                        np.random.randn(1, 7, 2, 4).astype("float32"),
-                                        atol=1e-5)
-    assert restored.row_order == row_order
+def test_config_round_trip():
+    assert_config_round_trip(_layer((3, 2), 4), np.random.randn(1, 7, 2, 4).astype("float32"),
+                             atol=1e-5)
