@@ -40,6 +40,7 @@ import os
 import threading
 
 import numpy as np
+import yaml
 
 from keras_astpe.models.audio_converter import LogMelAudioConverter
 from keras_astpe.models.backbone import ASTBackbone
@@ -185,12 +186,6 @@ def read_architecture(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: config file not found")
-    try:
-        import yaml
-    except ImportError:
-        raise ImportError(f"{path}: reading a YAML config needs PyYAML (pip install "
-                          "pyyaml)") from None
-
     class Loader(yaml.SafeLoader):
         pass
 
