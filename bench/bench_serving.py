@@ -5,13 +5,15 @@
     python bench/bench_serving.py --preset ast-pe --lengths 1,10 --batches 1
 
 For each PE kind, a model with the paper's front end (527 classes) is saved and exported
-with `keras_astpe.serving.export_saved_model`, and the export is loaded with
-`tf.saved_model.load`. Each cell (clip length x batch) times the export's `serving_default`
-signature (waveform in, scores and embedding out: input checks, front end and model in one
-graph) and the in-process Keras model with the same front end on the same audio (the
-model's audio converter and `model(...)` in one `tf.function`, traced once for any length as
-the export is; tracing per shape measured no faster), alternately, in round-robin rounds
-over every kind and cell. Target: SavedModel within 1.1x of Keras.
+with `keras_astpe.serving.export_saved_model` (`whole_clips=True`, so that a 60 s clip is
+one clip in both, as the Keras model scores it; `bench_long_audio.py` measures the default
+windows), and the export is loaded with `tf.saved_model.load`. Each cell (clip length x
+batch) times the export's `serving_default` signature (waveform in, scores and embedding
+out: input checks, front end and model in one graph) and the in-process Keras model with
+the same front end on the same audio (the model's audio converter and `model(...)` in one
+`tf.function`, traced once for any length as the export is; tracing per shape measured no
+faster), alternately, in round-robin rounds over every kind and cell. Target: SavedModel
+within 1.1x of Keras.
 
 The resampler's share: per kind, `serving_wav` on one 10 s WAV at 44.1 kHz (decode,
 resampling to 16 kHz, front end, model) against `serving_wav` on the same 10 s at 16 kHz
@@ -137,7 +139,7 @@ def benchmark(args):
             path = os.path.join(tmp, f"{preset}-{pe}.keras")
             model.save(path)
             loaded = tf.saved_model.load(
-                export_saved_model(path, os.path.join(tmp, preset, pe, "1")))
+                export_saved_model(path, os.path.join(tmp, preset, pe, "1"), whole_clips=True))
             serving, serving_wav = (loaded.signatures[name]
                                     for name in ("serving_default", "serving_wav"))
             functions[preset, pe] = {"saved": lambda w, f=serving: f(waveform=w),

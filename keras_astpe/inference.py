@@ -93,8 +93,14 @@ def class_names_of(model):
 
 
 def minimum_samples(model):
-    """Fewest samples at the converter's rate that make one patch of the model's input."""
-    return audio_converter_of(model).num_samples(model.backbone.patch_size[0])
+    """Fewest samples at the converter's rate that make one patch of the model's input: 1
+    when the converter pads shorter clips with zeros to at least one patch (its
+    `min_samples`)."""
+    converter = audio_converter_of(model)
+    one_patch = converter.num_samples(model.backbone.patch_size[0])
+    if (getattr(converter, "min_samples", None) or 0) >= one_patch:
+        return 1
+    return one_patch
 
 
 def trained_samples(model):

@@ -27,6 +27,8 @@ from keras_astpe.inference import (
     tag,
     trained_samples,
 )
+from keras_astpe.models.audio_converter import LogMelAudioConverter
+from keras_astpe.models.classifier import ASTClassifier
 from tests.taggers import CLASSES, STATS, noise, tagger
 
 RATE = 16000
@@ -96,6 +98,18 @@ def test_clips_of_any_length_from_one_patch(saved):
     with pytest.raises(ValueError, match=r"0\.335 s is too short: the model needs at least "
                                          r"5360 samples at 16000 Hz"):
         tag(saved, noise(minimum - 1), sample_rate=RATE)
+
+
+def test_a_converter_that_pads_short_clips_scores_them(saved):
+    """With `min_samples`, a clip shorter than a patch is padded with zeros, not refused."""
+    padding = LogMelAudioConverter(FrontEndConfig(), STATS, min_samples=158960)
+    model = ASTClassifier(saved.backbone, 3, audio_converter=padding, class_names=CLASSES)
+    assert minimum_samples(model) == 1
+    short = noise(1000, seed=11)
+    padded = np.concatenate([short, np.zeros(158960 - 1000, np.float32)])
+    result = dict(tag(model, short, sample_rate=RATE))
+    np.testing.assert_allclose([result[name] for name in CLASSES], _reference(model, padded),
+                               atol=1e-6)
 
 
 def test_trained_length_is_the_default_window(saved):

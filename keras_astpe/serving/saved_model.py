@@ -56,8 +56,8 @@ from keras_astpe.serving import resample, wav
 from keras_astpe_startup import without_jax_xla_cpu_flags
 
 CLASS_NAMES_FILE = "class_names.txt"
-# A float waveform peaking above this is not audio in [-1, 1] (e.g. int16 PCM sent as
-# numbers): refused rather than scored as a different sound. Up to 4 (12 dB over full
+# A float waveform (or float WAV file) peaking above this is not audio in [-1, 1] (e.g. int16
+# PCM sent as numbers): refused rather than scored as a different sound. Up to 4 (12 dB over full
 # scale) is accepted, for float audio that overshoots a little.
 MAX_PEAK = 4.0
 _SUBPROCESS_ERRORS = {error.__name__: error for error in (
@@ -223,7 +223,7 @@ class _Signatures:
             self._request_limit("waveform", tf.cast(shape[0], tf.float64) * seconds,
                                 "waveforms"),
         ])
-        peak = tf.reduce_max(tf.abs(waveform))
+        peak = tf.maximum(tf.reduce_max(waveform), -tf.reduce_min(waveform))
         return wav.checked(waveform, [
             (tf.reduce_all(tf.math.is_finite(waveform)), tf.constant(
                 "waveform: the samples contain NaN or Inf")),
@@ -260,6 +260,12 @@ class _Signatures:
     def _decode(self, contents, header, index):
         """One WAV file -> mono float32 at the converter's rate, checked."""
         samples = wav.read_samples(contents, header, index)
+        peak = tf.cond(header.is_float32,  # 16-bit samples are in [-1, 1)
+                       lambda: tf.maximum(tf.reduce_max(samples), -tf.reduce_min(samples)),
+                       lambda: tf.constant(1.0))
+        samples = wav.checked(samples, [(peak <= MAX_PEAK, tf.strings.format(
+            "wav_bytes[{}]: the samples of the WAV file reach {}; expected float samples in "
+            "[-1, 1]", (index, peak)))])
         waveform = resample.resample_any(_downmix(samples), header.rate,
                                          self._converter.sample_rate)
         length = tf.shape(waveform)[0]
@@ -283,26 +289,34 @@ class _Signatures:
         headers = tf.map_fn(lambda item: wav.read_header(*item), (wav_bytes, indices),
                             fn_output_signature=wav.header_spec())
         headers = self._check_wav_headers(wav_bytes, wav.WavHeader(*headers))
-        waveforms = tf.map_fn(
-            lambda item: self._decode(item[0], wav.WavHeader(*item[1]), item[2]),
-            (wav_bytes, tuple(headers), indices),
-            fn_output_signature=tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0))
-        lengths = waveforms.row_lengths()
 
-        def one_by_one():
-            def score_one(index):
-                outputs = self._score(waveforms[index][None])
-                return {key: value[0] for key, value in outputs.items()}
+        def one_file():  # decoded in place: no copy into a batch
+            header = wav.WavHeader(*[field[0] for field in headers])
+            return self._score(self._decode(wav_bytes[0], header, tf.constant(0))[None])
 
-            return tf.map_fn(score_one, tf.range(batch), parallel_iterations=1,
-                             fn_output_signature={
-                                 "scores": tf.TensorSpec([self._model.num_classes],
-                                                         tf.float32),
-                                 "embedding": tf.TensorSpec([self._model.backbone.hidden_dim],
-                                                            tf.float32)})
+        def several_files():
+            waveforms = tf.map_fn(
+                lambda item: self._decode(item[0], wav.WavHeader(*item[1]), item[2]),
+                (wav_bytes, tuple(headers), indices),
+                fn_output_signature=tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0))
+            lengths = waveforms.row_lengths()
 
-        return tf.cond(tf.reduce_all(tf.equal(lengths, lengths[0])),
-                       lambda: self._score(waveforms.to_tensor()), one_by_one)
+            def one_by_one():
+                def score_one(index):
+                    outputs = self._score(waveforms[index][None])
+                    return {key: value[0] for key, value in outputs.items()}
+
+                return tf.map_fn(score_one, tf.range(batch), parallel_iterations=1,
+                                 fn_output_signature={
+                                     "scores": tf.TensorSpec([self._model.num_classes],
+                                                             tf.float32),
+                                     "embedding": tf.TensorSpec(
+                                         [self._model.backbone.hidden_dim], tf.float32)})
+
+            return tf.cond(tf.reduce_all(tf.equal(lengths, lengths[0])),
+                           lambda: self._score(waveforms.to_tensor()), one_by_one)
+
+        return tf.cond(tf.equal(batch, 1), one_file, several_files)
 
 
 def _downmix(samples):

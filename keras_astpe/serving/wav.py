@@ -154,13 +154,13 @@ def read_samples(contents, header, index, input_name="wav_bytes"):
     def pcm16():
         return tf.cast(tf.io.decode_raw(audio, tf.int16), tf.float32) * (1.0 / 32768.0)
 
-    def float32():
-        return tf.io.decode_raw(audio, tf.float32)
+    def float32():  # 16-bit samples are finite: only floats are checked
+        samples = tf.io.decode_raw(audio, tf.float32)
+        return checked(samples, [(tf.reduce_all(tf.math.is_finite(samples)), tf.strings.format(
+            f"{input_name}[{{}}]: the WAV file holds NaN or Inf samples", index))])
 
-    samples = tf.reshape(tf.cond(header.is_float32, float32, pcm16),
-                         tf.stack([header.frames, header.channels]))
-    return checked(samples, [(tf.reduce_all(tf.math.is_finite(samples)), tf.strings.format(
-        f"{input_name}[{{}}]: the WAV file holds NaN or Inf samples", index))])
+    return tf.reshape(tf.cond(header.is_float32, float32, pcm16),
+                      tf.stack([header.frames, header.channels]))
 
 
 def decode_wav(contents, index, input_name="wav_bytes"):

@@ -333,6 +333,14 @@ def _wav_bytes(seconds=1.0, rate=RATE, subtype="PCM_16"):
     return buffer.getvalue()
 
 
+def _float_wav_reaching(peak):
+    samples = noise(RATE)
+    samples[100] = peak
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, RATE, subtype="FLOAT", format="WAV")
+    return buffer.getvalue()
+
+
 _EXPECTED_WAVEFORM = ("expected a float32 tensor [batch, samples] of mono audio at "
                       "16000 Hz")
 
@@ -377,6 +385,9 @@ _EXPECTED_WAVEFORM = ("expected a float32 tensor [batch, samples] of mono audio 
                              dtype=object),
      "wav_bytes[1]: 4800 samples at 16000 Hz after resampling is too short: the model "
      "needs at least 5360 samples at 16000 Hz (0.335 s: one patch)"),
+    ("serving_wav", np.array([_wav_bytes(), _float_wav_reaching(1e30)], dtype=object),
+     "wav_bytes[1]: the samples of the WAV file reach 1e+30; expected float samples in "
+     "[-1, 1]"),
     ("serving_wav", np.zeros((1,), np.float32),
      "was expected to be a string tensor but is a float tensor"),
 ])
