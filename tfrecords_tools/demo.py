@@ -1,4 +1,5 @@
-"""Synthesizes small AudioSet-format and ESC-50-format datasets (seconds, no download).
+"""Synthesizes small AudioSet-format, ESC-50-format and class-folder datasets (seconds, no
+download).
 
     python -m tfrecords_tools.demo --output_dir=demo_data [--seed=0] [--size=small]
 
@@ -16,6 +17,11 @@ Writes, under `--output_dir`:
   the segment rows have no audio file, like real, incomplete downloads.
 - `esc50/`: `meta/esc50.csv` (all ESC-50 columns) and `audio/*.wav`: 5 s, 44.1 kHz mono,
   one event per clip, 5 folds.
+- `sounds/` (`generate_sounds_demo`): a folder per class, as `tfrecords_tools.folder` reads
+  it (Speech Commands' layout, without list files): five of the classes below, 1 s clips
+  named `<source>_nohash_<take>.<ext>` (one or two takes of one source, which the
+  file-name hash keeps in one split) in WAV/FLAC/OGG, mono or stereo, at 16, 22.05 or 44.1
+  kHz, and a `_background_noise_/` folder of long noise, which is not a class.
 
 Each class is one synthesized event family (pure tone, chirps, high or low noise band,
 clicks, buzz, siren, beeps, amplitude-modulated throb, bell) with random onset, duration,
@@ -46,6 +52,11 @@ SIZES = {
     "small": {"balanced_train": 200, "unbalanced_train": 200, "eval": 100, "missing": 10,
               "esc50_per_class": 20},
 }
+# Clips per class of the class-folder demo, by size.
+SOUNDS_PER_CLASS = {"tiny": 10, "small": 80}
+SOUNDS_SECONDS = 1.0
+# Its classes: ESC-50 style categories of `CLASSES`.
+SOUNDS_CLASSES = ("beep", "bell", "buzz", "chirp", "siren")
 AUDIOSET_SPLITS = ("balanced_train", "unbalanced_train", "eval")
 AUDIOSET_SECONDS = 10.0
 ESC50_SECONDS = 5.0
@@ -75,6 +86,7 @@ _FORMATS = (("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG",
             ("wav", "WAV", "PCM_16"))
 _YTID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _MARKER = ".demo-complete.json"
+_SOUNDS_MARKER = ".sounds-demo-complete.json"
 _IN_PROGRESS = ".demo-in-progress.json"
 _FORMAT_VERSION = 1
 DEMO_DIR = "demo_data"
@@ -334,6 +346,34 @@ def _write_esc50(root, rng, per_class, background):
         f.writelines(",".join(map(str, row)) + "\n" for row in rows)
 
 
+def _write_sounds(root, rng, per_class, background):
+    """`root/<class>/<source>_nohash_<take>.<ext>` and `root/_background_noise_/`."""
+    categories = [category for _, _, _, category, _ in CLASSES]
+    index = 0
+    for name in SOUNDS_CLASSES:
+        class_id = categories.index(name)
+        folder = os.path.join(root, name)
+        os.makedirs(folder, exist_ok=True)
+        written = 0
+        while written < per_class:
+            source = "".join(rng.choice(list("0123456789abcdef"), size=8))
+            for take in range(min(int(rng.integers(1, 3)), per_class - written)):
+                sr = int(rng.choice(_RATES))
+                channels = 2 if rng.random() < 0.2 else 1
+                extension, file_format, subtype = _FORMATS[index % len(_FORMATS)]
+                clip = synthesize_clip(rng, [class_id], SOUNDS_SECONDS, sr, channels,
+                                       background)
+                sf.write(os.path.join(folder, f"{source}_nohash_{take}.{extension}"), clip, sr,
+                         format=file_format, subtype=subtype)
+                written += 1
+                index += 1
+    noise = os.path.join(root, "_background_noise_")
+    os.makedirs(noise, exist_ok=True)
+    sf.write(os.path.join(noise, "pink_noise.wav"),
+             0.1 * background.excerpt(int(10 * ESC50_RATE), ESC50_RATE), ESC50_RATE,
+             subtype="PCM_16")
+
+
 def demo_paths(output_dir):
     """The paths `generate_demo` returns, without generating anything."""
     audioset, esc50 = os.path.join(output_dir, "audioset"), os.path.join(output_dir, "esc50")
@@ -347,6 +387,7 @@ def demo_paths(output_dir):
         "esc50": esc50,
         "esc50_meta": os.path.join(esc50, "meta", "esc50.csv"),
         "esc50_audio": os.path.join(esc50, "audio"),
+        "sounds": os.path.join(output_dir, "sounds"),
     }
 
 
@@ -385,6 +426,35 @@ def generate_demo(output_dir, seed=0, size="small"):
     return paths
 
 
+def generate_sounds_demo(output_dir, seed=0, size="small"):
+    """Writes the class-folder demo in `output_dir/sounds` (unless already complete); returns
+    the paths of `demo_paths`. A `sounds/` folder this function did not make is an error."""
+    if size not in SOUNDS_PER_CLASS:
+        raise ValueError(f"size must be one of {sorted(SOUNDS_PER_CLASS)}, got {size!r}")
+    paths = demo_paths(output_dir)
+    settings = {"version": _FORMAT_VERSION, "seed": int(seed), "size": size}
+    marker = os.path.join(output_dir, _SOUNDS_MARKER)
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as f:
+            if json.load(f) == settings:
+                return paths
+        os.remove(marker)
+        shutil.rmtree(paths["sounds"], ignore_errors=True)
+    in_progress = marker + ".in-progress"
+    if os.path.exists(in_progress):
+        shutil.rmtree(paths["sounds"], ignore_errors=True)
+    if os.path.exists(paths["sounds"]):
+        raise FileExistsError(f"{paths['sounds']} exists and was not made by "
+                              "tfrecords_tools.demo: choose another output_dir")
+    os.makedirs(output_dir, exist_ok=True)
+    open(in_progress, "w").close()
+    rng = np.random.default_rng([int(seed), 1])
+    _write_sounds(paths["sounds"], rng, SOUNDS_PER_CLASS[size], _Background(rng))
+    atomic_write_text(marker, json.dumps(settings))
+    os.remove(in_progress)
+    return paths
+
+
 def prepare_demo_data(dataset, root=DEMO_DIR, *, size="small", progress=True):
     """Generates the demo data under `root` (once) and converts `dataset` to TFRecords.
 
@@ -393,7 +463,8 @@ def prepare_demo_data(dataset, root=DEMO_DIR, *, size="small", progress=True):
     `root` safely (a file lock).
 
     Args:
-        dataset: `"audioset"` or `"esc50"`.
+        dataset: `"audioset"`, `"esc50"` or `"sounds"` (the class-folder demo, split by the
+            file-name hash into train, validation and test).
         root: folder of the demo data.
         size: `"small"` (the recipes' demo) or `"tiny"` (smoke tests).
         progress: show progress bars.
@@ -401,14 +472,15 @@ def prepare_demo_data(dataset, root=DEMO_DIR, *, size="small", progress=True):
     Returns:
         The folder holding the TFRecords of `dataset`, as `--data_dir` expects it.
     """
-    if dataset not in ("audioset", "esc50"):
-        raise ValueError(f"dataset must be 'audioset' or 'esc50', got {dataset!r}")
+    if dataset not in ("audioset", "esc50", "sounds"):
+        raise ValueError(f"dataset must be 'audioset', 'esc50' or 'sounds', got {dataset!r}")
     output_dir = os.path.join(root, "tfrecords", dataset)
     marker = os.path.join(output_dir, _CONVERTED_MARKER)
     generated = {"seed": 0, "size": size}
     os.makedirs(root, exist_ok=True)
     with _file_lock(os.path.join(root, ".lock")):
-        paths = generate_demo(root, seed=0, size=size)
+        generate = generate_sounds_demo if dataset == "sounds" else generate_demo
+        paths = generate(root, seed=0, size=size)
         if os.path.exists(marker):
             with open(marker, encoding="utf-8") as f:
                 if json.load(f) == generated:
@@ -418,6 +490,10 @@ def prepare_demo_data(dataset, root=DEMO_DIR, *, size="small", progress=True):
             from tfrecords_tools.audioset import convert_audioset
 
             convert_audioset(paths["audioset"], output_dir, overwrite=True, progress=progress)
+        elif dataset == "sounds":
+            from tfrecords_tools.folder import convert_folder
+
+            convert_folder(paths["sounds"], output_dir, overwrite=True, progress=progress)
         else:
             from tfrecords_tools.esc50 import convert_esc50
 
@@ -450,16 +526,18 @@ def _file_lock(path):
 class DemoConfig:
     """The flags of `python -m tfrecords_tools.demo`."""
 
-    output_dir: str = setting(DEMO_DIR, help="Folder for audioset/ and esc50/.")
+    output_dir: str = setting(DEMO_DIR, help="Folder for audioset/, esc50/ and sounds/.")
     seed: int = setting(0, help="Random seed; the same seed gives the same files.")
     size: str = setting("small", choices=tuple(SIZES), help="small: 400 train + 100 eval "
-                        "AudioSet clips, 20 ESC-50 clips per class; tiny: a few clips per "
-                        "split, for tests.")
+                        "AudioSet clips, 20 ESC-50 clips per class, 80 class-folder clips per "
+                        "class; tiny: a few clips per split and class, for tests.")
 
 
 def main(config):
     paths = generate_demo(config.output_dir, seed=config.seed, size=config.size)
-    print(f"demo AudioSet: {paths['audioset']}\ndemo ESC-50: {paths['esc50']}")
+    generate_sounds_demo(config.output_dir, seed=config.seed, size=config.size)
+    print(f"demo AudioSet: {paths['audioset']}\ndemo ESC-50: {paths['esc50']}\n"
+          f"demo class folders: {paths['sounds']}")
 
 
 if __name__ == "__main__":
