@@ -23,7 +23,7 @@ Named configurations (`--config`):
   `--train_steps`, and `--checkpoint_every` so that validating stays cheap).
 - `demo` (without `--data_dir`): the class-folder demo of `tfrecords_tools.demo`
   (five classes of synthetic sounds), fine-tuning the quick start's model when it exists,
-  else training `time_alibi` (`ast-pe-tiny`) from scratch; about a minute on 2 CPU cores.
+  else training `time_alibi` (`ast-pe-tiny`) from scratch: a CPU-sized run.
 - `speech_commands`: AST's Speech Commands V2 recipe (`SPEECH_COMMANDS`).
 """
 
