@@ -42,6 +42,7 @@ import threading
 import numpy as np
 import yaml
 
+from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.models.audio_converter import LogMelAudioConverter
 from keras_astpe.models.backbone import ASTBackbone
 from keras_astpe.models.classifier import ASTClassifier
@@ -123,9 +124,7 @@ def read_checkpoint(path):
 def _read_file(path):
     """`(layers, architecture)` of a checkpoint: its weights, and for a `.dnn` the layer
     list of its config (`Model/Architecture`; None when it has none)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    path = _existing_file(path, "checkpoint")
     content = _load_pickle(path)
     state = getattr(content, "state", None)
     architecture = None
@@ -153,6 +152,14 @@ def _read_file(path):
                              "arrays: not a dienen checkpoint")
         checkpoint[name] = list(weights)
     return checkpoint, architecture
+
+
+def _existing_file(path, what):
+    """`path` as a string; a missing file is an error naming it and `what` it should be."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    return path
 
 
 def _plain(value):
@@ -183,9 +190,8 @@ class _Tagged(str):
 def read_architecture(path):
     """The layer list (`Model/Architecture`) of an original architecture YAML, its `!var`
     values taken from the file's `defaults` (as the study's runs set them)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: config file not found")
+    path = _existing_file(path, "config")
+
     class Loader(yaml.SafeLoader):
         pass
 
@@ -302,156 +308,6 @@ def _block_arrays(name, arrays, source):
     return block
 
 
-_STRUCTURAL = {"ExpandDims", "Reshape", "Squeeze", "SliceTensor", "SpecAugment"}
-
-
-def _config_options(layers, source):
-    """What an original config states about the model, as keyword values: `samples`
-    (input), `frontend`, `stats`, `patch_size` (read as dienen has since 2021-09-07: frames,
-    bins), `shape_2d` (grid of the position layers, or None), `time_tile` (the time
-    ALiBi table's tiling, or None), `pe`, `num_heads`,
-    `hidden_dim`, `num_layers`, `intermediate_dim`, `peg_after` (block indices),
-    `epsilon`, `classes`, `activation`. Layers the paper's models do not have are errors."""
-    from keras_astpe.frontend import FrontEndConfig
-
-    def get(params, key, default=None, what=None):
-        value = params.get(key, default)
-        if isinstance(value, str) and value.startswith("!"):
-            raise ValueError(f"{source}: {what or key} is {value!r}, which the config does "
-                             "not set (a !var its defaults lack)")
-        return value
-
-    def refuse(cls, why):
-        raise ValueError(f"{source}: {cls} {why}: not a model the converter reproduces")
-
-    options = {"peg_after": [], "blocks": [], "table": None, "relu": False, "scaling": None,
-               "dense": [], "patch_size": None, "epsilon": None}
-    front = []
-    for cls, params in layers:
-        if cls in _STRUCTURAL:
-            continue
-        if cls == "Input":
-            options["samples"] = _number(get(params, "shape", [None])[0], "Input shape",
-                                         source)
-        elif cls == "Spectrogram":
-            if get(params, "calculate", "magnitude") != "magnitude" or any(
-                    get(params, key) for key in ("window", "pad_end", "discard_nyquist")):
-                refuse(cls, f"with {params}")
-            options["stft"] = tuple(_number(get(params, key), f"Spectrogram {key}", source)
-                                    for key in ("win_size", "hop_size", "fft_size"))
-        elif cls == "MelScale":
-            options["mel"] = {key: _number(get(params, key, default), f"MelScale {key}",
-                                           source)
-                              for key, default in (("num_mel_bins", 64),
-                                                   ("sample_rate", None),
-                                                   ("lower_edge_hertz", 125.0),
-                                                   ("upper_edge_hertz", 3800.0))}
-        elif cls == "Log":
-            if get(params, "base"):
-                refuse(cls, f"with base {params['base']}")
-            options["log_offset"] = float(get(params, "offset", 1e-9))
-        elif cls == "TranslateRange":
-            (a, b), (c, d) = get(params, "original_range"), get(params, "target_range")
-            slope = (d - c) / (b - a)  # y = (x - a) * slope + c = (x - low) / (high - low)
-            options["scaling"] = (a - c / slope, a - c / slope + 1.0 / slope)
-        elif cls == "ExternalNormalize":
-            mean, scale = float(get(params, "mean")), float(get(params, "scale"))
-            options["scaling"] = (mean, mean + scale)
-        elif cls == "Activation" and not options["dense"]:
-            if (get(params, "activation") != "relu" or options["patch_size"]
-                    or "log_offset" not in options):
-                refuse(cls, f"{params.get('activation')!r} in the front end")
-            options["relu"] = True
-        elif cls == "GetPatches":
-            if get(params, "mode", "ud") != "ud" or get(params, "return_2d"):
-                refuse(cls, f"with {params}")
-            options["patch_size"] = tuple(get(params, "patch_size"))
-        elif cls == "Dense":
-            options["dense"].append((get(params, "units"), get(params, "activation")))
-        elif cls == "ZeroPadding1D":
-            if list(get(params, "padding", [1, 1])) != [1, 0]:
-                refuse(cls, f"padding {params.get('padding')}")
-        elif cls == "PositionalEmbeddingLookup":
-            if get(params, "repeat", 1) != 1 or not get(params, "cls_token", True):
-                refuse(cls, f"with {params}")
-            options["table"] = _number(get(params, "tile", 1), "tile", source)
-        elif cls == "LayerNormalization":
-            options["epsilon"] = float(get(params, "epsilon", 1e-3))
-        elif cls == "TransformerBlock":
-            if (get(params, "use_bias", False) or get(params, "rezero", False)
-                    or get(params, "conv_kernel_size", 1) != 1
-                    or not get(params, "apply_softmax", True)
-                    or get(params, "sparse_pattern") is not None
-                    or not get(params, "share_pe_heads", True)
-                    or not get(params, "cls_token", True)):
-                refuse(cls, "with biases, rezero, convolutions, sparse or per-head relative "
-                       "attention, or without [CLS]")
-            options["blocks"].append(params)
-        elif cls == "PEG":
-            if get(params, "kernel_size", 3) != 3 or not options["blocks"]:
-                refuse(cls, "other than a 3 x 3 PEG after a block")
-            options["peg_after"].append((len(options["blocks"]) - 1,
-                                         tuple(get(params, "shape_2d"))))
-        else:
-            refuse(cls, "layer")
-        front.append(cls)
-    expected = ["Spectrogram", "MelScale", "Log"]
-    if [c for c in front if c in expected] != expected or "stft" not in options:
-        raise ValueError(f"{source}: the front end is not Spectrogram, MelScale, Log: not "
-                         "a model of the paper's code")
-    if not options["blocks"] or len(options["dense"]) != 2 or not options["patch_size"]:
-        raise ValueError(f"{source}: not the paper's AST (GetPatches, a patch projection, "
-                         "TransformerBlocks and an output Dense)")
-    blocks = options["blocks"]
-    kinds = {get(b, "relative_attention_type", False) or None for b in blocks}
-    heads = {get(b, "n_heads", 8) for b in blocks}
-    ff = {get(b, "ff_dim", 2048) for b in blocks}
-    if len(kinds) > 1 or len(heads) > 1 or len(ff) > 1:
-        raise ValueError(f"{source}: blocks differ in attention, heads or feed-forward size")
-    attention, = kinds
-    shapes = {tuple(get(b, "shape_2d")) for b in blocks if attention}
-    shapes |= {shape for _, shape in options["peg_after"]}
-    if len(shapes) > 1:
-        raise ValueError(f"{source}: the position layers lay the patches out differently "
-                         f"({sorted(shapes)})")
-    pegs = bool(options["peg_after"])
-    table = options["table"]
-    pe = {None: "conditional_absolute" if pegs and table else "conditional" if pegs
-          else "absolute" if table else "none",
-          "alibi2d": "alibi_2d", "huang2d": "learned_relative",
-          "alibi2d_timeonly": "time_alibi"}.get(attention)
-    if pe is None or (pe == "time_alibi") != (table is not None and table > 1) or (
-            attention and pegs) or (attention not in (None, "alibi2d_timeonly") and table):
-        raise ValueError(f"{source}: attention {attention!r} with PEGs={pegs} and position "
-                         f"table={table is not None}: not one of the paper's kinds")
-    (hidden, _), (classes, activation) = options["dense"]
-    low, high = options["scaling"] or (0.0, 1.0)
-    mel = options["mel"]
-    frontend = FrontEndConfig(
-        sample_rate=int(mel["sample_rate"]), frame_length=options["stft"][0],
-        frame_step=options["stft"][1], fft_length=options["stft"][2],
-        num_mel_bins=int(mel["num_mel_bins"]), lower_edge_hertz=float(mel["lower_edge_hertz"]),
-        upper_edge_hertz=float(mel["upper_edge_hertz"]), log_offset=options["log_offset"])
-    return {
-        "samples": options.get("samples"), "frontend": frontend,
-        "stats": NormalizationStats(low=low, high=high, relu=options["relu"],
-                                    frontend=frontend),
-        "patch_size": options["patch_size"], "shape_2d": shapes.pop() if shapes else None,
-        "time_tile": table if pe == "time_alibi" else None, "pe": pe,
-        "num_heads": heads.pop(), "hidden_dim": hidden, "num_layers": len(blocks),
-        "intermediate_dim": ff.pop(), "peg_after": [i for i, _ in options["peg_after"]],
-        "epsilon": options["epsilon"], "classes": classes, "activation": activation,
-    }
-
-
-def describe_front_end(frontend, stats):
-    """The scaling of a front end in words, e.g. `log(x + 0.001), (x + 5.61) / 7.68, ReLU`."""
-    offset = -stats.low
-    shift = f"x + {offset:g}" if offset >= 0 else f"x - {-offset:g}"
-    return (f"log(mel + {frontend.log_offset:g}), ({shift}) / {stats.high - stats.low:.6g}, "
-            + ("ReLU" if stats.relu else "no ReLU"))
-
-
 def _position_parts(pe):
     """The position layers a model of kind `pe` has in the original code: `{part: has}`."""
     absolute = pe in ("absolute", "conditional_absolute", "time_alibi")
@@ -471,6 +327,274 @@ def _kind_of(has):
 
 def _listing(parts):
     return " and ".join(part for part, present in parts.items() if present) or "none of them"
+
+
+_STRUCTURAL = {"ExpandDims", "Reshape", "Squeeze", "SliceTensor", "SpecAugment"}
+_FRONT_END = {"Input", "Spectrogram", "MelScale", "Log", "TranslateRange", "ExternalNormalize",
+              "Activation"}
+_FRONT_END_ORDER = ["Spectrogram", "MelScale", "Log"]
+# The kind each `relative_attention_type` of the original blocks belongs to (None: any kind
+# without relative attention).
+_ATTENTION_KINDS = {None: None, "alibi2d": "alibi_2d", "huang2d": "learned_relative",
+                    "alibi2d_timeonly": "time_alibi"}
+
+
+def _config_options(layers, source):
+    """What an original config states about the model, as keyword values: `samples`
+    (input), `frontend`, `stats`, `patch_size` (read as dienen has since 2021-09-07: frames,
+    bins), `shape_2d` (grid of the position layers, or None), `pe`, `num_heads`,
+    `hidden_dim`, `num_layers`, `intermediate_dim`, `peg_after` (block indices),
+    `epsilon`, `classes`, `activation`. Layers the paper's models do not have are errors."""
+    options = _read_config_layers(layers, source)
+    blocks = options["blocks"]
+    attention, num_heads, intermediate_dim = _block_settings(blocks, source)
+    shape_2d = _config_grid(blocks, attention, options["peg_after"], source)
+    pe = _config_kind(attention, bool(options["peg_after"]), options["table"], source)
+    frontend, stats = _config_front_end(options)
+    (hidden, _), (classes, activation) = options["dense"]
+    return {
+        "samples": options.get("samples"), "frontend": frontend, "stats": stats,
+        "patch_size": options["patch_size"], "shape_2d": shape_2d, "pe": pe,
+        "num_heads": num_heads, "hidden_dim": hidden, "num_layers": len(blocks),
+        "intermediate_dim": intermediate_dim,
+        "peg_after": [index for index, _ in options["peg_after"]],
+        "epsilon": options["epsilon"], "classes": classes, "activation": activation,
+    }
+
+
+def _setting(params, key, source, default=None):
+    """A layer parameter of a config; a `!var` the config's defaults lack is an error."""
+    value = params.get(key, default)
+    if isinstance(value, str) and value.startswith("!"):
+        raise ValueError(f"{source}: {key} is {value!r}, which the config does not set (a "
+                         "!var its defaults lack)")
+    return value
+
+
+def _refuse(cls, why, source):
+    raise ValueError(f"{source}: {cls} {why}: not a model the converter reproduces")
+
+
+def _read_config_layers(layers, source):
+    """The settings of a config's layers, in a dict (`samples`, `stft`, `mel`,
+    `log_offset`, `scaling`, `relu`, `patch_size`, `dense`, `table`, `epsilon`, `blocks`,
+    `peg_after`), checked to hold the paper's front end, patches, blocks and output."""
+    options = {"peg_after": [], "blocks": [], "table": None, "relu": False, "scaling": None,
+               "dense": [], "patch_size": None, "epsilon": None}
+    for cls, params in layers:
+        if cls in _FRONT_END:
+            _read_front_end_layer(cls, params, options, source)
+        elif cls not in _STRUCTURAL:
+            _read_model_layer(cls, params, options, source)
+    if [cls for cls, _ in layers if cls in _FRONT_END_ORDER] != _FRONT_END_ORDER:
+        raise ValueError(f"{source}: the front end is not Spectrogram, MelScale, Log: not "
+                         "a model of the paper's code")
+    if not options["blocks"] or len(options["dense"]) != 2 or not options["patch_size"]:
+        raise ValueError(f"{source}: not the paper's AST (GetPatches, a patch projection, "
+                         "TransformerBlocks and an output Dense)")
+    return options
+
+
+def _read_front_end_layer(cls, params, options, source):
+    """Reads a layer of the waveform-to-features part (one of `_FRONT_END`) into `options`."""
+    if cls == "Input":
+        shape = _setting(params, "shape", source, [None])
+        options["samples"] = _number(shape[0], "Input shape", source)
+    elif cls == "Spectrogram":
+        if _setting(params, "calculate", source, "magnitude") != "magnitude" or any(
+                _setting(params, key, source) for key in ("window", "pad_end", "discard_nyquist")):
+            _refuse(cls, f"with {params}", source)
+        options["stft"] = tuple(_number(_setting(params, key, source), f"Spectrogram {key}",
+                                        source) for key in ("win_size", "hop_size", "fft_size"))
+    elif cls == "MelScale":
+        options["mel"] = {key: _number(_setting(params, key, source, default), f"MelScale {key}",
+                                       source)
+                          for key, default in (("num_mel_bins", 64), ("sample_rate", None),
+                                               ("lower_edge_hertz", 125.0),
+                                               ("upper_edge_hertz", 3800.0))}
+    elif cls == "Log":
+        if _setting(params, "base", source):
+            _refuse(cls, f"with base {params['base']}", source)
+        options["log_offset"] = float(_setting(params, "offset", source, 1e-9))
+    elif cls == "TranslateRange":
+        (a, b), (c, d) = (_setting(params, "original_range", source),
+                          _setting(params, "target_range", source))
+        slope = (d - c) / (b - a)  # y = (x - a) * slope + c = (x - low) / (high - low)
+        options["scaling"] = (a - c / slope, a - c / slope + 1.0 / slope)
+    elif cls == "ExternalNormalize":
+        mean = float(_setting(params, "mean", source))
+        scale = float(_setting(params, "scale", source))
+        options["scaling"] = (mean, mean + scale)
+    elif options["dense"]:  # an Activation after the patch projection
+        _refuse(cls, "layer", source)
+    else:
+        if (_setting(params, "activation", source) != "relu" or options["patch_size"]
+                or "log_offset" not in options):
+            _refuse(cls, f"{params.get('activation')!r} in the front end", source)
+        options["relu"] = True
+
+
+def _read_model_layer(cls, params, options, source):
+    """Reads a layer from the patches to the output into `options`; layers the paper's
+    models do not have, or have otherwise set, are errors."""
+    if cls == "GetPatches":
+        if _setting(params, "mode", source, "ud") != "ud" or _setting(params, "return_2d",
+                                                                       source):
+            _refuse(cls, f"with {params}", source)
+        options["patch_size"] = tuple(_setting(params, "patch_size", source))
+    elif cls == "Dense":
+        options["dense"].append((_setting(params, "units", source),
+                                 _setting(params, "activation", source)))
+    elif cls == "ZeroPadding1D":
+        if list(_setting(params, "padding", source, [1, 1])) != [1, 0]:
+            _refuse(cls, f"padding {params.get('padding')}", source)
+    elif cls == "PositionalEmbeddingLookup":
+        if (_setting(params, "repeat", source, 1) != 1
+                or not _setting(params, "cls_token", source, True)):
+            _refuse(cls, f"with {params}", source)
+        options["table"] = _number(_setting(params, "tile", source, 1), "tile", source)
+    elif cls == "LayerNormalization":
+        options["epsilon"] = float(_setting(params, "epsilon", source, 1e-3))
+    elif cls == "TransformerBlock":
+        if (_setting(params, "use_bias", source, False)
+                or _setting(params, "rezero", source, False)
+                or _setting(params, "conv_kernel_size", source, 1) != 1
+                or not _setting(params, "apply_softmax", source, True)
+                or _setting(params, "sparse_pattern", source) is not None
+                or not _setting(params, "share_pe_heads", source, True)
+                or not _setting(params, "cls_token", source, True)):
+            _refuse(cls, "with biases, rezero, convolutions, sparse or per-head relative "
+                    "attention, or without [CLS]", source)
+        options["blocks"].append(params)
+    elif cls == "PEG":
+        if _setting(params, "kernel_size", source, 3) != 3 or not options["blocks"]:
+            _refuse(cls, "other than a 3 x 3 PEG after a block", source)
+        options["peg_after"].append((len(options["blocks"]) - 1,
+                                     tuple(_setting(params, "shape_2d", source))))
+    else:
+        _refuse(cls, "layer", source)
+
+
+def _block_settings(blocks, source):
+    """`(relative attention type or None, heads, feed-forward size)`, which every block of
+    the original models shares."""
+    kinds = {_setting(b, "relative_attention_type", source, False) or None for b in blocks}
+    heads = {_setting(b, "n_heads", source, 8) for b in blocks}
+    ff = {_setting(b, "ff_dim", source, 2048) for b in blocks}
+    if len(kinds) > 1 or len(heads) > 1 or len(ff) > 1:
+        raise ValueError(f"{source}: blocks differ in attention, heads or feed-forward size")
+    (attention,), (num_heads,), (intermediate_dim,) = kinds, heads, ff
+    return attention, num_heads, intermediate_dim
+
+
+def _config_grid(blocks, attention, peg_after, source):
+    """The `(time, freq)` grid the relative attention and the PEGs lay the patches out on,
+    or None when the config has neither; they must agree."""
+    shapes = {tuple(_setting(b, "shape_2d", source)) for b in blocks if attention}
+    shapes |= {shape for _, shape in peg_after}
+    if len(shapes) > 1:
+        raise ValueError(f"{source}: the position layers lay the patches out differently "
+                         f"({sorted(shapes)})")
+    return shapes.pop() if shapes else None
+
+
+def _config_kind(attention, pegs, tile, source):
+    """The positional encoding of a config from its position layers: the blocks' relative
+    attention, PEGs and the position table (`tile`: tiled over time only in time ALiBi)."""
+    has = {"a position table": tile is not None, "PEGs": pegs,
+           "ALiBi bias matrices": attention in ("alibi2d", "alibi2d_timeonly"),
+           "relative tables": attention == "huang2d"}
+    pe = _kind_of(has)
+    if (pe is None or _ATTENTION_KINDS.get(attention, "unknown") not in (None, pe)
+            or (pe == "time_alibi") != (tile is not None and tile > 1)):
+        raise ValueError(f"{source}: attention {attention!r} with PEGs={pegs} and position "
+                         f"table={tile is not None}: not one of the paper's kinds")
+    return pe
+
+
+def _config_front_end(options):
+    """`(FrontEndConfig, NormalizationStats)` of the front end a config states (no
+    TranslateRange or ExternalNormalize: no scaling)."""
+    mel = options["mel"]
+    frame_length, frame_step, fft_length = options["stft"]
+    frontend = FrontEndConfig(
+        sample_rate=int(mel["sample_rate"]), frame_length=frame_length, frame_step=frame_step,
+        fft_length=fft_length, num_mel_bins=int(mel["num_mel_bins"]),
+        lower_edge_hertz=float(mel["lower_edge_hertz"]),
+        upper_edge_hertz=float(mel["upper_edge_hertz"]), log_offset=options["log_offset"])
+    low, high = options["scaling"] or (0.0, 1.0)
+    return frontend, NormalizationStats(low=low, high=high, relu=options["relu"],
+                                        frontend=frontend)
+
+
+def describe_front_end(frontend, stats):
+    """The scaling of a front end in words, e.g. `log(x + 0.001), (x + 5.61) / 7.68, ReLU`."""
+    offset = -stats.low
+    shift = f"x + {offset:g}" if offset >= 0 else f"x - {-offset:g}"
+    return (f"log(mel + {frontend.log_offset:g}), ({shift}) / {stats.high - stats.low:.6g}, "
+            + ("ReLU" if stats.relu else "no ReLU"))
+
+
+class _Weights:
+    """A checkpoint's arrays by role, checked against the original model's layout: `kernel`
+    and `bias` of the patch projection, `blocks` (`_block_arrays` of each TransformerBlock),
+    `pegs` (`[(name, arrays)]`, the i-th after block i), `table` (the position table's
+    arrays, or None), `pe` (the kind, read from the position layers when not given),
+    `probs` (the output Dense's kernel and bias) and `r_matrix` (the first block's ALiBi
+    bias, or None)."""
+
+    def __init__(self, layers, pe, source):
+        self.layers, self.source = layers, source
+        self.kernel, self.bias = self.get("patches_projection")
+        block_names = [name for name, arrays in layers.items()
+                       if "TransformerBlock" in name and arrays]
+        self.blocks = [_block_arrays(name, layers[name], source) for name in block_names]
+        if not self.blocks:
+            raise ValueError(f"{source}: no TransformerBlock layers (not a checkpoint of the "
+                             "paper's AST?)")
+        self.pegs = [(name, arrays) for name, arrays in layers.items()
+                     if "/PEG" in name and arrays]
+        for index, (name, _) in enumerate(self.pegs):
+            if name.split("/")[0] != block_names[index].split("/")[0]:
+                raise ValueError(f"{source}: PEG {name!r} does not follow block {index} "
+                                 f"({block_names[index]!r})")
+        self.table = layers.get("add_positional_embedding") or None
+        self.r_matrix = self.blocks[0].get("r_matrix")
+        self.pe = self._kind(pe)
+        self.probs = self.get("probs/Dense")
+
+    def get(self, name):
+        """The arrays of layer `name`; a layer without any is an error."""
+        if not self.layers.get(name):
+            raise ValueError(f"{self.source}: no weights of layer {name!r} (not a checkpoint "
+                             "of the paper's AST?)")
+        return self.layers[name]
+
+    def _kind(self, pe):
+        """`pe`, or when None the kind the position layers tell; they must be its."""
+        has = {"a position table": self.table is not None, "PEGs": bool(self.pegs),
+               "ALiBi bias matrices": self.r_matrix is not None,
+               "relative tables": "rpe_w" in self.blocks[0]}
+        if pe is None:
+            pe = _kind_of(has)
+            if pe is None:
+                raise ValueError(f"{self.source}: has {_listing(has)}: not one of the paper's "
+                                 "kinds")
+        if has != _position_parts(pe):
+            raise ValueError(f"{self.source}: has {_listing(has)}; a {pe!r} model has "
+                             f"{_listing(_position_parts(pe))} (of a position table, PEGs, "
+                             "ALiBi bias matrices, relative tables): is --pe right?")
+        return pe
+
+    @property
+    def hidden(self):
+        return self.kernel.shape[1]
+
+    @property
+    def relative_tables(self):
+        """The first block's learned relative tables `(time, freq)`, or None."""
+        block = self.blocks[0]
+        return (block["rpe_w"], block["rpe_h"]) if "rpe_w" in block else None
 
 
 def _alibi_options(r_matrix, num_heads, freq_patches, mode, source):
@@ -533,6 +657,55 @@ def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=No
         raise ValueError(f"Unknown positional encoding {pe!r}; expected one of {PE_KINDS}")
     if patches not in (None, "32x8", "8x32"):
         raise ValueError(f"Unknown patches {patches!r}; expected '32x8' or '8x32'")
+    layers, source, architecture, config_source = _read_inputs(paths, config)
+    stated = None if architecture is None else _config_options(architecture, config_source)
+    weights = _Weights(layers, pe, source)
+    assumed = []
+    if stated:
+        num_heads = _check_config(stated, weights, num_heads, activation, config_source,
+                                  assumed)
+    patch = _patch_size(patches, stated, weights, assumed)
+    frontend, stats = ((stated["frontend"], stated["stats"]) if stated
+                       else (FrontEndConfig(), ORIGINAL_STATS))
+    frames, grid, layout, grid_patch = _grid(weights, stated, patch, frontend, config_source,
+                                             assumed)
+    num_heads = _num_heads(weights, stated, num_heads, config_source, assumed)
+    alibi = None if weights.r_matrix is None else _alibi_options(
+        weights.r_matrix, num_heads, grid[1], "2d" if weights.pe == "alibi_2d" else "time",
+        source)
+    if not stated:
+        assumed.append("the paper's front end: " + describe_front_end(frontend, stats)
+                       + " (the peg2/peg3 runs scaled otherwise: --config states it)")
+    input_samples = frontend.num_samples(frames)
+    if min_samples is None:
+        min_samples = (stated["samples"] if stated else None) or input_samples
+    converter = LogMelAudioConverter(frontend, stats, min_samples=min_samples or None,
+                                     patch_layout=layout)
+    if stated and stated["epsilon"] not in (None, 1e-6):
+        raise ValueError(f"{config_source}: LayerNormalization epsilon {stated['epsilon']}; "
+                         "the blocks of the original code use 1e-6")
+    slopes, block_cls = alibi or ("code", "time_heads")
+    backbone = _backbone(weights, num_heads, grid, grid_patch, slopes, block_cls)
+    model = ASTClassifier(backbone, weights.probs[0].shape[1], activation=activation,
+                          audio_converter=converter, class_names=class_names)
+    _assign_all(model, weights)
+    return DienenConversion(model, assumed, _summary(frontend, stats, patch, alibi, min_samples))
+
+
+def _summary(frontend, stats, patch, alibi, min_samples):
+    """What the conversion read, in words (`alibi`: the ALiBi slope rule and [CLS]
+    blocking, or None)."""
+    return (f"{describe_front_end(frontend, stats)}; patches {patch[0]} x {patch[1]}"
+            + ("" if alibi is None
+               else f" (ALiBi slopes {alibi[0]!r}, [CLS] blocked in {alibi[1]!r})")
+            + (f"; short clips zero-padded to {min_samples:,} samples" if min_samples
+               else "; clips scored at their own length"))
+
+
+def _read_inputs(paths, config):
+    """`(layers, source, architecture, config source)`: the mean weights of the checkpoint
+    files, their name for messages, and the layer list of `config`, else of the first
+    file's own config (None without one), with its name for messages."""
     paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike))
                                     else paths)]
     if not paths:
@@ -540,68 +713,40 @@ def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=No
     read = [_read_file(p) for p in paths]
     layers = average_checkpoints([r[0] for r in read], paths)
     source = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} averaged)"
-    architecture, config_source = read[0][1], f"{paths[0]} (its config)"
     if config is not None:
-        architecture, config_source = read_architecture(config), os.fspath(config)
-    stated = None if architecture is None else _config_options(architecture, config_source)
-    assumed = []
+        return layers, source, read_architecture(config), os.fspath(config)
+    return layers, source, read[0][1], f"{paths[0]} (its config)"
 
-    def get(name):
-        if not layers.get(name):
-            raise ValueError(f"{source}: no weights of layer {name!r} (not a checkpoint of "
-                             "the paper's AST?)")
-        return layers[name]
 
-    kernel, bias = get("patches_projection")
-    hidden = kernel.shape[1]
-    block_names = [name for name, arrays in layers.items()
-                   if "TransformerBlock" in name and arrays]
-    blocks = [_block_arrays(name, layers[name], source) for name in block_names]
-    if not blocks:
-        raise ValueError(f"{source}: no TransformerBlock layers (not a checkpoint of the "
-                         "paper's AST?)")
-    pegs = [(name, arrays) for name, arrays in layers.items() if "/PEG" in name and arrays]
-    for index, (name, _) in enumerate(pegs):
-        if name.split("/")[0] != block_names[index].split("/")[0]:
-            raise ValueError(f"{source}: PEG {name!r} does not follow block {index} "
-                             f"({block_names[index]!r})")
-    table = layers.get("add_positional_embedding") or None
-    has = {"a position table": table is not None, "PEGs": bool(pegs),
-           "ALiBi bias matrices": "r_matrix" in blocks[0],
-           "relative tables": "rpe_w" in blocks[0]}
-    if pe is None:
-        pe = _kind_of(has)
-        if pe is None:
-            raise ValueError(f"{source}: has {_listing(has)}: not one of the paper's kinds")
-    if has != _position_parts(pe):
-        raise ValueError(f"{source}: has {_listing(has)}; a {pe!r} model has "
-                         f"{_listing(_position_parts(pe))} (of a position table, PEGs, ALiBi "
-                         "bias matrices, relative tables): is --pe right?")
-    probs_kernel, probs_bias = get("probs/Dense")
+def _check_stated(what, config_value, file_value, config_source, source):
+    if config_value != file_value:
+        raise ValueError(f"{config_source}: {what} is {config_value}, the weights of "
+                         f"{source} have {file_value}")
 
-    def check(what, config_value, file_value):
-        if config_value != file_value:
-            raise ValueError(f"{config_source}: {what} is {config_value}, the weights of "
-                             f"{source} have {file_value}")
 
-    if stated:
-        check("the positional encoding", stated["pe"], pe)
-        check("the width", stated["hidden_dim"], hidden)
-        check("the number of blocks", stated["num_layers"], len(blocks))
-        check("the feed-forward size", stated["intermediate_dim"], blocks[0]["ff1"].shape[1])
-        check("the blocks followed by a PEG", stated["peg_after"], list(range(len(pegs))))
-        check("the number of classes", stated["classes"], probs_kernel.shape[1])
-        if num_heads is not None and num_heads != stated["num_heads"]:
-            raise ValueError(f"num_heads={num_heads}, but {config_source} has "
-                             f"{stated['num_heads']} heads")
-        num_heads = stated["num_heads"]
-        if stated["activation"] != (activation or "linear"):
-            assumed.append(f"output activation {activation} (as asked; the config's is "
-                           f"{stated['activation']})")
+def _check_config(stated, weights, num_heads, activation, config_source, assumed):
+    """The heads the config states; what it states must match the weights and the
+    `num_heads` flag, and an output activation other than its own is listed as assumed."""
+    for what, key, file_value in (
+            ("the positional encoding", "pe", weights.pe),
+            ("the width", "hidden_dim", weights.hidden),
+            ("the number of blocks", "num_layers", len(weights.blocks)),
+            ("the feed-forward size", "intermediate_dim", weights.blocks[0]["ff1"].shape[1]),
+            ("the blocks followed by a PEG", "peg_after", list(range(len(weights.pegs)))),
+            ("the number of classes", "classes", weights.probs[0].shape[1])):
+        _check_stated(what, stated[key], file_value, config_source, weights.source)
+    if num_heads is not None and num_heads != stated["num_heads"]:
+        raise ValueError(f"num_heads={num_heads}, but {config_source} has "
+                         f"{stated['num_heads']} heads")
+    if stated["activation"] != (activation or "linear"):
+        assumed.append(f"output activation {activation} (as asked; the config's is "
+                       f"{stated['activation']})")
+    return stated["num_heads"]
 
-    # Patches (frames x bins) and the grid the position layers lay the sequence out on.
-    frontend = stated["frontend"] if stated else None
-    bins = frontend.num_mel_bins if frontend else 64
+
+def _patch_size(patches, stated, weights, assumed):
+    """`(frames, bins)` of the patches: the flag's, else the config's `GetPatches`, else
+    the paper's 32 x 8; the patch projection must take that many values."""
     if patches is not None:
         patch = (8, 32) if patches == "8x32" else (32, 8)
     elif stated:
@@ -616,29 +761,25 @@ def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=No
         patch = (32, 8)
         assumed.append("32 x 8 patches (frames x bins, the paper's; dienen before 2021-09-07 "
                        "cut 8 x 32 with the same weight shapes: --patches=8x32)")
-    if kernel.shape[0] != patch[0] * patch[1]:
-        raise ValueError(f"{source}: patches_projection takes {kernel.shape[0]} values, not "
+    rows = weights.kernel.shape[0]
+    if rows != patch[0] * patch[1]:
+        raise ValueError(f"{weights.source}: patches_projection takes {rows} values, not "
                          f"{patch[0]} x {patch[1]} patches")
-    num_tokens = None
-    if table is not None and pe != "time_alibi":
-        num_tokens = table[0].shape[0] - 1
-    elif "r_matrix" in blocks[0]:
-        num_tokens = blocks[0]["r_matrix"].shape[-1] - 1
-    samples = stated["samples"] if stated else None
+    return patch
+
+
+def _grid(weights, stated, patch, frontend, config_source, assumed):
+    """`(frames, (time, freq), patch layout, grid patch size)`: the input's frames and the
+    grid the position layers lay the patches on, from the config, else the weights, else
+    the paper's. dienen's early 8 x 32 patches on the paper's grid take the `"8x32"`
+    layout (32 x 8 patches of the same values)."""
+    source = weights.source
+    num_tokens = _position_tokens(weights)
     shape_2d = stated["shape_2d"] if stated else None
-    if shape_2d is None and "rpe_w" in blocks[0]:
-        shape_2d = ((blocks[0]["rpe_w"].shape[0] + 1) // 2,
-                    (blocks[0]["rpe_h"].shape[0] + 1) // 2)
-    if samples is not None:
-        frames = frontend.num_frames(samples)
-    elif shape_2d is not None:
-        frames = shape_2d[0] * 32
-    elif num_tokens is not None:
-        frames = num_tokens // (bins // 8) * 32
-    else:
-        frames = 992
-        assumed.append("an input of 158,960 samples (992 frames, 10 s: the paper's; the "
-                       "weights do not tell: --config states it)")
+    if shape_2d is None and weights.relative_tables is not None:
+        shape_2d = tuple((table.shape[0] + 1) // 2 for table in weights.relative_tables)
+    frames = _input_frames(stated, frontend, shape_2d, num_tokens, assumed)
+    bins = frontend.num_mel_bins
     patch_grid = (frames // patch[0], bins // patch[1])
     paper_grid = (frames // 32, bins // 8)
     if shape_2d is None:
@@ -656,85 +797,93 @@ def dienen_conversion(paths, pe=None, *, config=None, patches=None, num_heads=No
     if num_tokens is not None and num_tokens != time * freq:
         raise ValueError(f"{source}: the position layers hold {num_tokens} patches, the "
                          f"grid is {time} x {freq}")
-    if pe == "time_alibi" and table[0].shape[0] != 1 + freq:
-        raise ValueError(f"{source}: the time ALiBi table has {table[0].shape[0]} rows, not "
-                         f"[CLS] and {freq} frequency bands")
-    file_heads = (blocks[0]["r_matrix"].shape[0] if "r_matrix" in blocks[0]
-                  else hidden // blocks[0]["rpe_w"].shape[-1] if "rpe_w" in blocks[0]
+    if weights.pe == "time_alibi" and weights.table[0].shape[0] != 1 + freq:
+        raise ValueError(f"{source}: the time ALiBi table has {weights.table[0].shape[0]} "
+                         f"rows, not [CLS] and {freq} frequency bands")
+    return frames, shape_2d, layout, grid_patch
+
+
+def _position_tokens(weights):
+    """The patches the position table or the ALiBi bias is sized for, or None."""
+    if weights.table is not None and weights.pe != "time_alibi":
+        return weights.table[0].shape[0] - 1
+    if weights.r_matrix is not None:
+        return weights.r_matrix.shape[-1] - 1
+    return None
+
+
+def _input_frames(stated, frontend, shape_2d, num_tokens, assumed):
+    """The frames of the model's input: of the config's input, else of the grid or the
+    patches the position layers are sized for (32-frame rows), else the paper's 992."""
+    if stated and stated["samples"] is not None:
+        return frontend.num_frames(stated["samples"])
+    if shape_2d is not None:
+        return shape_2d[0] * 32
+    if num_tokens is not None:
+        return num_tokens // (frontend.num_mel_bins // 8) * 32
+    assumed.append("an input of 158,960 samples (992 frames, 10 s: the paper's; the "
+                   "weights do not tell: --config states it)")
+    return 992
+
+
+def _num_heads(weights, stated, num_heads, config_source, assumed):
+    """The attention heads: the ALiBi bias's or the relative tables' (which must match the
+    config's), else `num_heads` (the config's or the flag's), else width / 64."""
+    relative = weights.relative_tables
+    file_heads = (weights.r_matrix.shape[0] if weights.r_matrix is not None
+                  else weights.hidden // relative[0].shape[-1] if relative is not None
                   else None)
     if file_heads is not None:
         if stated:
-            check("the number of heads", stated["num_heads"], file_heads)
-        num_heads = file_heads
-    elif num_heads is None:
-        num_heads = max(1, hidden // HEAD_DIM)
+            _check_stated("the number of heads", stated["num_heads"], file_heads,
+                          config_source, weights.source)
+        return file_heads
+    if num_heads is None:
+        num_heads = max(1, weights.hidden // HEAD_DIM)
         assumed.append(f"{num_heads} attention heads (width / 64, the paper's head size; "
                        "the weights do not tell: --num_heads)")
-    slopes, block_cls = "code", "time_heads"
-    if "r_matrix" in blocks[0]:
-        mode = "2d" if pe == "alibi_2d" else "time"
-        slopes, block_cls = _alibi_options(blocks[0]["r_matrix"], num_heads, freq, mode,
-                                           source)
-    if frontend is None:
-        from keras_astpe.frontend import FrontEndConfig
-
-        frontend = FrontEndConfig()
-        stats = ORIGINAL_STATS
-        assumed.append("the paper's front end: " + describe_front_end(frontend, stats)
-                       + " (the peg2/peg3 runs scaled otherwise: --config states it)")
-    else:
-        stats = stated["stats"]
-    input_samples = frontend.num_samples(frames)
-    if min_samples is None:
-        min_samples = samples or input_samples
-    converter = LogMelAudioConverter(frontend, stats, min_samples=min_samples or None,
-                                     patch_layout=layout)
-    if stated and stated["epsilon"] not in (None, 1e-6):
-        raise ValueError(f"{config_source}: LayerNormalization epsilon {stated['epsilon']}; "
-                         "the blocks of the original code use 1e-6")
-    model_config = dict(
-        get_preset("ast-pe"), hidden_dim=hidden, num_layers=len(blocks), num_heads=num_heads,
-        intermediate_dim=blocks[0]["ff1"].shape[1], num_frames=time * grid_patch[0],
-        num_mel_bins=freq * grid_patch[1], patch_size=grid_patch, layer_norm_epsilon=1e-6,
-        final_norm=False, use_feedforward_bias=False, use_attention_bias=False,
-        alibi_slopes=slopes, alibi_block_cls=block_cls,
-        num_peg_layers=len(pegs) or 5,
-        peg_cls_embedding=bool(pegs) and len(pegs[0][1]) == 3,
-    )
-    backbone = ASTBackbone(position_encoding=pe, **model_config)
-    model = ASTClassifier(backbone, probs_kernel.shape[1], activation=activation,
-                          audio_converter=converter, class_names=class_names)
-    get("LayerNormalization_0")
-    _assign_all(model, layers, blocks, pegs, table, kernel, bias, source)
-    summary = (f"{describe_front_end(frontend, stats)}; patches {patch[0]} x {patch[1]}"
-               + (f" (ALiBi slopes {slopes!r}, [CLS] blocked in {block_cls!r})"
-                  if "r_matrix" in blocks[0] else "")
-               + (f"; short clips zero-padded to {min_samples:,} samples" if min_samples
-                  else "; clips scored at their own length"))
-    return DienenConversion(model, assumed, summary)
+    return num_heads
 
 
-def _assign_all(model, layers, blocks, pegs, table, kernel, bias, source):
+def _backbone(weights, num_heads, grid, grid_patch, slopes, block_cls):
+    """The `ASTBackbone` of the original model: the paper's preset at the checkpoint's
+    sizes, with the original's options (no final norm or biases, its ALiBi and PEGs)."""
+    time, freq = grid
+    return ASTBackbone(
+        position_encoding=weights.pe, **dict(
+            get_preset("ast-pe"), hidden_dim=weights.hidden, num_layers=len(weights.blocks),
+            num_heads=num_heads, intermediate_dim=weights.blocks[0]["ff1"].shape[1],
+            num_frames=time * grid_patch[0], num_mel_bins=freq * grid_patch[1],
+            patch_size=grid_patch, layer_norm_epsilon=1e-6, final_norm=False,
+            use_feedforward_bias=False, use_attention_bias=False, alibi_slopes=slopes,
+            alibi_block_cls=block_cls, num_peg_layers=len(weights.pegs) or 5,
+            peg_cls_embedding=bool(weights.pegs) and len(weights.pegs[0][1]) == 3))
+
+
+def _assign_all(model, weights):
+    """Sets every variable of `model` from the checkpoint's arrays."""
     from keras_astpe.conversion.vit_weights import _assign
 
+    source = weights.source
+    gamma, beta = weights.get("LayerNormalization_0")
     backbone = model.backbone
     patch = backbone.patch_embedding.patch_size  # its values are flattened frame by frame
+    kernel, bias = weights.kernel, weights.bias
     _assign(backbone.patch_embedding.projection.kernel, kernel.reshape(*patch, 1, -1),
             f"{source} patches_projection")
     _assign(backbone.patch_embedding.projection.bias, bias, f"{source} patches_projection")
     cls_token = np.zeros(kernel.shape[1], np.float32)  # ZeroPadding1D
-    if table is not None:
-        cls_token = cls_token + table[0][0]  # the position of [CLS]
+    if weights.table is not None:
+        cls_token = cls_token + weights.table[0][0]  # the position of [CLS]
         grid = backbone.position_embedding
-        rows = table[0][1:]
+        rows = weights.table[0][1:]
         if not grid.frequency_only:
             rows = rows.reshape(*backbone.grid_shape, -1)
         _assign(grid.embeddings, rows, f"{source} add_positional_embedding")
     _assign(backbone.class_token.token, cls_token[None, None], f"{source} [CLS]")
-    gamma, beta = layers["LayerNormalization_0"]
     _assign(backbone.embedding_norm.gamma, gamma, f"{source} LayerNormalization_0")
     _assign(backbone.embedding_norm.beta, beta, f"{source} LayerNormalization_0")
-    for index, (block, arrays) in enumerate(zip(backbone.blocks, blocks, strict=True)):
+    for index, (block, arrays) in enumerate(zip(backbone.blocks, weights.blocks, strict=True)):
         what = f"{source} block {index}"
         attention = block.attention
         heads, head_dim = attention.num_heads, attention.key_dim
@@ -752,12 +901,12 @@ def _assign_all(model, layers, blocks, pegs, table, kernel, bias, source):
             relative = attention.position_bias
             _assign(relative.time_embeddings, arrays["rpe_w"], what)
             _assign(relative.freq_embeddings, arrays["rpe_h"], what)
-    for peg, (name, arrays) in zip(backbone.pegs, pegs, strict=True):
+    for peg, (name, arrays) in zip(backbone.pegs, weights.pegs, strict=True):
         what = f"{source} {name}"
         if len(arrays) == 3:
             _assign(peg.cls_position, arrays[0], what)
         _assign(peg.conv.kernel, arrays[-2], what)
         _assign(peg.conv.bias, arrays[-1], what)
-    kernel, bias = layers["probs/Dense"]
+    kernel, bias = weights.probs
     _assign(model.head.kernel, kernel, f"{source} probs/Dense")
     _assign(model.head.bias, bias, f"{source} probs/Dense")
