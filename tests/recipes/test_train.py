@@ -33,13 +33,13 @@ TINY = ["--preset=ast-pe-tiny", "--batch_size=4", "--train_steps=6", "--checkpoi
         "--warmup_steps=1", "--max_lr=3e-3"]
 
 
-def _env(backend="tensorflow"):
-    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+def _env(backend="tensorflow", **extra):
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **extra)
 
 
-def _start(workdir, *args, backend="tensorflow"):
+def _start(workdir, *args, backend="tensorflow", env=None):
     return subprocess.Popen([sys.executable, str(RECIPE), *args], cwd=workdir,
-                            env=_env(backend), stdout=subprocess.PIPE,
+                            env=_env(backend, **(env or {})), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -229,19 +229,35 @@ def test_killed_and_resumed_run_selects_the_same_checkpoint(work):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_short_runs_on_jax_and_torch(work):
-    backends = ("jax", "torch")
+def test_short_runs_on_jax_and_torch_and_data_parallel(work):
+    # JAX's DataParallel on two host devices trains on the one-device batches: it validates
+    # alike and selects the same checkpoint (float rounding apart).
+    runs = {"jax": {"backend": "jax"}, "torch": {"backend": "torch"},
+            "jax_parallel": {"backend": "jax", "env": {
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}}}
     processes = [_start(work, *TINY, "--pe=conditional", "--noexport",
-                        f"--data_dir={work / 'folder'}",
-                        f"--output_dir={work / 'runs' / backend}", backend=backend)
-                 for backend in backends]  # concurrently: two cores
+                        f"--data_dir={work / 'folder'}", f"--output_dir={work / 'runs' / name}",
+                        *(["--distribute=data_parallel"] if name == "jax_parallel" else []),
+                        **settings)
+                 for name, settings in runs.items()]
     for process in processes:
         _finish(process)
-    for backend in backends:
-        metrics = _metrics(work / "runs" / backend)
-        assert metrics["backend"] == backend and metrics["best_checkpoint"]["step"] in (2, 4, 6)
-        model = keras.saving.load_model(work / "runs" / backend / "model.keras")
+    for name, settings in runs.items():
+        metrics = _metrics(work / "runs" / name)
+        assert metrics["backend"] == settings["backend"]
+        assert metrics["best_checkpoint"]["step"] in (2, 4, 6)
+        model = keras.saving.load_model(work / "runs" / name / "model.keras")
         assert model.class_names == sounds.CLASSES
+    one, parallel = (_metrics(work / "runs" / name) for name in ("jax", "jax_parallel"))
+    assert parallel["distribution"]["num_replicas"] == 2
+    assert parallel["best_checkpoint"]["step"] == one["best_checkpoint"]["step"]
+    np.testing.assert_allclose([value for _, value in parallel["best_checkpoint"]["history"]],
+                               [value for _, value in one["best_checkpoint"]["history"]],
+                               rtol=1e-4)
+    for a, b in zip(keras.saving.load_model(work / "runs" / "jax" / "model.keras").get_weights(),
+                    keras.saving.load_model(work / "runs" / "jax_parallel" / "model.keras")
+                    .get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
 def test_demo_generates_converts_and_fine_tunes_the_quick_start_model(tmp_path):
