@@ -8,8 +8,8 @@ A model of `--preset` (random weights, the paper's front end, 527 classes) is sa
 exported with the default settings (`keras_astpe.serving.export_saved_model`: clips past
 the trained length as windows of that length, `window_batch` windows at a time), and once
 more with `whole_clips` for the whole-clip rows. For each length, a 16 kHz mono 16-bit WAV
-of noise is written (a one-hour file is 115 MB) and scored once, each mode in a fresh child
-process:
+of noise is written (a one-hour file is 115 MB; `--rate` and `--channels` for others) and
+scored once, each mode in a fresh child process:
 
 - `serving_wav`: a process that imports TensorFlow alone loads the export
   (`tf.saved_model.load`), sends a 1 s WAV (warm-up), then the file's bytes as one request.
@@ -69,16 +69,17 @@ TAG_CHILD = textwrap.dedent("""
 """)
 
 
-def write_wav(path, seconds, seed):
-    """16-bit mono noise at 16 kHz, written a minute at a time."""
+def write_wav(path, seconds, seed, rate=RATE, channels=1):
+    """16-bit noise, written a minute at a time."""
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
-    with sf.SoundFile(path, "w", RATE, 1, subtype="PCM_16", format="WAV") as f:
-        left = int(seconds * RATE)
+    with sf.SoundFile(path, "w", rate, channels, subtype="PCM_16", format="WAV") as f:
+        left = int(seconds * rate)
         while left:
-            block = min(left, 60 * RATE)
-            f.write((0.3 * rng.standard_normal(block)).clip(-1, 1).astype(np.float32))
+            block = min(left, 60 * rate)
+            f.write((0.3 * rng.standard_normal((block, channels))).clip(-1, 1).astype(
+                np.float32))
             left -= block
 
 
@@ -128,6 +129,8 @@ def main():
                         help="seconds, for the whole-clip export ('' for none)")
     parser.add_argument("--modes", default="serving_wav,tag,predict")
     parser.add_argument("--backend", default="tensorflow", help="Keras backend of tag")
+    parser.add_argument("--rate", type=int, default=RATE, help="sample rate of the WAV files")
+    parser.add_argument("--channels", type=int, default=1, help="channels of the WAV files")
     args = parser.parse_args()
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -167,7 +170,7 @@ def main():
 
         for seconds in sorted(set(lengths) | set(whole_lengths)):
             path = os.path.join(tmp, f"{seconds:g}s.wav")
-            write_wav(path, seconds, seed=1)
+            write_wav(path, seconds, seed=1, rate=args.rate, channels=args.channels)
             cells = [(mode, seconds) for mode in modes if seconds in lengths]
             if seconds in whole_lengths:
                 cells.append(("whole", seconds))
@@ -196,8 +199,9 @@ def main():
                       f"{row['wall']:.1f} s wall", flush=True)
             os.remove(path)
 
-    print(f"\n{args.preset}, one 16 kHz mono 16-bit WAV per request; tag on the "
-          f"{args.backend} backend; peak resident memory of the child process")
+    print(f"\n{args.preset}, one 16-bit WAV per request ({args.rate} Hz, {args.channels} "
+          f"channel(s)); tag on the {args.backend} backend; peak resident memory of the "
+          f"child process")
     print("| mode | length | peak RSS (GB) | after warm-up (GB) | added by the request (GB) "
           "| wall (s) | CPU (s) |")
     print("|---|---|---|---|---|---|---|")

@@ -19,6 +19,10 @@ TensorFlow (in a subprocess when the backend is another).
 import dataclasses
 import os
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
+
 from keras_astpe import cli
 from keras_astpe.inference import WindowSettings
 from keras_astpe.serving.saved_model import ServingLimits

@@ -29,6 +29,10 @@ import json
 import os
 import sys
 
+import keras_astpe_startup
+
+keras_astpe_startup.configure()  # first: before Keras imports TensorFlow
+
 from keras_astpe import cli
 from keras_astpe.inference import WindowSettings
 
@@ -49,7 +53,8 @@ class PredictConfig:
     all_scores: bool = cli.setting(False, help="With --output: every class's score.")
     timeline: bool = cli.setting(
         False, help="Write per file the scores of each window with its start and end "
-        "(<timeline_dir>/<file>.csv) and a plot of the top_k classes over time (.png).")
+        "(<timeline_dir>/<file>.csv) and a plot over time of the top_k classes by their "
+        "highest window score (.png).")
     timeline_dir: str = cli.setting("timelines", help="Folder of the --timeline files.")
     progress: bool = cli.setting(True, help="A progress bar on stderr for files scored in "
                                  "more than one batch of windows.")
@@ -142,7 +147,7 @@ def timeline_path(config, path):
 
 def write_timeline(base, scored, class_names, top_k):
     """`<base>.csv`: start_s, end_s and every class's score per window; `<base>.png`: the
-    `top_k` classes (by the file's aggregated score) over time, at the windows' centres."""
+    `top_k` classes by their highest window score over time, at the windows' centres."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,7 +162,7 @@ def write_timeline(base, scored, class_names, top_k):
         writer.writerow(["start_s", "end_s", *class_names])
         for start, end, scores in zip(starts, ends, scored.window_scores, strict=True):
             writer.writerow([f"{start:.3f}", f"{end:.3f}", *(f"{v:.6f}" for v in scores)])
-    top = np.argsort(-scored.scores, kind="stable")[:top_k]
+    top = np.argsort(-scored.window_scores.max(axis=0), kind="stable")[:top_k]
     centres = (starts + ends) / 2
     figure, axes = plt.subplots(figsize=(10, 4))
     for index in top:
@@ -166,8 +171,8 @@ def write_timeline(base, scored, class_names, top_k):
     axes.set_xlim(0, max(ends[-1], 1e-3))
     axes.set_xlabel("time (s): window centres")
     axes.set_ylabel("score")
-    axes.set_title(f"{os.path.basename(base)}: top {len(top)} classes, "
-                   f"{len(starts)} windows")
+    axes.set_title(f"{os.path.basename(base)}: the {len(top)} classes of highest window "
+                   f"score, {len(starts)} windows")
     axes.legend(loc="upper right", fontsize="small")
     figure.tight_layout()
     figure.savefig(base + ".png", dpi=100)
