@@ -58,8 +58,10 @@ class NamedConfigs:
 
     `CONFIGS[name]` maps fields to values, or to functions of the other settings (the
     values given and the configuration's plain values) for defaults that depend on them,
-    such as an output folder named after the positional encoding. `choose(given)` names the
-    configuration used when none is asked for.
+    such as an output folder named after the positional encoding. A field holding a nested
+    config dataclass (the data options) takes a dict of its fields, from a configuration
+    or given, merged field by field. `choose(given)` names the configuration used when none
+    is asked for.
     """
 
     CONFIGS = {}
@@ -74,13 +76,32 @@ class NamedConfigs:
         name = name or cls.choose(given)
         if name not in cls.CONFIGS:
             raise ValueError(f"--config must be one of {sorted(cls.CONFIGS)}, got {name!r}")
-        named = {key: value for key, value in cls.CONFIGS[name].items() if key not in given}
+        configured = cls.CONFIGS[name]
+        given = {**given, **_nested_settings(cls, configured, given)}
+        named = {key: value for key, value in configured.items() if key not in given}
         plain = {key: value for key, value in named.items() if not callable(value)}
         defaults = {field.name: field.default for field in dataclasses.fields(cls)
                     if field.default is not dataclasses.MISSING}
         settings = {**defaults, **plain, **given}
         derived = {key: value(settings) for key, value in named.items() if callable(value)}
         return cls(**plain, **given, **derived)
+
+
+def _nested_settings(cls, configured, given):
+    """The nested config dataclasses of `cls` whose fields a configuration or `given` set
+    as a dict: the default, then the configuration's fields, then the given ones."""
+    merged = {}
+    for field in dataclasses.fields(cls):
+        ours, theirs = configured.get(field.name), given.get(field.name)
+        if not isinstance(ours, dict) and not isinstance(theirs, dict):
+            continue
+        if theirs is not None and not isinstance(theirs, dict):
+            merged[field.name] = theirs  # a whole nested config given: it is used as it is
+            continue
+        base = (field.default_factory() if field.default_factory is not dataclasses.MISSING
+                else field.default)
+        merged[field.name] = dataclasses.replace(base, **{**(ours or {}), **(theirs or {})})
+    return merged
 
 
 def _base_type(annotation):
@@ -188,10 +209,26 @@ def config_from_flags(config_cls, flag_values=flags.FLAGS):
     and the flags given, else from every flag."""
     values = values_from_flags(config_cls, flag_values)
     if getattr(config_cls, "CONFIGS", None):
-        given = {name: value for name, value in values.items()
-                 if name not in flag_values or flag_values[name].present}
-        return config_cls.named(flag_values[_CONFIG].value, **given)
+        return config_cls.named(flag_values[_CONFIG].value,
+                                **_given(config_cls, values, flag_values))
     return config_cls(**values)
+
+
+def _given(config_cls, values, flag_values):
+    """The values of the flags given on the command line; of a nested config dataclass, a
+    dict of its fields whose flags were given."""
+    hints = typing.get_type_hints(config_cls)
+    given = {}
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]):
+            nested = {field.name: getattr(value, field.name)
+                      for field in dataclasses.fields(hints[name])
+                      if field.name in flag_values and flag_values[field.name].present}
+            if nested:
+                given[name] = nested
+        elif flag_values[name].present:
+            given[name] = value
+    return given
 
 
 def error_line(error):

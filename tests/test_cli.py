@@ -106,3 +106,24 @@ def test_named_configurations_and_the_flags_that_override_them():
     assert (config.steps, config.folder) == (2, "mine")
     with pytest.raises(ValueError, match="--config must be one of"):
         _Named.named("other")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _WithOptions(cli.NamedConfigs):
+    CONFIGS = {"mixed": {"nested": {"skip": True}}, "plain": {}}
+
+    rate: float = cli.setting(0.5, help="Rate.")
+    nested: _Nested = dataclasses.field(default_factory=_Nested)
+
+
+def test_named_configurations_set_nested_options_field_by_field():
+    values = flags.FlagValues()
+    cli.define_flags(_WithOptions, values)
+    values(["prog", "--config=mixed"])
+    assert cli.config_from_flags(_WithOptions, values).nested.skip is True
+    values = flags.FlagValues()
+    cli.define_flags(_WithOptions, values)
+    values(["prog", "--config=mixed", "--noskip"])  # a flag given overrides it
+    assert cli.config_from_flags(_WithOptions, values).nested.skip is False
+    assert _WithOptions.named("plain").nested.skip is False
+    assert _WithOptions.named("mixed", nested=_Nested(skip=False)).nested.skip is False

@@ -1,7 +1,8 @@
 """Training: one engine (`engine.train`), the AudioSet and ESC-50 recipes, schedules,
 weight averaging, metrics, plots.
 
-`engine.train` is the training loop; `train_audioset` is its AudioSet configuration and
+`engine.train` is the training loop; `train_audioset` is its AudioSet configuration,
+`train_own_data` its configuration for any converted dataset (`recipes/train.py`), and
 `evaluate_esc50` runs the paper's per-fold fine-tuning. Their shared parts (output folder,
 statistics, the preset's front end, compile with the paper's defaults, datasets) are in
 `trainer`; exact resumption (seeds, verified checkpoints, run identity) in `resumption`;
@@ -13,6 +14,7 @@ from keras_astpe.training.audioset import AudioSetConfig, train_audioset
 from keras_astpe.training.engine import TrainConfig, train
 from keras_astpe.training.esc50 import ESC50Config, evaluate_esc50
 from keras_astpe.training.metrics import classification_metrics, d_prime, tagging_metrics
+from keras_astpe.training.own_data import OwnDataConfig, train_own_data
 from keras_astpe.training.plots import (
     plot_confusion_matrix,
     plot_learning_curves,
@@ -25,6 +27,7 @@ __all__ = [
     "AudioSetConfig",
     "ESC50Config",
     "InverseSqrtSchedule",
+    "OwnDataConfig",
     "StochasticWeightAveraging",
     "TrainConfig",
     "WarmupExponentialDecay",
@@ -40,6 +43,7 @@ __all__ = [
     "resumption",
     "tagging_metrics",
     "train",
+    "train_own_data",
     "train_audioset",
     "trainer",
 ]

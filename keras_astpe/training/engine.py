@@ -550,9 +550,9 @@ def _fit(run, model, selector, initial_epoch, validation_dataset, verbose):
         config.checkpoint_every * dist.batches_per_step if training else 1))
     run.say(dist.describe(config.batch_size))
     if training:
-        what = config.pe if run.pretrained is None else f"fine-tuning {config.init}"
-        size = config.preset if run.pretrained is None else "its size"
-        run.say(f"Training {what} ({size}, {model.count_params():,} parameters) "
+        what = (f"Training {config.pe} ({config.preset}, " if run.pretrained is None
+                else f"Fine-tuning {config.init} (")
+        run.say(f"{what}{model.count_params():,} parameters) "
                 f"for {config.train_steps} steps: {config.num_intervals} intervals of "
                 f"{config.checkpoint_every} steps, batch {config.batch_size}")
         if dist.is_chief:

@@ -35,7 +35,7 @@ from keras_astpe.cli import NamedConfigs, setting
 from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.kaldi_fbank import KaldiFbankConfig
 from keras_astpe.models.presets import get_preset_entry
-from keras_astpe.training import engine, trainer
+from keras_astpe.training import engine
 
 QUICK_START_MODEL = os.path.join("saved_models", "audioset-demo", "time_alibi", "model.keras")
 
@@ -56,11 +56,10 @@ SPEECH_COMMANDS = {
     # the engine's schedule warms up over those 5 epochs and decays continuously to the
     # same final rate.
     "warmup_steps": 5 * _SC_EPOCH, "decay_rate": 0.85 ** 25,
+    # AST mixes 60% of the clips with a Beta(10, 10) weight; the engine mixes every clip
+    # with a Beta(alpha, alpha) one: alpha = 1 gives the same mean share of the minor clip.
+    "data": {"mixup": 1.0},
 }
-# Data options of the named configurations (see `OwnDataConfig.named`). AST mixes 60% of
-# the clips with a Beta(10, 10) weight; the engine mixes every clip with a Beta(alpha,
-# alpha) one: alpha = 1 gives the same mean share of the minor clip (1/4).
-_DATA = {"speech_commands": {"mixup": 1.0}}
 
 
 def _demo_init(settings):
@@ -110,19 +109,6 @@ class OwnDataConfig(NamedConfigs, engine.TrainConfig):
         5,000 steps of 32, a validation every 500), 'demo' without (the generated
         class-folder demo); 'speech_commands' is AST's recipe for Speech Commands V2."""
         return "default" if given.get("data_dir") else "demo"
-
-    @classmethod
-    def named(cls, name=None, **given):
-        """The config of configuration `name`, with the `given` fields. A configuration's
-        data options (`_DATA`, e.g. --mixup) apply where `given["data"]` has the default
-        value."""
-        name = name or cls.choose(given)
-        defaults, data = trainer.DataOptions(), given.get("data", trainer.DataOptions())
-        named_data = {key: value for key, value in _DATA.get(name, {}).items()
-                      if getattr(data, key) == getattr(defaults, key)}
-        if named_data:
-            given = {**given, "data": dataclasses.replace(data, **named_data)}
-        return super().named(name, **given)
 
 
 def clip_frames(preset, clip_seconds):
