@@ -410,6 +410,10 @@ def test_export_refuses_to_replace_a_version_or_a_model_without_front_end(export
         export_saved_model(bare, tmp_path / "1")
     with pytest.raises(ValueError, match="shorter than one patch"):
         export_saved_model(model, tmp_path / "2", window_seconds=0.1)
+    with pytest.raises(ValueError, match="max_clip_seconds must be > 0, got -1"):
+        export_saved_model(model, tmp_path / "3", max_clip_seconds=-1)
+    with pytest.raises(TypeError, match=r"unknown export settings \['window'\]"):
+        export_saved_model(model, tmp_path / "4", window=5)
     assert not os.listdir(tmp_path)
 
 
@@ -428,9 +432,11 @@ def test_model_trained_on_this_backend_exports_its_scores(tmp_path):
     trained = _keras_scores(model, waveforms)
     assert np.abs(trained - before).max() > 10 * TOLERANCE  # the step changed the model
     model.save(tmp_path / "model.keras")
-    assert export_saved_model(model, export_dir, overwrite=True) == export_dir
+    assert export_saved_model(model, export_dir, overwrite=True, max_batch=2) == export_dir
     loaded = tf.saved_model.load(export_dir)
     scores = loaded.signatures["serving_default"](waveform=tf.constant(waveforms))["scores"]
     np.testing.assert_allclose(scores.numpy(), trained, atol=TOLERANCE)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="over the limit of 2 per request"):
+        loaded.signatures["serving_default"](waveform=tf.constant(waveforms[[0, 1, 0]]))
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     np.testing.assert_allclose(_keras_scores(reloaded, waveforms), trained, atol=1e-6)
