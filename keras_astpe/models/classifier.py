@@ -100,6 +100,12 @@ class ASTClassifier(FunctionalModel):
                         metrics=self.default_metrics() if metrics == "auto" else metrics,
                         **kwargs)
 
+    def compile_from_config(self, config):
+        """Compiles a loaded model as it was saved (a model saved after `compile`)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def default_loss(self):
         """The loss `compile` uses by default (a new object)."""
         from_logits = self.activation is None

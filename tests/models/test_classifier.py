@@ -1,5 +1,7 @@
 """ASTClassifier: the head on the prefix tokens, its options and their configs."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -89,3 +91,20 @@ def test_compile_defaults_are_the_tasks(activation, loss, metrics):
     assert set(logs) == {"loss", *metrics}
     model.compile(optimizer="sgd", loss="mse", metrics=None)
     assert isinstance(model.optimizer, keras.optimizers.SGD) and model.loss == "mse"
+
+
+def test_a_compiled_model_loads_compiled(tmp_path):
+    """`compile` is the task's, so loading compiles through `compile_from_config`."""
+    model = build_model("none", activation="softmax", **TINY)
+    model.compile(learning_rate=1e-3)
+    x = np.random.rand(4, 64, 64).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 2, 0], 3)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "compiled.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        restored = keras.saving.load_model(tmp_path / "compiled.keras")
+    assert isinstance(restored.loss, keras.losses.CategoricalCrossentropy)
+    assert restored.optimizer.clipvalue == 1.0
+    assert int(keras.ops.convert_to_numpy(restored.optimizer.iterations)) == 1
+    assert set(restored.evaluate(x, y, verbose=0, return_dict=True)) == {"loss", "accuracy"}
