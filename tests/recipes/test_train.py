@@ -151,7 +151,7 @@ def test_speech_commands_lists_give_validation_and_test(work, runs):
 
 
 def test_csv_fine_tunes_a_model_of_other_classes(work, runs):
-    assert f"fine-tuning {work / 'init.keras'}" in runs["csv"]
+    assert f"Fine-tuning {work / 'init.keras'}" in runs["csv"]
     metrics = _metrics(work / "runs" / "csv")
     assert metrics["eval_split"] == "test" and metrics["num_eval_clips"] == 5
     model, _ = _check_model(work / "runs" / "csv", sounds.CLASSES,
@@ -267,7 +267,7 @@ def test_demo_generates_converts_and_fine_tunes_the_quick_start_model(tmp_path):
     tagger().save(quick_start / "model.keras")  # stands for the quick start's model
     output = _finish(_start(tmp_path, "--demo_size=tiny", "--train_steps=4",
                             "--checkpoint_every=2", "--noexport"))
-    assert "fine-tuning saved_models/audioset-demo/time_alibi/model.keras" in output
+    assert "Fine-tuning saved_models/audioset-demo/time_alibi/model.keras" in output
     run_dir = tmp_path / "saved_models" / "sounds-demo" / "time_alibi"
     metrics = _metrics(run_dir)
     assert metrics["eval_split"] == "test" and metrics["num_classes"] == 5
