@@ -140,7 +140,9 @@ def test_long_clips_are_windows_of_the_trained_length_by_default(saved):
     whole = dict(tag(saved, waveform, sample_rate=RATE, whole_clips=True))
     np.testing.assert_allclose([whole[name] for name in CLASSES], _reference(saved, waveform),
                                atol=1e-6)
-    assert np.abs(by_hand.mean(0) - _reference(saved, waveform)).max() > 1e-3
+    # The two differ by far more than the 1e-6 agreement above (a small random model's
+    # scores vary little between its windows, so no larger gap is guaranteed).
+    assert np.abs(by_hand.mean(0) - _reference(saved, waveform)).max() > 2e-5
 
 
 def test_window_batches_do_not_change_the_scores(saved):
