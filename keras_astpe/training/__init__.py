@@ -5,11 +5,12 @@ weight averaging, metrics, plots.
 `train_own_data` its configuration for any converted dataset (`recipes/train.py`), and
 `evaluate_esc50` runs the paper's per-fold fine-tuning. Their shared parts (output folder,
 statistics, the preset's front end, compile with the paper's defaults, datasets) are in
-`trainer`; exact resumption (seeds, verified checkpoints, run identity) in `resumption`;
+`trainer`; exact resumption (seeds, interval data, dropout) in `resumption`; the run folder
+(identity, verified checkpoints and weight snapshots) in `run_store`;
 what a run writes in `outputs`.
 """
 
-from keras_astpe.training import engine, outputs, resumption, trainer
+from keras_astpe.training import engine, outputs, resumption, run_store, trainer
 from keras_astpe.training.audioset import AudioSetConfig, train_audioset
 from keras_astpe.training.engine import TrainConfig, train
 from keras_astpe.training.esc50 import ESC50Config, evaluate_esc50
@@ -41,6 +42,7 @@ __all__ = [
     "plot_learning_curves",
     "plot_per_class_ap",
     "resumption",
+    "run_store",
     "tagging_metrics",
     "train",
     "train_own_data",

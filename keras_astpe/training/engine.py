@@ -15,14 +15,13 @@ its front end and class names, the TF Serving export, metrics, plots and logs.
 
 A run lives in its output folder. Rerunning the same command after an interruption (even
 SIGKILL) resumes from the newest intact checkpoint with the optimizer and SWA state, and
-ends with the model an uninterrupted run would have (see `resumption`). Under
+ends with the model an uninterrupted run would have (see `resumption` and `run_store`). Under
 `config.distribute` every worker runs `train` and the chief (worker 0) writes the folder.
 """
 
+import contextlib
 import dataclasses
 import os
-import shutil
-import tempfile
 import time
 
 import keras
@@ -43,6 +42,7 @@ from keras_astpe.training.plots import (
     plot_learning_curves,
     plot_per_class_ap,
 )
+from keras_astpe.training.run_store import IntervalCheckpoint, RunStore, restore_latest
 from keras_astpe.training.schedules import InverseSqrtSchedule, WarmupExponentialDecay
 from keras_astpe.training.selection import BestCheckpoint
 from keras_astpe.training.swa import StochasticWeightAveraging
@@ -395,7 +395,7 @@ def _open_run(config, log):
 
     def open_folder():
         trainer.prepare_output_dir(run_dir)
-        resumption.RunConfig.check_or_write(run_dir, identity)
+        RunStore(run_dir).open(identity)
         return front_end()
 
     converter = _on_chief_first(dist, open_folder)
@@ -494,7 +494,7 @@ def _model_at_its_last_checkpoint(run):
     callback that makes the final model: `StochasticWeightAveraging` or `BestCheckpoint`."""
     config, dist = run.config, run.dist
     model = _build(run)
-    checkpoint_dir = os.path.join(run.dir, "checkpoints")
+    store = RunStore(run.dir)
     # Set after `fit` in the chief's copy of the model (a distributed model is not the
     # chief's alone to assign to).
     if config.selection == "best":
@@ -506,20 +506,19 @@ def _model_at_its_last_checkpoint(run):
                                              final_step=config.train_steps,
                                              apply_at_end=False)
     with dist.scope():
-        step, fell_back = _resume(model, checkpoint_dir, selector, run.say)
+        step, fell_back = _resume(model, store.checkpoints, selector, run.say)
     if step == 0 and fell_back:  # a failed load may have changed some weights
         model = _build(run)
     dist.check_same("the step to resume from", step)
     if step % config.checkpoint_every:
-        raise ValueError(f"{checkpoint_dir} holds a checkpoint at step {step}, not a multiple "
+        raise ValueError(f"{store.checkpoints} holds a checkpoint at step {step}, not a multiple "
                          f"of --checkpoint_every={config.checkpoint_every}")
     if step:
         run.say(f"Resuming {run.dir} from step {step}")
     initial_epoch = step // config.checkpoint_every
     if dist.is_chief:
-        resumption.truncate_training_log(os.path.join(run.dir, "training_log.csv"),
-                                         initial_epoch)
-        resumption.RunConfig.record_start(run.dir, {
+        store.truncate_log(initial_epoch)
+        store.record_start({
             "step": step, **dist.record(), "jit_compile": config.jit_compile,
             "export": config.export, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return model, selector, initial_epoch
@@ -564,19 +563,15 @@ def _fit(run, model, selector, initial_epoch, validation_dataset, verbose):
     # The other workers run the same callbacks (under tf.distribute, saving may create a
     # variable, which is a collective) but write to a scratch folder; the chief alone keeps
     # the SWA snapshots and validates (neither involves the other workers).
-    writes = run.dir if dist.is_chief else tempfile.mkdtemp(prefix="keras_astpe-worker-")
-    callbacks = _callbacks(run, model, selector, input_wait, validation_dataset, writes)
-    dist.prepare(model, worker_dataset)
-    try:
+    with contextlib.nullcontext(run.dir) if dist.is_chief else RunStore.scratch() as writes:
+        callbacks = _callbacks(run, model, selector, input_wait, validation_dataset, writes)
+        dist.prepare(model, worker_dataset)
         with dist.scope():
             model.fit(dist.distribute(lambda: worker_dataset), epochs=config.num_intervals,
                       shuffle=False, steps_per_epoch=config.checkpoint_every,
                       initial_epoch=initial_epoch,
                       validation_data=validation_dataset if dist.kind == "none" else None,
                       callbacks=callbacks, verbose=verbose if dist.is_chief else 0)
-    finally:
-        if not dist.is_chief:
-            shutil.rmtree(writes, ignore_errors=True)
 
 
 def _report_input_rate(run, dataset, input_batch):
@@ -607,7 +602,7 @@ def _callbacks(run, model, selector, input_wait, validation_dataset, writes):
     return callbacks + [
         keras.callbacks.CSVLogger(os.path.join(writes, "training_log.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(writes, "tensorboard")),
-        resumption.IntervalCheckpoint(os.path.join(writes, "checkpoints"))]
+        IntervalCheckpoint(RunStore(writes).checkpoints)]
 
 
 def _evaluate_and_write(run, model, selector, eval_dataset):
@@ -748,7 +743,7 @@ def _resume(model, checkpoint_dir, selector, log):
     """
     before, fell_back = None, False
     while True:
-        step, damaged = resumption.restore_latest(model, checkpoint_dir, before=before,
+        step, damaged = restore_latest(model, checkpoint_dir, before=before,
                                                   log=log)
         fell_back = fell_back or bool(damaged)
         bad = selector.damaged_snapshots(step)

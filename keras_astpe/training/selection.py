@@ -3,30 +3,25 @@
 `BestCheckpoint` records the validation value of every checkpoint interval (`val_accuracy`
 for single-label data, `val_mAP` multi-label) and keeps the weights of the best one; the
 final model is that checkpoint instead of the last one or an average (SWA). Like the SWA
-snapshots (`keras_astpe.training.swa`), its state is written atomically with the SHA-256 of
-every weights file, so that a run killed at any point and rerun (`keras_astpe.training.
-resumption`) ends with the very checkpoint an uninterrupted run selects, and a damaged file
-is never loaded silently.
+snapshots, the values and weights are stored as verified files
+(`keras_astpe.training.run_store`), so that a run killed at any point and rerun ends with
+the very checkpoint an uninterrupted run selects, and a damaged file is never loaded.
 """
 
-import json
 import os
-import re
 import warnings
 
 import keras
 import numpy as np
 
-from keras_astpe.io_utils import atomic_path, write_json
-from keras_astpe.training.resumption import DamagedFileError, file_digest, verify_file
+from keras_astpe.training.run_store import (
+    DamagedFileError,
+    WeightSnapshots,
+    read_verified_json,
+    write_verified_json,
+)
 
 _STATE_FILE = "best_state.json"
-_WEIGHTS_RE = re.compile(r"^best-(\d+)\.npz$")
-_FORMAT_VERSION = 1
-
-
-def _weights_file(step):
-    return f"best-{step:012d}.npz"
 
 
 def best_of(history):
@@ -49,8 +44,8 @@ class BestCheckpoint(keras.callbacks.Callback):
     `last_weights`, to compare). Place this callback after those that add the validation
     logs and before the checkpoint callback.
 
-    With `state_dir`, the history of values and the best weights are written there at
-    every epoch end (weights as `.npz` with their SHA-256 and size in the state) and read
+    With `state_dir`, the history of values (`best_state.json`) and the best weights
+    (`best-<step>.npz`) are written there as verified files at every epoch end and read
     back when training starts, at the first epoch begin (after any callback that restores
     the model in `on_train_begin`). A run resumed at optimizer step `r` drops the values of
     later steps (it recomputes them) and takes the best of those up to `r`. The weights of
@@ -70,6 +65,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             raise ValueError(f"`keep` must be >= 1, got {keep}")
         self.monitor = str(monitor)
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.store = None if state_dir is None else WeightSnapshots(state_dir, "best")
         self.keep = int(keep)
         self.last_weights = None  # the model's weights before `apply_to`
         self._history = []
@@ -112,14 +108,13 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = float(keras.ops.convert_to_numpy(logs[self.monitor]))
         self._history.append((step, value))
         best = best_of(self._history)
-        new_digest = None
         if best is not None and best[0] == step:
             weights = [np.array(w, copy=True) for w in self.model.get_weights()]
             self._best = (step, value, weights)
-            if self.state_dir is not None:
-                new_digest = self._write_weights(step, weights)
-        if self.state_dir is not None:
-            self._write_state(new_digest)
+            if self.store is not None:
+                self.store.save(step, weights)
+        if self.store is not None:
+            self._write_state()
 
     def on_train_end(self, logs=None):
         if self._needs_setup:  # no epoch ran, e.g. a run resumed after its last epoch
@@ -146,7 +141,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if best is None:
             return []
         try:
-            self._verify(state, best[0])
+            self.store.check(best[0])
         except (DamagedFileError, FileNotFoundError) as error:
             return [(best[0], str(error))]
         return []
@@ -185,75 +180,18 @@ class BestCheckpoint(keras.callbacks.Callback):
     def _read_state(self):
         if self.state_dir is None:
             return None
-        path = os.path.join(self.state_dir, _STATE_FILE)
-        if not os.path.exists(path):
-            return None
-        try:
-            with open(path, encoding="utf-8") as f:
-                state = json.load(f)
-        except ValueError as error:
-            raise DamagedFileError(f"{path} is damaged ({error}): delete the folder "
-                                   f"{self.state_dir} and the checkpoints to start over") from None
-        if state.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"Unsupported best-checkpoint state format in {path}")
-        return state
-
-    def _verify(self, state, step):
-        path = os.path.join(self.state_dir, _weights_file(step))
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing (the best checkpoint in the state)")
-        digest = state["digests"].get(str(step))
-        if digest is None:
-            raise DamagedFileError(f"{path} has no digest in the best-checkpoint state")
-        verify_file(path, tuple(digest))
-        return path
+        return read_verified_json(os.path.join(self.state_dir, _STATE_FILE))
 
     def _load(self, state, step):
-        path = self._verify(state, step)
-        references = self.model.get_weights()
-        weights = []
-        with np.load(path) as data:
-            if len(data.files) != len(references):
-                raise ValueError(f"{path} holds {len(data.files)} weight arrays, but the model "
-                                 f"has {len(references)}: it belongs to another model")
-            for i, reference in enumerate(references):
-                array = data[f"w{i:05d}"]
-                if array.dtype.kind == "V":  # numpy stores bfloat16 & co. as raw bytes
-                    array = array.view(reference.dtype)
-                if array.shape != reference.shape or array.dtype != reference.dtype:
-                    raise ValueError(f"{path}: weight {i} is {array.dtype}{list(array.shape)}, "
-                                     f"but the model's is {reference.dtype}"
-                                     f"{list(reference.shape)}")
-                weights.append(array)
-        return weights
+        return self.store.load(step, self.model.get_weights())
 
-    def _write_weights(self, step, weights):
-        path = os.path.join(self.state_dir, _weights_file(step))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{f"w{i:05d}": w for i, w in enumerate(weights)})
-            digest = file_digest(tmp)
-        return step, list(digest)
-
-    def _write_state(self, new_digest=None):
-        """Writes the history and the digests of the weights still needed (with
-        `new_digest`, `(step, digest)` of weights just written), then deletes the weights
-        files no resumable step needs."""
-        digests = dict((self._read_state() or {"digests": {}})["digests"])
-        if new_digest is not None:
-            digests[str(new_digest[0])] = new_digest[1]
+    def _write_state(self):
+        """Writes the history, then deletes the weights files no resumable step needs."""
         needed = set()
         for end in range(max(0, len(self._history) - self.keep), len(self._history)):
             best = best_of(self._history[:end + 1])
             if best is not None:
                 needed.add(best[0])
-        write_json(os.path.join(self.state_dir, _STATE_FILE), {
-            "format_version": _FORMAT_VERSION,
-            "monitor": self.monitor,
-            "history": [[s, v] for s, v in self._history],
-            "digests": {key: value for key, value in digests.items() if int(key) in needed},
-        })
-        kept = {_weights_file(s) for s in needed}
-        for name in os.listdir(self.state_dir):
-            if (_WEIGHTS_RE.match(name) and name not in kept) or name.startswith(".tmp-"):
-                os.remove(os.path.join(self.state_dir, name))
+        write_verified_json(os.path.join(self.state_dir, _STATE_FILE), {
+            "monitor": self.monitor, "history": [[s, v] for s, v in self._history]})
+        self.store.keep_only(needed)

@@ -1,32 +1,21 @@
 """Stochastic weight averaging over periodic snapshots (SPEC section 5).
 
 The paper's final model is the average of the last 10 checkpoints, saved every 10k steps.
-`StochasticWeightAveraging` keeps those snapshots itself (as numpy copies, so it works on
-every backend) and can persist them, so that a run resumed after a crash ends with the same
-averaged weights as an uninterrupted one.
+`StochasticWeightAveraging` keeps those snapshots (numpy copies, so it works on every
+backend) and, with a `state_dir`, stores them as verified files
+(`keras_astpe.training.run_store.WeightSnapshots`), so that a run resumed after a crash ends
+with the same averaged weights as an uninterrupted one.
 """
 
-import json
 import logging
-import os
-import re
 import warnings
 
 import keras
 import numpy as np
 
-from keras_astpe.io_utils import atomic_path, write_json
-from keras_astpe.training.resumption import DamagedFileError, file_digest, verify_file
+from keras_astpe.training.run_store import DamagedFileError, WeightSnapshots
 
 logger = logging.getLogger(__name__)
-
-_STATE_FILE = "swa_state.json"
-_SNAPSHOT_RE = re.compile(r"^snapshot-(\d+)\.npz$")
-_FORMAT_VERSION = 2
-
-
-def _snapshot_file(step):
-    return f"snapshot-{step:012d}.npz"
 
 
 def _is_float(array):
@@ -80,16 +69,15 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
 
     Steps come from `optimizer.iterations`, so a resumed run (model and optimizer restored
     from a checkpoint) snapshots at the same steps as an uninterrupted one. With `state_dir`
-    the snapshots and their bookkeeping are written there atomically at every snapshot and
-    reloaded when training starts (at the first epoch begin, so after any callback that
-    restores the model in `on_train_begin`); snapshots newer than the restored optimizer
-    step are discarded, since the resumed run recomputes them.
+    each snapshot is stored there as a verified file (`snapshot-<step>.npz`) and those a run
+    resumed at optimizer step `r` averages (the last `num_snapshots` multiples of
+    `snapshot_every` up to `r`; with `final_step`, only those the final average needs) are
+    read back when training starts (at the first epoch begin, so after any callback that
+    restores the model in `on_train_begin`); snapshots of later steps are recomputed.
     `keras.callbacks.BackupAndRestore` does not save callback state: pass `state_dir`
-    whenever training can be resumed. Each snapshot's SHA-256 and size are kept in the state
-    and checked when it is loaded: a damaged snapshot raises `DamagedFileError` naming it
-    (see `damaged_snapshots`), and only the snapshots the final average still needs are
-    read (with `final_step`, those of the last `num_snapshots` multiples of
-    `snapshot_every` up to it), so a damaged one it does not need blocks nothing.
+    whenever training can be resumed. A damaged or missing snapshot that is needed raises
+    `DamagedFileError` / `FileNotFoundError` naming it (see `damaged_snapshots`); one that
+    is not needed blocks nothing.
 
     Use one `fit()` call per training run: the averaged weights replace the trained ones at
     its end (`last_weights` keeps those of the last snapshot, to compare); with
@@ -115,10 +103,9 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
                 raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value}")
         self.snapshot_every = int(snapshot_every)
         self.num_snapshots = int(num_snapshots)
-        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.store = None if state_dir is None else WeightSnapshots(state_dir, "snapshot")
         self.final_step = None if final_step is None else int(final_step)
         self.apply_at_end = bool(apply_at_end)
-        self._verified = set()
         self.last_weights = None  # the weights before averaging, once training ended
         self._steps = []
         self._snapshots = []
@@ -154,40 +141,34 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             self._needs_setup = False
         self._anchor = (step, -1)
 
-    def _needed(self, steps, step):
-        """The stored snapshot steps a run resumed at `step` still averages."""
+    def _needed(self, step):
+        """`{multiple of snapshot_every: stored step}` of the snapshots a run resumed at
+        optimizer step `step` averages (a snapshot is taken at the first step at or after
+        each multiple); a multiple with no stored snapshot maps to None."""
         first = 0 if self.final_step is None else (
             self.final_step - (self.num_snapshots - 1) * self.snapshot_every)
-        return [s for s in steps if first <= s <= step][-self.num_snapshots:]
+        every = self.snapshot_every
+        multiples = [m for m in range(every, step + 1, every) if m >= first]
+        stored = {s // every * every: s for s in self.store.steps() if s <= step}
+        return {m: stored.get(m) for m in multiples[-self.num_snapshots:]}
 
     def damaged_snapshots(self, step):
         """`[(snapshot step, error)]` of the stored snapshots a run resumed at optimizer step
         `step` needs that are damaged or missing (checked once; nothing is loaded)."""
-        state = self._read_state()
-        if state is None:
+        if self.store is None:
             return []
         damaged = []
-        for snapshot_step in self._needed(state["steps"], step):
-            path = os.path.join(self.state_dir, _snapshot_file(snapshot_step))
+        for multiple, stored in self._needed(step).items():
             try:
-                self._verify(path, state, snapshot_step)
+                if stored is None:
+                    raise FileNotFoundError(f"{self.store.path(multiple)} is missing")
+                self.store.check(stored)
             except (DamagedFileError, FileNotFoundError) as error:
-                damaged.append((snapshot_step, str(error)))
+                damaged.append((multiple if stored is None else stored, str(error)))
         return damaged
 
-    def _verify(self, path, state, snapshot_step):
-        if path in self._verified:
-            return
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing (listed in the SWA state)")
-        digest = state["digests"].get(str(snapshot_step))
-        if digest is None:
-            raise DamagedFileError(f"{path} has no digest in the SWA state")
-        verify_file(path, tuple(digest))
-        self._verified.add(path)
-
     def _setup(self, step):
-        if not self._steps and self.state_dir is not None:
+        if not self._steps and self.store is not None:
             self._restore(step)
         stale = [s for s in self._steps if s > step]
         if stale:
@@ -245,83 +226,26 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self._steps = [*self._steps, step][-self.num_snapshots :]
         self._snapshots = [*self._snapshots, weights][-self.num_snapshots :]
         logger.info("SWA: snapshot at step %d (kept: %s).", step, list(self._steps))
-        if self.state_dir is not None:
+        if self.store is not None:
             self._persist(step, weights)
 
     def _persist(self, step, weights):
-        path = os.path.join(self.state_dir, _snapshot_file(step))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{f"w{i:05d}": w for i, w in enumerate(weights)})
-            digest = file_digest(tmp)
-        previous = self._read_state() or {}
-        digests = {key: value for key, value in previous.get("digests", {}).items()
-                   if int(key) in self._steps}
-        digests[str(step)] = list(digest)
-        write_json(os.path.join(self.state_dir, _STATE_FILE), {
-            "format_version": _FORMAT_VERSION,
-            "snapshot_every": self.snapshot_every,
-            "num_weights": len(weights),
-            "steps": list(self._steps),
-            "digests": digests,
-        })
-        self._verified.add(path)
-        kept = {_snapshot_file(s) for s in self._steps}
-        for name in os.listdir(self.state_dir):
-            if (_SNAPSHOT_RE.match(name) and name not in kept) or name.startswith(".tmp-"):
-                os.remove(os.path.join(self.state_dir, name))
-
-    def _read_state(self):
-        """The stored state (checked), or None when there is none."""
-        if self.state_dir is None:
-            return None
-        state_path = os.path.join(self.state_dir, _STATE_FILE)
-        if not os.path.exists(state_path):
-            return None
-        try:
-            with open(state_path) as f:
-                state = json.load(f)
-        except ValueError as error:
-            raise DamagedFileError(f"{state_path} is damaged ({error}): delete the folder "
-                                   f"{self.state_dir} and the checkpoints to start over") from None
-        if state.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"Unsupported SWA state format in {state_path}: {state!r}")
-        return state
+        """Stores the snapshot of `step`; keeps those a resumption from this checkpoint or
+        the one before needs, drops the others (and those a killed run left past `step`)."""
+        self.store.save(step, weights)
+        self.store.keep_only([s for s in self.store.steps() if s <= step]
+                             [-(self.num_snapshots + 1):])
 
     def _restore(self, step):
-        state = self._read_state()
-        if state is None:
+        needed = self._needed(step)
+        if not needed:
             return
-        if state["snapshot_every"] != self.snapshot_every:
-            raise ValueError(
-                f"The SWA state in {self.state_dir} was saved with "
-                f"snapshot_every={state['snapshot_every']}, but this callback has "
-                f"snapshot_every={self.snapshot_every}. Use the same value, or a new state_dir."
-            )
+        missing = [m for m, stored in needed.items() if stored is None]
+        if missing:
+            raise FileNotFoundError(f"{self.store.path(missing[0])} is missing")
         references = self.model.get_weights()
-        if state["num_weights"] != len(references):
-            raise ValueError(
-                f"The SWA state in {self.state_dir} holds {state['num_weights']} weight "
-                f"arrays, but the model has {len(references)}: it belongs to another model."
-            )
-        steps = self._needed(state["steps"], step)
-        snapshots = [self._load_snapshot(s, references, state) for s in steps]
-        self._steps, self._snapshots = list(steps), snapshots
-        logger.info("SWA: restored snapshots at steps %s from %s.", steps, self.state_dir)
-
-    def _load_snapshot(self, step, references, state):
-        path = os.path.join(self.state_dir, _snapshot_file(step))
-        self._verify(path, state, step)
-        weights = []
-        with np.load(path) as data:
-            for i, reference in enumerate(references):
-                array = data[f"w{i:05d}"]
-                if array.dtype.kind == "V":  # numpy stores bfloat16 & co. as raw bytes
-                    array = array.view(reference.dtype)
-                if array.shape != reference.shape or array.dtype != reference.dtype:
-                    raise ValueError(
-                        f"{path}: weight {i} is {array.dtype}{list(array.shape)}, but the model's "
-                        f"is {reference.dtype}{list(reference.shape)}."
-                    )
-                weights.append(array)
-        return weights
+        steps = list(needed.values())
+        self._steps = steps
+        self._snapshots = [self.store.load(s, references) for s in steps]
+        logger.info("SWA: restored snapshots at steps %s from %s.", steps,
+                    self.store.directory)

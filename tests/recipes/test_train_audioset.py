@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras_astpe  # noqa: F401  (registers the model classes for load_model)
-from keras_astpe.training import AudioSetConfig, resumption
+from keras_astpe.training import AudioSetConfig, run_store
 from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 
 pytestmark = pytest.mark.backend_agnostic
@@ -214,9 +214,9 @@ def test_full_disk_keeps_the_last_checkpoint_and_the_rerun_resumes(workdir, smal
     run_dir = small_disk / "run"
     output = _error(workdir, *TINY, "--noexport", f"--output_dir={run_dir}")
     assert output.strip().splitlines()[-1].startswith("error: no space left on the device")
-    checkpoints = resumption.list_checkpoints(run_dir / "checkpoints")
+    checkpoints = run_store.list_checkpoints(run_dir / "checkpoints")
     assert checkpoints  # the newest one is intact, and no partial file is left
-    resumption.verify_file(checkpoints[0][1])
+    run_store.verify_file(checkpoints[0][1])
     assert not [name for name in os.listdir(run_dir / "checkpoints") if name.startswith(".")]
     # Space freed: the same command goes on from that checkpoint to the same model.
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)

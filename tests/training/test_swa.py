@@ -1,4 +1,3 @@
-import json
 import logging
 import os
 
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_astpe.training import StochasticWeightAveraging, average_weights
-from keras_astpe.training.resumption import DamagedFileError
+from keras_astpe.training.run_store import DamagedFileError
 
 BATCH = 4
 
@@ -182,7 +181,8 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         _fit(model, x, y, [first, AtStep(5, lambda m: m.save(checkpoint)), AtStep(7, crash)])
     assert first.snapshot_steps == (2, 4, 6)
-    assert json.loads((state_dir / "swa_state.json").read_text())["steps"] == [2, 4, 6]
+    assert [name for name in sorted(os.listdir(state_dir)) if name.endswith(".npz")] == [
+        "snapshot-000000000002.npz", "snapshot-000000000004.npz", "snapshot-000000000006.npz"]
 
     # Restart from scratch: model and optimizer from the checkpoint, SWA from state_dir.
     resumed = keras.saving.load_model(checkpoint)
@@ -192,10 +192,11 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
 
     assert swa.snapshot_steps == (4, 6, 8, 10, 12)  # 4 restored, the stale 6 recomputed
     _assert_weights_close(resumed.get_weights(), reference.get_weights())
+    # The five averaged and the one before (a run resumed from the checkpoint before the
+    # last averages 2..10), each with its digest.
     assert sorted(os.listdir(state_dir)) == [
-        "snapshot-000000000004.npz", "snapshot-000000000006.npz", "snapshot-000000000008.npz",
-        "snapshot-000000000010.npz", "snapshot-000000000012.npz", "swa_state.json",
-    ]
+        f"snapshot-{step:012d}.npz{suffix}" for step in (2, 4, 6, 8, 10, 12)
+        for suffix in ("", ".sha256")]
 
 
 def test_resume_with_backup_and_restore_listed_after_swa(tmp_path):
@@ -234,19 +235,27 @@ def test_fresh_run_drops_snapshots_of_a_previous_run(tmp_path):
     swa = StochasticWeightAveraging(2, num_snapshots=3, state_dir=tmp_path)
     _fit(_model(), x[: 4 * BATCH], y[: 4 * BATCH], [swa])
     assert swa.snapshot_steps == (2, 4)
-    assert json.loads((tmp_path / "swa_state.json").read_text())["steps"] == [2, 4]
     assert not (tmp_path / "snapshot-000000000006.npz").exists()
+    assert not (tmp_path / "snapshot-000000000006.npz.sha256").exists()
 
 
-def test_restore_rejects_mismatched_state(tmp_path):
+def test_snapshots_of_another_model_are_refused(tmp_path):
     x, y = _data(2)
     _fit(_model(), x, y, [StochasticWeightAveraging(2, state_dir=tmp_path)])
-    with pytest.raises(ValueError, match="snapshot_every=2"):
-        _fit(_model(), x, y, [StochasticWeightAveraging(3, state_dir=tmp_path)])
     other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     other.compile("adam", "mse")
-    with pytest.raises(ValueError, match="another model"):
+    _fit(other, x, y, [])  # at step 2, where the stored snapshot is read back
+    with pytest.raises(ValueError, match="holds 9 weight arrays, but the model has 2: it belongs to another model"):
         _fit(other, x, y, [StochasticWeightAveraging(2, state_dir=tmp_path)])
+
+
+def test_a_missing_snapshot_is_named(tmp_path):
+    x, y = _data(4)
+    _fit(_model(), x, y, [StochasticWeightAveraging(2, state_dir=tmp_path)])
+    os.remove(tmp_path / "snapshot-000000000002.npz")
+    swa = StochasticWeightAveraging(2, state_dir=tmp_path)
+    [(step, message)] = swa.damaged_snapshots(4)
+    assert step == 2 and message.endswith("snapshot-000000000002.npz is missing")
 
 
 @pytest.mark.skipif(keras.backend.backend() == "torch",
