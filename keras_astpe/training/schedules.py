@@ -55,19 +55,23 @@ class InverseSqrtSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up, then continuous exponential decay (the paper's text).
+    """Linear warm-up, then exponential decay: continuous (the paper's text) or in stairs.
 
     `lr(n) = max_lr * n / warmup_steps` for `n <= warmup_steps`, then
-    `max_lr * decay_rate ** ((n - warmup_steps) / decay_steps)`.
+    `max_lr * decay_rate ** ((n - warmup_steps) / decay_steps)`. With `staircase_steps=k`
+    the decay advances once every `k` updates after the warm-up instead:
+    `max_lr * decay_rate ** (k * floor((iterations - warmup_steps) / k) / decay_steps)`
+    (the paper's ESC-50 fine-tuning: x0.85 once per epoch).
 
     Args:
         max_lr: peak learning rate, reached at update `warmup_steps`.
         warmup_steps: length of the linear warm-up in optimizer updates; 0 disables it.
         decay_steps: number of updates over which the rate is multiplied by `decay_rate`.
         decay_rate: multiplicative factor per `decay_steps` updates, in (0, 1].
+        staircase_steps: None (continuous decay) or the updates between two decays.
     """
 
-    def __init__(self, max_lr, warmup_steps, decay_steps, decay_rate):
+    def __init__(self, max_lr, warmup_steps, decay_steps, decay_rate, staircase_steps=None):
         _check_positive("max_lr", max_lr)
         _check_positive("decay_steps", decay_steps)
         if not 0 < decay_rate <= 1:
@@ -76,13 +80,18 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
         self.decay_steps = float(decay_steps)
         self.decay_rate = float(decay_rate)
+        self.staircase_steps = (None if staircase_steps is None
+                                else _check_int("staircase_steps", staircase_steps, 1))
 
     def __call__(self, step):
         n = ops.cast(step, "float32") + 1.0
         warmup = float(self.warmup_steps)
-        decay = self.max_lr * ops.power(
-            self.decay_rate, ops.maximum(n - warmup, 0.0) / self.decay_steps
-        )
+        if self.staircase_steps is None:
+            elapsed = ops.maximum(n - warmup, 0.0)
+        else:
+            stair = float(self.staircase_steps)
+            elapsed = stair * ops.floor(ops.maximum(n - 1.0 - warmup, 0.0) / stair)
+        decay = self.max_lr * ops.power(self.decay_rate, elapsed / self.decay_steps)
         if self.warmup_steps == 0:
             return decay
         return ops.where(n < warmup, self.max_lr * n / warmup, decay)
@@ -93,4 +102,5 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps,
             "decay_steps": self.decay_steps,
             "decay_rate": self.decay_rate,
+            "staircase_steps": self.staircase_steps,
         }

@@ -55,6 +55,20 @@ def test_warmup_exponential_decay_without_warmup():
                                rtol=1e-5)
 
 
+def test_staircase_decays_once_per_stair_as_keras_exponential_decay():
+    """ESC-50's x0.85 per epoch of 7 steps over 4 epochs, as Keras' staircase schedule."""
+    schedule = WarmupExponentialDecay(1e-4, warmup_steps=0, decay_steps=28,
+                                      decay_rate=0.85 ** 4, staircase_steps=7)
+    keras_schedule = keras.optimizers.schedules.ExponentialDecay(1e-4, 7, 0.85, staircase=True)
+    steps = list(range(28))
+    np.testing.assert_allclose(_lrs(schedule, steps), _lrs(keras_schedule, steps), rtol=1e-5)
+    assert _lr(schedule, 6) == pytest.approx(1e-4) and _lr(schedule, 7) == pytest.approx(8.5e-5)
+    warm = WarmupExponentialDecay(1e-3, warmup_steps=2, decay_steps=4, decay_rate=0.5,
+                                  staircase_steps=2)
+    np.testing.assert_allclose(_lrs(warm, range(6)), [5e-4, 1e-3, 1e-3, 1e-3, 1e-3 * 0.5 ** 0.5,
+                                                     1e-3 * 0.5 ** 0.5], rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "schedule",
     [InverseSqrtSchedule(5e-4, 300), WarmupExponentialDecay(5e-4, 300, 500, 0.1)],
@@ -73,8 +87,9 @@ def test_rises_to_the_peak_then_decays(schedule):
 
 @pytest.mark.parametrize(
     "schedule",
-    [InverseSqrtSchedule(5e-4, 30_000), WarmupExponentialDecay(5e-4, 30_000, 10_000, 0.9)],
-    ids=["inverse_sqrt", "exponential"],
+    [InverseSqrtSchedule(5e-4, 30_000), WarmupExponentialDecay(5e-4, 30_000, 10_000, 0.9),
+     WarmupExponentialDecay(5e-4, 0, 10_000, 0.1, staircase_steps=50)],
+    ids=["inverse_sqrt", "exponential", "staircase"],
 )
 def test_config_round_trip(schedule):
     config = schedule.get_config()
