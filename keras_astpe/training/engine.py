@@ -47,9 +47,10 @@ from keras_astpe.training.schedules import InverseSqrtSchedule, WarmupExponentia
 from keras_astpe.training.selection import BestCheckpoint
 from keras_astpe.training.swa import StochasticWeightAveraging
 
-SCHEDULES = ("exponential", "inverse_sqrt")
+SCHEDULES = ("exponential", "inverse_sqrt", "constant")
 # The final model: the SWA of the last checkpoints, or the best one on the validation split.
 SELECTIONS = ("swa", "best")
+TRAINABLE = ("all", "head")
 _PAPER_MASKS = SpecAugmentConfig()
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 # Settings that may change between the starts of a run without changing it (recorded in
@@ -81,16 +82,27 @@ class TrainConfig(trainer.RecipeConfig):
         "Without it, the recipe's demo data are generated under demo_data/ on first use.")
     preset: str = setting("ast-pe-small", choices=sorted(keras_astpe.PRESETS),
                           help="Model size of a new model.")
+    num_layers: int | None = setting(
+        None, help="Encoder blocks of a new model (default: the preset's).")
+    dropout: float | None = setting(
+        None, help="Residual dropout of a new model (default: the preset's).")
     batch_size: int = setting(32, help="Global batch size.")
     train_steps: int = setting(2000, help="Optimizer steps.")
     warmup_steps: int = setting(200, help="Steps of linear learning-rate warm-up.")
     max_lr: float = setting(5e-4, help="Peak learning rate.")
     schedule: str = setting(
         "exponential", choices=SCHEDULES, help="Decay after warm-up: 'exponential' (the "
-        "paper's text) or 'inverse_sqrt' (the original code: lr proportional to 1/sqrt(step)).")
+        "paper's text), 'inverse_sqrt' (the original code: lr proportional to 1/sqrt(step)) "
+        "or 'constant' (none).")
     decay_rate: float = setting(
         0.1, help="Exponential schedule: factor the learning rate is multiplied by from the "
         "end of warm-up to the last step (the paper does not give it).")
+    decay_every: int = setting(
+        0, help="Exponential schedule: decay in stairs of this many steps (0: continuously; "
+        "the paper's ESC-50 fine-tuning decays once per epoch).")
+    trainable: str = setting(
+        "all", choices=TRAINABLE, help="What trains: 'all', or 'head' (the output layer alone, "
+        "the backbone frozen: the first stage of the paper's ESC-50 fine-tuning).")
     checkpoint_every: int = setting(
         200, help="Steps between checkpoints (and SWA snapshots); must divide --train_steps. "
         "Also the length of a Keras 'epoch' in the logs.")
@@ -108,6 +120,12 @@ class TrainConfig(trainer.RecipeConfig):
     eval_split: str | None = setting(
         None, help="Split the final model is evaluated on (default: the split of role "
         "'test', else 'eval', else 'validation').")
+    train_folds: tuple[int, ...] | None = setting(
+        None, help="Folds of the training splits to train on (cross-validation data such as "
+        "ESC-50's; default: every clip).")
+    eval_folds: tuple[int, ...] | None = setting(
+        None, help="Folds of the evaluation split to evaluate (and, when it is also the "
+        "validation split, validate) on (default: every clip).")
     validation_split: str | None = setting(
         None, help="Split validated on at every checkpoint, which --selection=best chooses "
         "on (default: the split of role 'validation', else 'eval'; without one, "
@@ -166,6 +184,14 @@ class TrainConfig(trainer.RecipeConfig):
         if self.init is not None and self.init.endswith(KERAS_MODEL_SUFFIX) and self.pe:
             raise ValueError(f"--pe applies to a new model; --init={self.init} keeps its own "
                              "positional encoding")
+        if self.init is not None and self.init.endswith(KERAS_MODEL_SUFFIX) and (
+                self.num_layers is not None or self.dropout is not None):
+            raise ValueError(f"--num_layers and --dropout apply to a new model; --init="
+                             f"{self.init} keeps its own")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ValueError(f"--num_layers must be >= 1, got {self.num_layers}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("batch_size", "train_steps", "checkpoint_every", "swa_last"):
@@ -176,6 +202,18 @@ class TrainConfig(trainer.RecipeConfig):
                              f"got {self.warmup_steps}, {self.max_lr}, {self.decay_rate}")
         if self.schedule == "inverse_sqrt" and self.warmup_steps < 1:
             raise ValueError("the inverse_sqrt schedule needs --warmup_steps >= 1")
+        if self.decay_every < 0 or (self.decay_every and self.schedule != "exponential"):
+            raise ValueError(f"--decay_every must be >= 0, for --schedule=exponential, got "
+                             f"{self.decay_every} with --schedule={self.schedule}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"--trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.trainable == "head" and not (self.init and self.init.endswith(
+                KERAS_MODEL_SUFFIX)):
+            raise ValueError("--trainable=head trains the output layer of a pretrained model: "
+                             "give --init=MODEL.keras")
+        for name in ("train_folds", "eval_folds"):
+            if getattr(self, name) is not None and not getattr(self, name):
+                raise ValueError(f"--{name} is empty: leave it out for every clip")
         if self.train_steps % self.checkpoint_every:
             raise ValueError(f"--checkpoint_every ({self.checkpoint_every}) must divide "
                              f"--train_steps ({self.train_steps})")
@@ -232,9 +270,11 @@ def learning_rate_schedule(config):
     """The learning-rate schedule of `config` (warm-up to `max_lr`, then decay)."""
     if config.schedule == "inverse_sqrt":
         return InverseSqrtSchedule(config.max_lr, config.warmup_steps)
-    return WarmupExponentialDecay(config.max_lr, config.warmup_steps,
-                                  decay_steps=max(1, config.train_steps - config.warmup_steps),
-                                  decay_rate=config.decay_rate)
+    return WarmupExponentialDecay(
+        config.max_lr, config.warmup_steps,
+        decay_steps=max(1, config.train_steps - config.warmup_steps),
+        decay_rate=config.decay_rate if config.schedule == "exponential" else 1.0,
+        staircase_steps=config.decay_every or None)
 
 
 def _first_with_clips(info, roles):
@@ -316,8 +356,8 @@ def train(config, verbose="auto", log=print):
     """
     run = _open_run(config, log)
     model, selector, initial_epoch = _model_at_its_last_checkpoint(run)
-    eval_dataset = run.make(run.eval_files, training=False,
-                            num_clips=run.info.num_clips(run.eval_split))
+    eval_dataset = run.make(run.eval_files, training=False, num_clips=run.eval_clips,
+                            folds=config.eval_folds)
     validation_dataset = eval_dataset if run.validation_split == run.eval_split else run.make(
         run.info.split_files(run.validation_split), training=False,
         num_clips=run.info.num_clips(run.validation_split))
@@ -347,6 +387,7 @@ class _Run:
     train_files: list
     eval_split: str
     eval_files: list
+    eval_clips: int  # of the evaluated folds
     validation_split: str
     pretrained: keras.Model | None  # the --init .keras model, to fine-tune
     converter: keras.layers.Layer
@@ -366,9 +407,15 @@ def _open_run(config, log):
     run_dir = os.fspath(config.output_dir or os.path.join(
         "saved_models", os.path.basename(os.path.abspath(config.data_dir)), config.model_name))
     info = DatasetInfo.load(config.data_dir)
-    train_files = [path for split in training_splits(info, config.train_splits)
-                   for path in info.split_files(split)]
+    train_splits = training_splits(info, config.train_splits)
+    train_files = [path for split in train_splits for path in info.split_files(split)]
     eval_split = evaluation_split(info, config.eval_split)
+    eval_clips = _clips_of_folds(info, eval_split, config.eval_folds)
+    if eval_split in train_splits and (
+            config.train_folds is None or config.eval_folds is None
+            or set(config.train_folds) & set(config.eval_folds)):
+        raise ValueError(f"{eval_split!r} is both a training and the evaluation split: give "
+                         "disjoint --train_folds and --eval_folds of it, or another --eval_split")
     val_split, note = validation_split(info, eval_split, selection=config.selection,
                                        given=config.validation_split)
     if note and dist.is_chief:
@@ -414,8 +461,21 @@ def _open_run(config, log):
         batch_size=config.batch_size, clip_samples=clip_samples, converter=converter,
         options=config.data, skips=skips)
     return _Run(config, dist, run_dir, info, train_files, eval_split,
-                info.split_files(eval_split), val_split, pretrained, converter, clip_samples,
-                skips, make, log if dist.is_chief else (lambda message: None), start_time)
+                info.split_files(eval_split), eval_clips, val_split, pretrained, converter,
+                clip_samples, skips, make, log if dist.is_chief else (lambda message: None),
+                start_time)
+
+
+def _clips_of_folds(info, split, folds):
+    """Clips of `folds` of `split` (all its clips for None); an error when there are none."""
+    if folds is None:
+        return info.num_clips(split)
+    per_fold = info.clips_per_fold(split)
+    clips = sum(per_fold.get(fold, 0) for fold in folds)
+    if not clips:
+        raise ValueError(f"folds {list(folds)} of {split!r} in {info.data_dir} hold no clip "
+                         f"(clips per fold: {per_fold})")
+    return clips
 
 
 def _with_frames_and_stats(converter, config):
@@ -473,6 +533,8 @@ def _build(run):
     overrides = {"dtype": "mixed_bfloat16"} if config.mixed_precision else {}
     if config.frames is not None:  # position tables learned for the clips it trains on
         overrides["num_frames"] = config.frames
+    overrides.update({name: getattr(config, name) for name in ("num_layers", "dropout")
+                      if getattr(config, name) is not None})
     with run.dist.scope():
         if run.pretrained is not None:
             model = fine_tuning_classifier(run.pretrained, info, run.converter)
@@ -483,6 +545,8 @@ def _build(run):
                 audio_converter=run.converter, class_names=info.class_names, **overrides)
             if config.init:
                 run.say(init_from_vit(model, config.init).describe())
+        if config.trainable == "head":
+            model.backbone.trainable = False
         return trainer.compile_classifier(
             model, learning_rate_schedule(config), jit_compile=JIT_COMPILE[config.jit_compile],
             distribution=run.dist)
@@ -537,8 +601,9 @@ def _fit(run, model, selector, initial_epoch, validation_dataset, verbose):
 
     def make_training(seed, count_skips=True):
         return run.make(run.train_files, training=True, deterministic=True, seed=seed,
-                        batch_size=input_batch, shard_count=dist.num_workers,
-                        shard_index=dist.worker_index, count_skips=count_skips,
+                        folds=config.train_folds, batch_size=input_batch,
+                        shard_count=dist.num_workers, shard_index=dist.worker_index,
+                        count_skips=count_skips,
                         spec_augment=config.spec_augment)
 
     training = initial_epoch < config.num_intervals
@@ -549,10 +614,15 @@ def _fit(run, model, selector, initial_epoch, validation_dataset, verbose):
         config.checkpoint_every * dist.batches_per_step if training else 1))
     run.say(dist.describe(config.batch_size))
     if training:
-        what = (f"Training {config.pe} ({config.preset}, " if run.pretrained is None
-                else f"Fine-tuning {config.init} (")
-        run.say(f"{what}{model.count_params():,} parameters) "
-                f"for {config.train_steps} steps: {config.num_intervals} intervals of "
+        parameters = f"{model.count_params():,} parameters"
+        if run.pretrained is None:
+            what = f"Training {config.pe} ({config.preset}, {parameters})"
+        elif config.trainable == "head":
+            trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+            what = f"Training the output layer of {config.init} ({trainable:,} of {parameters})"
+        else:
+            what = f"Fine-tuning {config.init} ({parameters})"
+        run.say(f"{what} for {config.train_steps} steps: {config.num_intervals} intervals of "
                 f"{config.checkpoint_every} steps, batch {config.batch_size}")
         if dist.is_chief:
             _report_input_rate(run, make_training(resumption.derive_seed(config.seed, 3),
@@ -616,7 +686,7 @@ def _evaluate_and_write(run, model, selector, eval_dataset):
         run.say("Exporting the TF Serving SavedModel")
         export_path = os.path.join(run.dir, "saved_model", "1")
         export_saved_model(model_path, export_path, overwrite=True)
-    num_clips = info.num_clips(split)
+    num_clips = run.eval_clips
     if config.selection == "best":
         selected = {"step": selector.best_step or config.train_steps,
                     "monitor": selector.monitor, "value": selector.best_value,
@@ -712,6 +782,7 @@ def _single_label_results(run, y_true, scores, last_scores):
     return {"accuracy": metrics["accuracy"],
             "last_checkpoint": {"step": run.config.train_steps,
                                 "accuracy": last["accuracy"]},
+            "confusion_matrix": confusion.tolist(),
             "chance_accuracy": float(clips.max() / clips.sum()),
             "per_class_accuracy": {name: None if np.isnan(value) else float(value)
                                    for name, value in zip(info.class_names, per_class,

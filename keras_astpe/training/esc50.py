@@ -4,11 +4,13 @@
                                data_dir="data/esc50")
     results = evaluate_esc50(config)
 
-For each official fold: a fresh copy of the AudioSet model (or a model from scratch) gets a
-new output layer (softmax over the ESC-50 classes); stage 1 trains only that layer
-(paper: 10 epochs at 1e-3), stage 2 the whole model (paper: 40 epochs from 1e-4, x0.85 per
-epoch); the held-out fold is then classified. Clips are 5 s on a model pretrained on 10 s
-clips: every positional encoding accepts any number of frames.
+Each official fold is held out in turn, in runs of the training engine (`engine.train`):
+stage 1 gives the AudioSet model a new output layer (softmax over the ESC-50 classes) and
+trains that layer alone (paper: 10 epochs at 1e-3), stage 2 fine-tunes the whole model it
+wrote (paper: 40 epochs from 1e-4, x0.85 per epoch); the engine evaluates the held-out fold.
+From scratch (`--pe`) there is no stage 1. Clips are 5 s on a model pretrained on 10 s
+clips: every positional encoding accepts any number of frames. Each run resumes as any
+engine run does.
 """
 
 import dataclasses
@@ -22,11 +24,10 @@ import keras_astpe
 from keras_astpe.cli import NamedConfigs, setting
 from keras_astpe.data.dataset_info import DatasetInfo
 from keras_astpe.io_utils import write_json
-from keras_astpe.models import ASTBackbone, ASTClassifier, get_head, get_preset
-from keras_astpe.normalization import STATS_FILENAME
-from keras_astpe.training import engine, keras_internals, outputs, resumption, trainer
-from keras_astpe.training.metrics import classification_metrics
-from keras_astpe.training.plots import plot_confusion_matrix, plot_learning_curves
+from keras_astpe.kaldi_fbank import KaldiFbankConfig
+from keras_astpe.models.presets import get_preset_entry
+from keras_astpe.training import engine, outputs, resumption, trainer
+from keras_astpe.training.plots import plot_confusion_matrix
 
 SPLIT = "esc50"
 
@@ -46,9 +47,6 @@ DEMO_SCRATCH = {"head_epochs": 0, "batch_size": 32, "finetune_epochs": 60,
 # The demo run with neither init nor pe fine-tunes the model of the README's main job,
 # `python recipes/train_audioset.py --pe=time_alibi` (its default output folder).
 DEMO_INIT = os.path.join("saved_models", "audioset-demo", "time_alibi", "model.keras")
-# Epochs per fit with a validation on the held-out fold (for the learning curves; the
-# reported accuracy is that of the last epoch, whatever the validations show).
-NUM_VALIDATIONS = 10
 # Folds this much smaller than the largest one make the per-fold mean meaningless.
 MIN_FOLD_FRACTION = 0.5
 
@@ -150,25 +148,6 @@ class ESC50Config(NamedConfigs, trainer.RecipeConfig):
 
 
 
-def _new_classifier(config, num_classes, converter=None, class_names=None):
-    """A fresh model for one fold: the pretrained backbone (or a new one) + a new softmax
-    head of the same kind (AST's: LayerNorm + dense)."""
-    if config.init is not None:
-        pretrained = engine.load_classifier(config.init)
-        backbone = pretrained.backbone
-        head = {"head_norm": pretrained.head_norm is not None,
-                "head_norm_epsilon": pretrained.head_norm_epsilon}
-    else:
-        backbone = ASTBackbone(position_encoding=config.pe, **get_preset(config.preset))
-        head = get_head(config.preset)
-    return ASTClassifier(backbone, num_classes, activation="softmax",
-                         audio_converter=converter, class_names=class_names, **head)
-
-
-def _compile(model, learning_rate):
-    return trainer.compile_classifier(model, learning_rate)
-
-
 def check_folds(clips_per_fold, folds, *, allow_unbalanced, log=print):
     """Says which folds are empty or much smaller than the largest; refuses (ValueError)
     unless `allow_unbalanced`, since the mean over such folds means little."""
@@ -195,8 +174,8 @@ def evaluate_esc50(config, verbose="auto", log=print):
     `config.data_dir` must be a converted dataset (the recipe prepares the demo data when
     it is None). Writes in `config.output_dir`: `results.json` (accuracy per fold, mean and
     std over the folds, pooled over every test clip, chance, fold sizes, config),
-    `confusion_matrix.png` and `.csv` (summed over the folds), `normalization_stats.json`,
-    and per fold `fold_<k>/training_log.csv` and `fold_<k>/learning_curves.png`.
+    `confusion_matrix.png` and `.csv` (summed over the folds), and per fold the engine's run
+    folder `fold_<k>/` (stage 1 in `fold_<k>/head/`): its model, metrics, logs and plots.
 
     Returns:
         The content of `results.json`, plus `output_dir`.
@@ -204,27 +183,30 @@ def evaluate_esc50(config, verbose="auto", log=print):
     start_time = time.monotonic()
     run_dir = trainer.prepare_output_dir(config.output_dir)
     info = DatasetInfo.load(config.data_dir)
-    files = info.split_files(SPLIT)
     plan = _plan_folds(info, config, log)
-    skips = trainer.SkipCounter()
-    converter, position_encoding, backbone_parameters = _front_end(config, run_dir, files,
-                                                                   skips, log)
-    clip_samples = int(round(info.clip_seconds * converter.sample_rate))
-    log(f"ESC-50 {'fine-tuning ' + config.init if config.init else 'from scratch: ' + config.pe}"
-        f"; {info.num_classes} classes, folds {plan.folds}; {position_encoding}"
-        + (f", {backbone_parameters:,} backbone parameters" if backbone_parameters else ""))
+    if config.init:
+        pretrained = engine.load_classifier(config.init)
+        position_encoding = pretrained.backbone.position_encoding
+        what = (f"fine-tuning {config.init}; {position_encoding}, "
+                f"{pretrained.backbone.count_params():,} backbone parameters")
+    else:
+        position_encoding = config.pe
+        what = f"from scratch: {config.pe} ({config.preset})"
+    log(f"ESC-50 {what}; {info.num_classes} classes, folds {plan.folds}")
 
-    make = trainer.dataset_maker(
-        num_classes=info.num_classes, multi_label=False, batch_size=config.batch_size,
-        clip_samples=clip_samples, converter=converter, options=config.data, skips=skips)
-    per_fold = {}
-    confusion = np.zeros((info.num_classes, info.num_classes), np.int64)
+    per_fold, runs = {}, {}
     for fold in plan.folds:
-        per_fold[fold], fold_confusion = _run_fold(fold, config, info, plan, make, converter,
-                                                    os.path.join(run_dir, f"fold_{fold}"),
-                                                    verbose, log)
-        confusion += fold_confusion
-
+        log(f"\n=== Fold {fold}: train on the other folds, test on its "
+            f"{plan.clips_per_fold[fold]} clips ===")
+        for stage in fold_configs(config, info, plan, fold):
+            runs[fold] = engine.train(stage, verbose=verbose, log=log)
+        per_fold[fold] = {"accuracy": runs[fold]["accuracy"],
+                          "num_test_clips": runs[fold]["num_eval_clips"],
+                          "num_train_clips": sum(plan.clips_per_fold[f] for f in
+                                                 plan.clips_per_fold if f != fold)}
+        log(f"Fold {fold}: accuracy {per_fold[fold]['accuracy']:.4f}")
+    confusion = sum(np.array(runs[fold]["confusion_matrix"]) for fold in plan.folds)
+    first = runs[plan.folds[0]]
     accuracies = np.array([per_fold[fold]["accuracy"] for fold in plan.folds])
     outputs.write_csv(os.path.join(run_dir, "confusion_matrix.csv"),
                       [["true \\ predicted", *info.class_names],
@@ -241,18 +223,67 @@ def evaluate_esc50(config, verbose="auto", log=print):
         "chance_accuracy": 1.0 / info.num_classes,
         "num_classes": info.num_classes,
         "position_encoding": position_encoding,
-        "skipped_bad_records": skips.counts(),
+        "skipped_bad_records": _summed(runs[fold]["skipped_bad_records"] for fold in plan.folds),
         "backend": keras.backend.backend(),
         "wall_time_seconds": round(time.monotonic() - start_time, 1),
         "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
-                   "clip_samples": clip_samples},
-        "normalization": trainer.normalization_record(converter),
+                   "clip_samples": first["config"]["clip_samples"]},
+        "normalization": first["normalization"],
     }
     write_json(os.path.join(run_dir, "results.json"), results)
     plot_confusion_matrix(confusion, info.class_names,
                           os.path.join(run_dir, "confusion_matrix.png"),
                           title=f"ESC-50, folds {plan.folds} summed")
     return {**results, "output_dir": run_dir}
+
+
+def fold_configs(config, info, plan, fold):
+    """The engine runs that hold out `fold`: stage 1 (the output layer alone, when
+    `head_epochs`), then stage 2 (the whole model, from stage 1's model), in
+    `<output_dir>/fold_<fold>/head` and `<output_dir>/fold_<fold>`.
+
+    An epoch is a pass over the training folds: one checkpoint interval, validated on the
+    held-out fold (the learning curves); the reported accuracy is the last epoch's.
+    """
+    fold_dir = os.path.join(config.output_dir, f"fold_{fold}")
+    train_folds = tuple(f for f in sorted(plan.clips_per_fold) if f != fold)
+    steps = max(1, sum(plan.clips_per_fold[f] for f in train_folds) // config.batch_size)
+    common = {"data_dir": config.data_dir, "data": config.data, "batch_size": config.batch_size,
+              "seed": resumption.derive_seed(config.seed, fold), "train_splits": (SPLIT,),
+              "train_folds": train_folds, "eval_split": SPLIT, "eval_folds": (fold,),
+              "validation_split": SPLIT, "checkpoint_every": steps, "warmup_steps": 0,
+              "export": False}
+    stages, init = [], config.init
+    if config.head_epochs:
+        head_dir = os.path.join(fold_dir, "head")
+        stages.append(engine.TrainConfig(
+            **common, init=init, trainable="head", schedule="constant", max_lr=config.head_lr,
+            train_steps=config.head_epochs * steps, output_dir=head_dir))
+        init = os.path.join(head_dir, "model.keras")
+    model = ({"init": init} if init else
+             {"pe": config.pe, "preset": config.preset,
+              "frames": _clip_frames(config.preset, info.clip_seconds)})
+    stages.append(engine.TrainConfig(
+        **common, **model, max_lr=config.finetune_lr,
+        decay_rate=config.lr_decay ** config.finetune_epochs, decay_every=steps,
+        train_steps=config.finetune_epochs * steps, output_dir=fold_dir))
+    return stages
+
+
+def _clip_frames(preset, clip_seconds):
+    """Frames of a clip of the data with the front end of `preset` (a new model's
+    positions are those of the clips it trains on)."""
+    entry = get_preset_entry(preset)
+    front_end = entry.log_mel_config if entry.needs_statistics else KaldiFbankConfig()
+    return front_end.num_frames(int(round(clip_seconds * front_end.sample_rate)))
+
+
+def _summed(counts):
+    total = {}
+    for record in counts:
+        for purpose, count in record.items():
+            total[purpose] = total.get(purpose, 0) + count
+    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,88 +314,6 @@ def _plan_folds(info, config, log):
     return _FoldPlan(all_folds, clips_per_fold, folds, unbalanced)
 
 
-def _front_end(config, run_dir, files, skips, log):
-    """`(converter, position encoding, backbone parameters or None)` of the evaluation.
-
-    With `--init`, the model's own front end (its statistics kept, written to the run
-    folder); from scratch, the preset's, with statistics of these clips. Either way each
-    clip keeps its frames: the model adapts its positions to any length.
-    """
-    stats_path = os.path.join(run_dir, STATS_FILENAME)
-    if os.path.exists(stats_path):
-        os.remove(stats_path)  # a new evaluation: statistics from its own source
-    if config.init is None:
-        converter = trainer.preset_converter(
-            config.preset, run_dir, files, skips, stats_source=config.data_dir,
-            skip_bad_records=config.data.skip_bad_records, fixed_frames=False, log=log)
-        return converter, config.pe, None
-    pretrained = engine.load_classifier(config.init)
-    converter = trainer.with_own_frames(pretrained.audio_converter)
-    if getattr(converter, "stats", None) is not None:
-        converter.stats.save(stats_path)
-    return (converter, pretrained.backbone.position_encoding,
-            pretrained.backbone.count_params())
-
-
-def _run_fold(fold, config, info, plan, make, converter, fold_dir, verbose, log):
-    """Fine-tunes a fresh model on the other folds and classifies `fold`:
-    `({accuracy, num_test_clips, num_train_clips}, confusion matrix)`."""
-    train_folds = [f for f in sorted(plan.clips_per_fold) if f != fold]
-    num_train = sum(plan.clips_per_fold[f] for f in train_folds)
-    num_test = plan.clips_per_fold[fold]
-    train = make(info.split_files(SPLIT), training=True, folds=train_folds,
-                 deterministic=True, seed=resumption.derive_seed(config.seed, fold, 1))
-    test = make(info.split_files(SPLIT), training=False, folds=[fold], num_clips=num_test)
-
-    keras.utils.set_random_seed(resumption.derive_seed(config.seed, fold, 0))
-    model = _new_classifier(config, info.num_classes, converter, info.class_names)
-    os.makedirs(fold_dir, exist_ok=True)
-    log_path = os.path.join(fold_dir, "training_log.csv")
-    if os.path.exists(log_path):
-        os.remove(log_path)
-    log(f"\n=== Fold {fold}: train on folds {train_folds} ({num_train} clips), test on "
-        f"{num_test} clips ===")
-    _fine_tune(model, config, train, test, max(1, num_train // config.batch_size), log_path,
-               resumption.derive_seed(config.seed, fold, 2), verbose, log)
-    targets, scores = outputs.predict(model, test, num_test,
-                                      description=f"Classifying fold {fold}")
-    metrics = classification_metrics(targets.argmax(axis=1), scores)
-    plot_learning_curves(log_path, os.path.join(fold_dir, "learning_curves.png"),
-                         title=f"ESC-50 fold {fold}")
-    log(f"Fold {fold}: accuracy {metrics['accuracy']:.4f}")
-    return ({"accuracy": metrics["accuracy"], "num_test_clips": len(targets),
-             "num_train_clips": num_train}, metrics["confusion_matrix"])
-
-
-def _fine_tune(model, config, train, test, steps_per_epoch, log_path, seed, verbose, log):
-    """Stage 1 (output layer only), then stage 2 (whole model), logged to `log_path`."""
-    def callbacks():
-        return [resumption.DropoutReseed(seed), outputs.LogLearningRate(),
-                keras.callbacks.CSVLogger(log_path, append=True)]
-
-    if config.head_epochs:
-        log(f"Stage 1: output layer only, {config.head_epochs} epochs at lr {config.head_lr:g}")
-        model.backbone.trainable = False
-        _compile(model, config.head_lr)
-        keras_internals.build_for_fit(model, train)
-        model.fit(train, epochs=config.head_epochs, steps_per_epoch=steps_per_epoch,
-                  shuffle=False,
-                  validation_data=test, validation_freq=_validation_epochs(
-                      0, config.head_epochs), callbacks=callbacks(), verbose=verbose)
-    if config.finetune_epochs:
-        log(f"Stage 2: whole model, {config.finetune_epochs} epochs from lr "
-            f"{config.finetune_lr:g}, x{config.lr_decay:g} per epoch")
-        model.backbone.trainable = True
-        _compile(model, keras.optimizers.schedules.ExponentialDecay(
-            config.finetune_lr, steps_per_epoch, config.lr_decay, staircase=True))
-        keras_internals.build_for_fit(model, train)
-        last = config.head_epochs + config.finetune_epochs
-        model.fit(train, epochs=last, initial_epoch=config.head_epochs, shuffle=False,
-                  steps_per_epoch=steps_per_epoch, validation_data=test,
-                  validation_freq=_validation_epochs(config.head_epochs, last),
-                  callbacks=callbacks(), verbose=verbose)
-
-
 def summary(results):
     """The lines the recipe prints at the end of a cross-validation."""
     out = results["output_dir"]
@@ -384,10 +333,3 @@ def summary(results):
     lines += [f"Results: {os.path.join(out, 'results.json')}",
               f"Confusion matrix: {os.path.join(out, 'confusion_matrix.png')}"]
     return "\n".join(lines)
-
-
-def _validation_epochs(initial_epoch, epochs):
-    """1-based epochs of a `fit` that validate: about `NUM_VALIDATIONS`, always the first
-    (so that `CSVLogger` sees the validation columns) and the last."""
-    chosen = np.linspace(initial_epoch + 1, epochs, min(NUM_VALIDATIONS, epochs - initial_epoch))
-    return sorted({int(round(epoch)) for epoch in chosen})

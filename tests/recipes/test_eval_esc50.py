@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import keras
@@ -15,7 +16,7 @@ import keras_astpe
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.models.audio_converter import LogMelAudioConverter
 from keras_astpe.normalization import NormalizationStats
-from keras_astpe.training import esc50, outputs
+from keras_astpe.training import engine, esc50, outputs, trainer
 from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 
 pytestmark = pytest.mark.backend_agnostic
@@ -77,21 +78,45 @@ def test_cross_validation_from_audioset_model(workdir):
         rows = list(csv.reader(f))
     assert len(rows) == 11 and sum(int(v) for row in rows[1:] for v in row[1:]) == 20
     assert (run_dir / "confusion_matrix.png").is_file()
-    with open(run_dir / "fold_1" / "training_log.csv", newline="") as f:
-        log = list(csv.DictReader(f))
-    assert [int(row["epoch"]) for row in log] == [0, 1, 2]  # 1 head epoch + 2 fine-tuning
-    assert float(log[0]["learning_rate"]) == pytest.approx(1e-2)
-    assert "val_accuracy" in log[0]
+    # Each fold: two engine runs, the output layer (1 epoch), then the whole model (2).
+    logs = {}
+    for stage in ("fold_1/head", "fold_1"):
+        with open(run_dir / stage / "training_log.csv", newline="") as f:
+            logs[stage] = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in logs["fold_1/head"]] == [0]
+    assert float(logs["fold_1/head"][0]["learning_rate"]) == pytest.approx(1e-2)
+    assert [int(row["epoch"]) for row in logs["fold_1"]] == [0, 1]
+    # Logged at each epoch's end: x0.85 once per epoch from 5e-4.
+    assert [float(row["learning_rate"]) for row in logs["fold_1"]] == pytest.approx(
+        [5e-4 * 0.85, 5e-4 * 0.85 ** 2])
+    assert "val_accuracy" in logs["fold_1"][0]
+    with open(run_dir / "fold_1" / "metrics.json") as f:
+        fold_metrics = json.load(f)
+    assert fold_metrics["accuracy"] == accuracies[0] and fold_metrics["num_eval_clips"] == 10
+    assert fold_metrics["config"]["init"] == os.path.join(
+        "saved_models", "esc50-demo", "time_alibi", "fold_1", "head", "model.keras")
     assert (run_dir / "fold_3" / "learning_curves.png").is_file()
+    assert (run_dir / "fold_3" / "model.keras").is_file()
     assert not (run_dir / "fold_2").exists()
+
+    # Rerun: every run is complete and is evaluated again, with the same accuracy.
+    again = subprocess.run(
+        [sys.executable, str(RECIPE), f"--init={init}", "--demo_size=tiny", "--folds=1,3",
+         "--batch_size=4", "--head_epochs=1", "--finetune_epochs=2"],
+        cwd=workdir, env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "training already complete" in again.stdout
+    with open(run_dir / "results.json") as f:
+        assert json.load(f)["accuracy_per_fold"] == results["accuracy_per_fold"]
 
 
 @pytest.mark.parametrize("pe", keras_astpe.PE_KINDS)
 def test_every_pe_fine_tunes_on_5_second_clips(tmp_path, pe):
-    init, pretrained = _pretrained(tmp_path, pe)
-    config = esc50.ESC50Config.named(init=init, data_dir=str(tmp_path), batch_size=2,
-                                      head_epochs=1, finetune_epochs=1)
-    model = esc50._new_classifier(config, 7)
+    _, pretrained = _pretrained(tmp_path, pe)
+    esc = types.SimpleNamespace(multi_label=False, num_classes=7,
+                                class_names=[f"c{i}" for i in range(7)])
+    model = engine.fine_tuning_classifier(pretrained, esc, pretrained.audio_converter)
     assert model.backbone.position_encoding == pe
     # The pretrained backbone, a new 7-class softmax head.
     for a, b in zip(model.backbone.get_weights(), pretrained.backbone.get_weights(),
@@ -100,11 +125,35 @@ def test_every_pe_fine_tunes_on_5_second_clips(tmp_path, pe):
     frames = FrontEndConfig().num_frames(80000)
     x = np.random.rand(4, frames, 64).astype("float32")
     y = keras.utils.to_categorical([0, 1, 2, 6], 7)
-    esc50._compile(model, 1e-3)
+    trainer.compile_classifier(model, 1e-3)
     model.run_eagerly = True  # one step: tracing would cost more than it saves
     model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     scores = keras.ops.convert_to_numpy(model.predict_on_batch(x))
     assert scores.shape == (4, 7) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_fold_configs_are_the_papers_two_stages(tmp_path):
+    init, _ = _pretrained(tmp_path / "run")
+    config = esc50.ESC50Config.named(init=init, data_dir="data/esc50", output_dir="out")
+    plan = esc50._FoldPlan({k: 400 for k in range(1, 6)}, {k: 400 for k in range(1, 6)},
+                           [1, 2, 3, 4, 5], [])
+    head, whole = esc50.fold_configs(config, types.SimpleNamespace(clip_seconds=5.0), plan, 2)
+    steps = 1600 // 32  # an epoch: the 4 training folds
+    for stage in (head, whole):
+        assert (stage.train_splits, stage.train_folds, stage.eval_split, stage.eval_folds) == \
+            (("esc50",), (1, 3, 4, 5), "esc50", (2,))
+        assert (stage.checkpoint_every, stage.warmup_steps, stage.export) == (steps, 0, False)
+    assert (head.init, head.trainable, head.schedule, head.max_lr, head.train_steps,
+            head.output_dir) == (init, "head", "constant", 1e-3, 10 * steps,
+                                 os.path.join("out", "fold_2", "head"))
+    assert (whole.init, whole.trainable, whole.max_lr, whole.decay_every,
+            whole.train_steps, whole.output_dir) == (
+        os.path.join("out", "fold_2", "head", "model.keras"), "all", 1e-4, steps,
+        40 * steps, os.path.join("out", "fold_2"))
+    assert whole.decay_rate == pytest.approx(0.85 ** 40)  # x0.85 per epoch
+    scratch = esc50.ESC50Config.named(pe="alibi_2d", data_dir="data/esc50", output_dir="out")
+    (only,) = esc50.fold_configs(scratch, types.SimpleNamespace(clip_seconds=5.0), plan, 2)
+    assert (only.pe, only.preset, only.init, only.frames) == ("alibi_2d", "ast-pe", None, 498)
 
 
 def test_config_defaults_and_errors(tmp_path):
@@ -119,11 +168,8 @@ def test_config_defaults_and_errors(tmp_path):
         esc50.ESC50Config.named(init=init, pe="none")
     with pytest.raises(ValueError, match="either"):
         esc50.ESC50Config.named(data_dir="data/esc50")
-    assert esc50._validation_epochs(0, 3) == [1, 2, 3]
     with pytest.raises(FileNotFoundError, match="train_audioset"):
         esc50.ESC50Config.named(init=str(tmp_path / "missing.keras"))
-    epochs = esc50._validation_epochs(10, 50)
-    assert len(epochs) == esc50.NUM_VALIDATIONS and epochs[0] == 11 and epochs[-1] == 50
 
 
 def test_demo_default_fine_tunes_the_main_job_model(tmp_path, monkeypatch):
