@@ -6,16 +6,17 @@ r"""Hyperparameter search over the positional encoding, learning rate, depth and
     python recipes/tune.py --data_dir=data/esc50 --eval_fold=1
 
 Trains short trials of AST classifiers with keras-tuner (`--tuner=bayesian` or
-`hyperband`) on TFRecords written by `tfrecords_tools`, maximising the validation
-`val_pr_auc`: the area under the precision-recall curve per class averaged over classes, a
-training-time estimate of mAP (see `keras_astpe.training.tuning`). The dataset's manifest
-says which splits train and validate and whether it is multi-label. Without `--data_dir`,
+`hyperband`) on TFRecords written by `tfrecords_tools`, each trial a run of the training
+engine, maximising the trial's mAP (multi-label data) or accuracy (single-label) on the
+validation data (see `keras_astpe.training.tuning`). The dataset's manifest says which
+splits train and validate and whether it is multi-label. Without `--data_dir`,
 the synthetic demo data are generated and converted under `demo_data/` (once; shared with
 the other recipes) and their AudioSet part is used.
 
 Writes to `--output_dir`: `trials.json` (every trial: status, score, hyperparameters,
-error), `best_hyperparameters.json` (only when every trial completed), the keras-tuner
-state in `search/` (a re-run resumes it unless `--overwrite`), and prints the trial table.
+run folder, error), `best_hyperparameters.json` (only when every trial completed), the
+keras-tuner state and each trial's run folder (its model, metrics, logs) in `search/` (a
+re-run resumes it unless `--overwrite`), and prints the trial table.
 Exits non-zero with the first failed trial's error when any trial failed.
 """
 
@@ -35,7 +36,6 @@ except ModuleNotFoundError as error:
 
 
 def main(config):
-    tuning.check_tensorboard()
     data_dir = config.data_dir
     if data_dir is None:
         print(f"No --data_dir: using the {config.demo_size} demo data of {DEMO_DIR}/",

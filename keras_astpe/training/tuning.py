@@ -1,36 +1,28 @@
 """Hyperparameter search (keras-tuner) over the positional encoding, learning rate, depth and
-dropout of an AST classifier, with the failures keras-tuner hides made loud.
+dropout of an AST classifier: each trial is a run of the training engine (`engine.train`)
+with the trial's values, and the failures keras-tuner hides are made loud.
 
 keras-tuner catches every exception a trial raises, marks the trial failed and goes on; at
 the end `get_best_hyperparameters()` still returns "the best" hyperparameters, those of a
-failed trial when none completed. On TensorFlow >= 2.20 (which no longer installs
-tensorboard) keras-tuner 1.4.8 fails every trial this way, because it imports
-`tensorboard.plugins.hparams` in each trial on the TensorFlow backend. Hence:
+failed trial when none completed. `check_trials(tuner)` after the search raises
+`TrialsFailedError`, with the first failed trial's error and traceback, when any trial
+failed or none completed.
 
-- `check_tensorboard()` before a search: a clear error with the fix, not a silent search.
-- `check_trials(tuner)` after it: `TrialsFailedError`, with the first failed trial's error
-  and traceback, when any trial failed or none completed.
+The objective is the metric the engine evaluates a trial's final model with on the
+validation data, to maximise: the mAP (multi-label data) or the accuracy (single-label).
 
-The objective is `val_pr_auc`: `keras.metrics.AUC(curve="PR", multi_label=True)` on the
-validation data, the area under the precision-recall curve of each class (200 thresholds),
-averaged over classes: a training-time estimate of the AudioSet mAP, to maximise. Classes
-without a positive in the validation data count as 0 in this average (the exact mAP of
-`keras_astpe.training.tagging_metrics` leaves them out); the comparison between trials on
-the same validation data is what matters.
-
-    hypermodel = ASTHyperModel(num_classes=527, preset="ast-pe-small")
-    tuner = make_tuner("bayesian", hypermodel, directory="saved_models/tune", max_trials=20)
-    best = run_search(tuner, train_ds, eval_ds, "saved_models/tune", epochs=3,
-                      steps_per_epoch=500)
+    tuner = make_tuner("bayesian", SearchSpace(pe_kinds=("none", "time_alibi")),
+                       {"data_dir": "data/audioset", "preset": "ast-pe-small", ...},
+                       objective="mAP", directory="saved_models/tune", epochs=3,
+                       steps_per_epoch=500, max_trials=20)
+    best = run_search(tuner, "saved_models/tune")
 
 `tune(TuneConfig(...))` is all of it on converted data, as `recipes/tune.py` runs it.
 """
 
 import dataclasses
-import fnmatch
 import os
 
-import keras
 import keras_tuner
 import numpy as np
 from keras_tuner.engine.trial import TrialStatus
@@ -38,63 +30,36 @@ from keras_tuner.engine.trial import TrialStatus
 import keras_astpe
 from keras_astpe.cli import setting
 from keras_astpe.data.dataset_info import DatasetInfo
-from keras_astpe.data.shards import keep_folds, read_records
 from keras_astpe.io_utils import write_json
-from keras_astpe.models import PE_KINDS, get_preset
+from keras_astpe.models import PE_KINDS
 from keras_astpe.normalization import STATS_FILENAME
-from keras_astpe.training import trainer
+from keras_astpe.training import engine, trainer
 
-OBJECTIVE = "val_pr_auc"
 TUNERS = ("hyperband", "bayesian")
 BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.json"
 TRIALS_FILE = "trials.json"
 _SCHEDULE_PREFIX = "tuner/"  # Hyperband's bookkeeping entries in the trial hyperparameters
 
 
-def check_tensorboard():
-    """Raises `ImportError` with the fix when keras-tuner's tensorboard import would fail.
-
-    keras-tuner 1.4.8 imports `tensorboard.plugins.hparams` in every trial on the
-    TensorFlow backend; without tensorboard (not installed with TensorFlow >= 2.20) every
-    trial fails.
-    """
-    try:
-        from tensorboard.plugins.hparams import api  # noqa: F401
-    except ImportError as error:
-        raise ImportError(
-            "keras-tuner needs tensorboard (it imports tensorboard.plugins.hparams in every "
-            "trial and fails them all without it), and TensorFlow >= 2.20 no longer "
-            "installs it. Install it with `pip install tensorboard` (or reinstall this "
-            f"package: `pip install -e .`). Import error: {error}") from error
+def objective_of(info):
+    """The metric a search on the dataset `info` maximises."""
+    return "mAP" if info.multi_label else "accuracy"
 
 
-class ASTHyperModel(keras_tuner.HyperModel):
-    """Builds and compiles an AST classifier from a trial's hyperparameters.
-
-    Searched: `position_encoding` (one of `pe_kinds`), `learning_rate` (log-uniform),
-    `num_layers` (integer) and `dropout` (uniform). A range whose bounds are equal is fixed.
-    The rest of the model is `preset`. Training as in the paper, at a constant learning
-    rate (trials are short): Adam with gradient clipping by value 1, binary cross-entropy
-    on sigmoid outputs (`multi_label=True`, AudioSet) or categorical cross-entropy on
-    softmax outputs (single-label data such as ESC-50). Metric: `pr_auc` (see `OBJECTIVE`).
+class SearchSpace:
+    """The values a trial draws: `position_encoding` (one of `pe_kinds`), `learning_rate`
+    (log-uniform), `num_layers` (integer) and `dropout` (uniform). A range whose bounds are
+    equal is fixed.
 
     Args:
-        num_classes: output classes.
-        preset: model size, one of `keras_astpe.PRESETS`.
-        multi_label: sigmoid + BCE (multi-hot targets) or softmax + CCE (one-hot).
         pe_kinds: positional encodings to choose from (`keras_astpe.PE_KINDS`).
-        learning_rate: `(min, max)`, sampled log-uniformly.
+        learning_rate: `(min, max)`, the constant learning rate of a trial.
         num_layers: `(min, max)` encoder blocks.
         dropout: `(min, max)` residual dropout rate.
-        **model_overrides: other `ASTBackbone` arguments, fixed for every trial
-            (e.g. `num_frames=496` for 5 s clips).
     """
 
-    def __init__(self, num_classes, *, preset="ast-pe-tiny", multi_label=True,
-                 pe_kinds=PE_KINDS, learning_rate=(1e-5, 1e-3), num_layers=(1, 4),
-                 dropout=(0.0, 0.3), **model_overrides):
-        super().__init__(name="ast")
-        get_preset(preset)  # validates the name
+    def __init__(self, *, pe_kinds=PE_KINDS, learning_rate=(1e-5, 1e-3), num_layers=(1, 4),
+                 dropout=(0.0, 0.3)):
         pe_kinds = tuple(pe_kinds)
         unknown = sorted(set(pe_kinds) - set(PE_KINDS))
         if not pe_kinds or unknown:
@@ -109,16 +74,13 @@ class ASTHyperModel(keras_tuner.HyperModel):
                 raise ValueError(f"`dropout` must be in [0, 1). Received: {value}")
             if name == "learning_rate" and low <= 0:
                 raise ValueError(f"`learning_rate` must be > 0. Received: {value}")
-        self.num_classes = int(num_classes)
-        self.preset = preset
-        self.multi_label = bool(multi_label)
         self.pe_kinds = pe_kinds
         self.learning_rate = tuple(float(v) for v in learning_rate)
         self.num_layers = tuple(int(v) for v in num_layers)
         self.dropout = tuple(float(v) for v in dropout)
-        self.model_overrides = model_overrides
 
-    def build(self, hp):
+    def draw(self, hp):
+        """The engine settings of the trial whose hyperparameters are `hp`."""
         if len(self.pe_kinds) > 1:
             pe = hp.Choice("position_encoding", list(self.pe_kinds))
         else:
@@ -128,13 +90,8 @@ class ASTHyperModel(keras_tuner.HyperModel):
         num_layers = (hp.Int("num_layers", low, high) if high > low
                       else hp.Fixed("num_layers", low))
         dropout = _float(hp, "dropout", self.dropout)
-        model = keras_astpe.build_model(
-            pe, preset=self.preset, num_classes=self.num_classes,
-            activation="sigmoid" if self.multi_label else "softmax",
-            num_layers=num_layers, dropout=dropout, **self.model_overrides)
-        return trainer.compile_classifier(
-            model, learning_rate, metrics=[keras.metrics.AUC(curve="PR", multi_label=True,
-                                       num_labels=self.num_classes, name="pr_auc")])
+        return {"pe": pe, "max_lr": float(learning_rate), "num_layers": int(num_layers),
+                "dropout": float(dropout)}
 
 
 def _check_range(name, value):
@@ -154,45 +111,88 @@ def _float(hp, name, value_range, sampling="linear"):
     return hp.Fixed(name, low)
 
 
-def make_tuner(kind, hypermodel, *, directory, project_name="search", max_trials=None,
-               epochs=1, hyperband_factor=3, seed=None, overwrite=False):
-    """A keras-tuner tuner maximising `OBJECTIVE`, checkpointing under `directory`.
+class EngineTuner(keras_tuner.Tuner):
+    """keras-tuner's search loop whose trials are runs of `engine.train`.
+
+    A trial trains a new model of the drawn settings on top of `settings` (the engine's,
+    shared by every trial), at the drawn constant learning rate, for `epochs` checkpoint
+    intervals of `steps_per_epoch` steps, in `<trial folder>/run`; its score is the
+    engine's `objective` on the evaluation split. A Hyperband trial that continues another
+    fine-tunes that trial's model for its remaining epochs. `stats`: the search's
+    normalization statistics, given to every trial (one statistics pass per search).
+    """
+
+    def __init__(self, oracle, *, space, settings, epochs, steps_per_epoch, stats=None,
+                 log=print, **kwargs):
+        super().__init__(oracle, **kwargs)
+        space.draw(self.oracle.hyperparameters)  # the search space, known before any trial
+        self.space, self.settings, self.epochs = space, dict(settings), int(epochs)
+        self.steps_per_epoch, self.stats, self.log = int(steps_per_epoch), stats, log
+
+    def run_dir(self, trial_id):
+        return os.path.join(self.get_trial_dir(trial_id), "run")
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        drawn = self.space.draw(hp)
+        epochs = hp.values.get(f"{_SCHEDULE_PREFIX}epochs", self.epochs)
+        initial = hp.values.get(f"{_SCHEDULE_PREFIX}initial_epoch", 0)
+        continued = hp.values.get(f"{_SCHEDULE_PREFIX}trial_id")
+        model = ({"init": os.path.join(self.run_dir(continued), "model.keras")} if continued
+                 else {key: drawn[key] for key in ("pe", "num_layers", "dropout")})
+        run_dir = self.run_dir(trial.trial_id)
+        if self.stats is not None and not os.path.exists(os.path.join(run_dir, STATS_FILENAME)):
+            self.stats.save(run_dir)
+        config = engine.TrainConfig(
+            **self.settings, **model, max_lr=drawn["max_lr"], schedule="constant",
+            warmup_steps=0, checkpoint_every=self.steps_per_epoch,
+            train_steps=(epochs - initial) * self.steps_per_epoch, export=False,
+            output_dir=run_dir)
+        self.log(f"Trial {trial.trial_id}: {_search_values(hp)}"
+                 + (f", continuing trial {continued}" if continued else ""))
+        results = engine.train(config, verbose=2, log=self.log)
+        return {self.oracle.objective.name: results[self.oracle.objective.name]}
+
+
+def make_tuner(kind, space, settings, *, objective, directory, epochs, steps_per_epoch,
+               project_name="search", max_trials=None, hyperband_factor=3, seed=None,
+               overwrite=False, stats=None, log=print):
+    """An `EngineTuner` maximising `objective` ("mAP" or "accuracy"), its state under
+    `directory/project_name`.
 
     Args:
         kind: `"bayesian"` (Gaussian-process Bayesian optimisation; every trial trains
-            `epochs` epochs given to `run_search`) or `"hyperband"` (successive halving:
-            many short trials, the best continued, up to `epochs` epochs each).
-        hypermodel: e.g. an `ASTHyperModel`.
-        directory, project_name: the tuner's state goes to `directory/project_name`; an
-            existing search there is resumed unless `overwrite`.
+            `epochs` epochs) or `"hyperband"` (successive halving: many short trials, the
+            best continued, up to `epochs` epochs each).
+        space: the `SearchSpace`; `settings`: the engine settings of every trial (data,
+            splits, preset, batch size; see `engine.TrainConfig`).
         max_trials: number of trials; default 10 for `bayesian`. For `hyperband` the
             schedule (from `epochs` and `hyperband_factor`) sets the number; `max_trials`
             caps it, cutting the schedule short.
-        epochs: `hyperband`'s maximum epochs per trial (ignored by `bayesian`, whose
-            epochs are `run_search`'s).
-        hyperband_factor: `hyperband`'s reduction factor between rounds.
-        seed: seed of the search.
-        overwrite: start afresh instead of resuming.
+        overwrite: start afresh instead of resuming the search in `directory`.
     """
-    objective = keras_tuner.Objective(OBJECTIVE, direction="max")
-    common = {"objective": objective, "seed": seed, "directory": os.fspath(directory),
-              "project_name": project_name, "overwrite": overwrite}
+    objective = keras_tuner.Objective(objective, direction="max")
     if max_trials is not None and max_trials < 1:
         raise ValueError(f"`max_trials` must be >= 1. Received: {max_trials}")
+    if epochs < 1 or steps_per_epoch < 1:
+        raise ValueError(f"`epochs` and `steps_per_epoch` must be >= 1. Received: {epochs}, "
+                         f"{steps_per_epoch}")
     if kind == "bayesian":
         max_trials = max_trials or 10
-        return keras_tuner.BayesianOptimization(
-            hypermodel, max_trials=max_trials,
-            num_initial_points=min(max_trials, max(2, max_trials // 3)), **common)
-    if kind == "hyperband":
-        if epochs < 1:
-            raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
-        tuner = keras_tuner.Hyperband(hypermodel, max_epochs=epochs, factor=hyperband_factor,
-                                      **common)
+        oracle = keras_tuner.oracles.BayesianOptimizationOracle(
+            objective, max_trials=max_trials, seed=seed,
+            num_initial_points=min(max_trials, max(2, max_trials // 3)))
+    elif kind == "hyperband":
+        oracle = keras_tuner.oracles.HyperbandOracle(objective, max_epochs=epochs,
+                                                     factor=hyperband_factor, seed=seed)
         # The base oracle stops creating trials at `max_trials`; Hyperband does not expose it.
-        tuner.oracle.max_trials = max_trials
-        return tuner
-    raise ValueError(f"Unknown tuner {kind!r}; expected one of {TUNERS}.")
+        oracle.max_trials = max_trials
+    else:
+        raise ValueError(f"Unknown tuner {kind!r}; expected one of {TUNERS}.")
+    return EngineTuner(oracle, space=space, settings=settings, epochs=epochs,
+                       steps_per_epoch=steps_per_epoch, stats=stats, log=log,
+                       directory=os.fspath(directory), project_name=project_name,
+                       overwrite=overwrite)
 
 
 class TrialsFailedError(RuntimeError):
@@ -211,14 +211,14 @@ def _search_values(hyperparameters):
             if not name.startswith(_SCHEDULE_PREFIX)}
 
 
-def trial_table(tuner, epochs=None):
+def trial_table(tuner):
     """One dict per trial, best first (completed by score, then the others in order).
 
-    Keys: `trial_id`, `status`, `score` (`OBJECTIVE`; None unless completed), `best_step`
-    (0-based epoch of the best score), `epochs` (the trial's last epoch: Hyperband's, else
-    `epochs`), `continues` (the Hyperband trial whose weights it trained further, else
-    None), `hyperparameters` (the searched values) and `error` (last line of the error of
-    a failed trial, else None).
+    Keys: `trial_id`, `status`, `score` (the objective; None unless completed), `epochs`
+    (the trial's last epoch: Hyperband's, else the tuner's), `continues` (the Hyperband
+    trial whose model it trained further, else None), `hyperparameters` (the searched
+    values), `run` (the trial's engine run folder, with its `model.keras`) and `error`
+    (last line of the error of a failed trial, else None).
     """
     rows = []
     for trial in tuner.oracle.trials.values():
@@ -228,11 +228,10 @@ def trial_table(tuner, epochs=None):
             "trial_id": trial.trial_id,
             "status": trial.status,
             "score": float(trial.score) if completed and trial.score is not None else None,
-            "best_step": int(trial.best_step) if completed and trial.best_step is not None
-            else None,
-            "epochs": values.get(f"{_SCHEDULE_PREFIX}epochs", epochs),
+            "epochs": values.get(f"{_SCHEDULE_PREFIX}epochs", tuner.epochs),
             "continues": values.get(f"{_SCHEDULE_PREFIX}trial_id"),
             "hyperparameters": _search_values(trial.hyperparameters),
+            "run": tuner.run_dir(trial.trial_id),
             "error": None if completed else _error_line(trial.message),
         })
     return sorted(rows, key=lambda row: (row["score"] is None, -(row["score"] or 0.0)))
@@ -260,11 +259,11 @@ def check_trials(tuner):
         f"{(first.message or '').strip()}")
 
 
-def format_trial_table(rows):
+def format_trial_table(rows, objective):
     """`trial_table` rows as an aligned text table."""
     names = list(dict.fromkeys(name for row in rows for name in row["hyperparameters"]))
     continued = any(row["continues"] is not None for row in rows)
-    header = ["trial", "status", OBJECTIVE, *names, "epochs",
+    header = ["trial", "status", objective, *names, "epochs",
               *(["continues"] if continued else []), "error"]
     lines = [header]
     for row in rows:
@@ -292,26 +291,25 @@ def _format_value(value):
     return str(value)
 
 
-def write_results(tuner, output_dir, extra=None, epochs=None):
+def write_results(tuner, output_dir, extra=None):
     """Writes `trials.json` (`trial_table` rows), and `best_hyperparameters.json` when every
     trial completed; returns `(rows, best)` with `best` None when not written.
 
-    `extra` (e.g. the data and preset of the search) is stored in both files; `epochs`: see
-    `trial_table`.
+    `extra` (e.g. the data and preset of the search) is stored in both files.
     """
     os.makedirs(output_dir, exist_ok=True)
-    rows = trial_table(tuner, epochs=epochs)
+    rows = trial_table(tuner)
+    objective = {"objective": tuner.oracle.objective.name, "direction": "max"}
     extra = dict(extra or {})
-    write_json(os.path.join(output_dir, TRIALS_FILE),
-                {"objective": OBJECTIVE, "direction": "max", **extra, "trials": rows})
+    write_json(os.path.join(output_dir, TRIALS_FILE), {**objective, **extra, "trials": rows})
     completed = [row for row in rows if row["status"] == TrialStatus.COMPLETED]
     best = None
     if rows and len(completed) == len(rows):
         top = completed[0]
-        best = {"objective": OBJECTIVE, "direction": "max", "score": top["score"],
-                "trial_id": top["trial_id"], "best_step": top["best_step"],
+        best = {**objective, "score": top["score"], "trial_id": top["trial_id"],
                 "epochs": top["epochs"], "continues": top["continues"],
-                "hyperparameters": top["hyperparameters"], **extra}
+                "hyperparameters": top["hyperparameters"],
+                "model": os.path.join(top["run"], "model.keras"), **extra}
         write_json(os.path.join(output_dir, BEST_HYPERPARAMETERS_FILE), best)
     else:
         stale = os.path.join(output_dir, BEST_HYPERPARAMETERS_FILE)
@@ -320,28 +318,26 @@ def write_results(tuner, output_dir, extra=None, epochs=None):
     return rows, best
 
 
-def run_search(tuner, train_data, validation_data, output_dir, *, extra=None,
-               **fit_kwargs):
-    """`tuner.search`, then the results written, printed and checked.
+def run_search(tuner, output_dir, *, extra=None):
+    """`tuner.search()`, then the results written, printed and checked.
 
     Writes `trials.json` even when the search raises or trials failed, prints the trial
-    table, then raises `TrialsFailedError` if any trial did not complete. `fit_kwargs` go to
-    `fit` (e.g. `epochs`, `steps_per_epoch`, `callbacks`; Hyperband sets the epochs itself).
+    table, then raises `TrialsFailedError` if any trial did not complete.
 
     Returns:
         The best trial as written to `best_hyperparameters.json` (see `write_results`).
     """
     search_error = None
     try:
-        tuner.search(train_data, validation_data=validation_data, **fit_kwargs)
+        tuner.search()
     except RuntimeError as error:  # the oracle stops after 3 consecutive failed trials
         search_error = error
     finally:
-        rows, best = write_results(tuner, output_dir, extra=extra,
-                                   epochs=fit_kwargs.get("epochs"))
+        rows, best = write_results(tuner, output_dir, extra=extra)
         if rows:
-            print(f"\nTrials (best first; objective {OBJECTIVE}, max):\n"
-                  f"{format_trial_table(rows)}\n", flush=True)
+            objective = tuner.oracle.objective.name
+            print(f"\nTrials (best first; objective {objective}, max):\n"
+                  f"{format_trial_table(rows, objective)}\n", flush=True)
     try:
         check_trials(tuner)
     except TrialsFailedError as error:
@@ -358,15 +354,14 @@ class TuneConfig(trainer.RecipeConfig):
     data_dir: str | None = setting(
         None, help="Folder of TFRecords written by tfrecords_tools. Default: the demo "
         "AudioSet data, generated under demo_data/.")
-    train_pattern: str | None = setting(
-        None, help="Glob of the training shards, relative to --data_dir. Default: the "
-        "smallest training split of the dataset (AudioSet: balanced_train-*.tfrecord).")
-    eval_pattern: str | None = setting(
-        None, help="Glob of the validation shards, relative to --data_dir. Default: the "
-        "eval or validation split (ESC-50: the same split, --eval_fold held out). Large sets "
-        "make every epoch's validation slow: match a few shards.")
+    train_split: str | None = setting(
+        None, help="Split the trials train on. Default: the smallest training split "
+        "(AudioSet: balanced_train).")
+    eval_split: str | None = setting(
+        None, help="Split the trials are scored on. Default: the eval or validation split "
+        "(ESC-50: the training split, --eval_fold held out).")
     eval_fold: int | None = setting(
-        None, help="For data with folds in one split (ESC-50): validate on this fold, train "
+        None, help="For data with folds in one split (ESC-50): score on this fold, train "
         "on the others. Default for such data: the first fold.")
     demo_size: str = setting("small", choices=("tiny", "small"),
                              help="Size of the generated demo data (without --data_dir): "
@@ -390,6 +385,8 @@ class TuneConfig(trainer.RecipeConfig):
     preset: str = setting("ast-pe-tiny", choices=sorted(keras_astpe.PRESETS),
                           help="Model size; the searched num_layers and dropout replace the "
                           "preset's.")
+    frames: int | None = setting(
+        None, help="Frames (10 ms) of each clip's features (default: the preset's).")
     pe_kinds: tuple[str, ...] = setting(PE_KINDS, choices=PE_KINDS,
                                         help="Positional encodings to search over.")
     learning_rate_range: tuple[float, ...] = setting(
@@ -413,64 +410,35 @@ class TuneConfig(trainer.RecipeConfig):
             raise ValueError(f"--max_trials must be >= 1, got {self.max_trials}")
         if self.hyperband_factor < 2:
             raise ValueError(f"--hyperband_factor must be >= 2, got {self.hyperband_factor}")
-        ASTHyperModel(1, **self.search_space())  # checks the ranges before any data work
+        if self.tuner not in TUNERS:
+            raise ValueError(f"--tuner must be one of {TUNERS}, got {self.tuner!r}")
+        self.search_space()  # checks the ranges before any data work
 
     def search_space(self):
-        return {"preset": self.preset, "pe_kinds": self.pe_kinds,
-                "learning_rate": self.learning_rate_range,
-                "num_layers": self.num_layers_range, "dropout": self.dropout_range}
-
-
-def _select(info, pattern, default_split, folds):
-    """`(glob, files, folds, number of clips)` of the shards `pattern` matches (relative to
-    the data folder), or of `default_split` in `folds`."""
-    if pattern is None:
-        files = info.split_files(default_split)
-        return (os.path.join(info.data_dir, f"{default_split}-*.tfrecord"), files, folds,
-                info.num_clips(default_split, folds))
-    glob = os.path.join(info.data_dir, pattern)
-    known = {shard.path: (split, shard) for split, entry in info.splits.items()
-             for shard in entry.shards}
-    files = sorted(path for path in known if fnmatch.fnmatch(path, glob))
-    if not files:
-        raise FileNotFoundError(f"no shard of {info.data_dir} matches {glob!r} (its splits: "
-                                f"{sorted(info.splits)})")
-    if folds is not None or any(known[path][1].num_records is None for path in files):
-        counts = _count_records(files, folds)
-    else:
-        counts = sum(known[path][1].num_records for path in files)
-    return glob, files, folds, counts
-
-
-def _count_records(files, folds):
-    records = read_records(files)
-    if folds is not None:
-        records = keep_folds(records, folds)
-    return int(records.reduce(np.int64(0), lambda count, _: count + 1))
+        return SearchSpace(pe_kinds=self.pe_kinds, learning_rate=self.learning_rate_range,
+                           num_layers=self.num_layers_range, dropout=self.dropout_range)
 
 
 def _splits(info, config):
-    """The training and validation data of `config` in the dataset `info`."""
-    train_splits = sorted(info.splits_with_role("train"),
-                          key=lambda name: info.split(name).num_clips)
-    eval_splits = info.splits_with_role("eval") + info.splits_with_role("validation")
-    if not train_splits and config.train_pattern is None:
-        raise ValueError(f"{info.data_dir} has no training split: pass --train_pattern")
-    train_split = train_splits[0] if train_splits else None
-    eval_split = eval_splits[0] if eval_splits else None
+    """`(train split, train folds, eval split, eval folds)` of the search."""
+    by_size = sorted(info.splits_with_role("train"), key=lambda name: info.num_clips(name))
+    train_split = config.train_split or (by_size[0] if by_size else None)
+    if train_split is None:
+        raise ValueError(f"{info.data_dir} has no training split: pass --train_split")
+    folds = info.split(train_split).cross_validation_folds
+    eval_split = config.eval_split or next(
+        iter(info.splits_with_role("eval") + info.splits_with_role("validation")), None)
     eval_fold = config.eval_fold
-    cross_validation = info.split(train_split).cross_validation_folds if train_split else ()
-    if eval_split is None and config.eval_pattern is None:
-        if not cross_validation:
-            raise ValueError(f"{info.data_dir} has no validation split: pass --eval_pattern")
-        eval_split, eval_fold = train_split, eval_fold or cross_validation[0]
-    if eval_fold is not None and eval_fold not in cross_validation:
+    if eval_split is None or eval_split == train_split:
+        if not folds:
+            raise ValueError(f"{info.data_dir} has no validation split: pass --eval_split")
+        eval_split, eval_fold = train_split, eval_fold or folds[0]
+    if eval_fold is None:
+        return train_split, None, eval_split, None
+    if eval_fold not in folds:
         raise ValueError(f"--eval_fold={eval_fold}: the data have no fold {eval_fold} "
-                         f"(folds: {list(cross_validation)})")
-    train_folds = None if eval_fold is None else [f for f in cross_validation if f != eval_fold]
-    eval_folds = None if eval_fold is None else [eval_fold]
-    return (_select(info, config.train_pattern, train_split, train_folds),
-            _select(info, config.eval_pattern, eval_split, eval_folds))
+                         f"(folds: {list(folds)})")
+    return train_split, tuple(f for f in folds if f != eval_fold), eval_split, (eval_fold,)
 
 
 def tune(config, data_dir, log=print):
@@ -478,55 +446,42 @@ def tune(config, data_dir, log=print):
 
     Returns the best trial as written to `best_hyperparameters.json`.
     """
-    check_tensorboard()
     output_dir = trainer.prepare_output_dir(
         config.output_dir or os.path.join("saved_models", "tune", config.tuner))
-    keras.utils.set_random_seed(config.seed)
     info = DatasetInfo.load(data_dir)
-    (train_glob, train_files, train_folds, _), (eval_glob, eval_files, eval_folds,
-                                                num_eval_clips) = _splits(info, config)
+    train_split, train_folds, eval_split, eval_folds = _splits(info, config)
     if config.overwrite and os.path.exists(os.path.join(output_dir, STATS_FILENAME)):
         os.remove(os.path.join(output_dir, STATS_FILENAME))  # a new search
     skips = trainer.SkipCounter()
     converter = trainer.preset_converter(
-        config.preset, output_dir, train_files, skips, stats_source=data_dir,
-        skip_bad_records=config.data.skip_bad_records, progress=False, log=log)
-    make = trainer.dataset_maker(
-        num_classes=info.num_classes, multi_label=info.multi_label,
-        batch_size=config.batch_size,
-        clip_samples=trainer.clip_samples(converter, get_preset(config.preset)["num_frames"],
-                                          info.clip_seconds),
-        converter=converter, options=config.data, skips=skips)
-    train = make(train_files, training=True, folds=train_folds, seed=config.seed)
-    validation = make(eval_files, training=False, folds=eval_folds, num_clips=num_eval_clips)
-
-    hypermodel = ASTHyperModel(info.num_classes, multi_label=info.multi_label,
-                               **config.search_space())
-    tuner = make_tuner(config.tuner, hypermodel, directory=output_dir, project_name="search",
-                       max_trials=config.max_trials, epochs=config.epochs,
+        config.preset, output_dir, info.split_files(train_split), skips,
+        stats_source=data_dir, skip_bad_records=config.data.skip_bad_records, progress=False,
+        log=log)
+    settings = {"data_dir": data_dir, "data": config.data, "seed": config.seed,
+                "preset": config.preset, "frames": config.frames,
+                "batch_size": config.batch_size, "train_splits": (train_split,),
+                "train_folds": train_folds, "eval_split": eval_split, "eval_folds": eval_folds,
+                "validation_split": eval_split}
+    objective = objective_of(info)
+    tuner = make_tuner(config.tuner, config.search_space(), settings, objective=objective,
+                       directory=output_dir, epochs=config.epochs,
+                       steps_per_epoch=config.steps_per_epoch, max_trials=config.max_trials,
                        hyperband_factor=config.hyperband_factor, seed=config.seed,
-                       overwrite=config.overwrite)
-    shown = {name: "" if folds is None else f" folds {folds}"
+                       overwrite=config.overwrite, stats=getattr(converter, "stats", None),
+                       log=log)
+    shown = {name: "" if folds is None else f" folds {list(folds)}"
              for name, folds in (("train", train_folds), ("eval", eval_folds))}
-    log(f"Data: training {train_glob}{shown['train']}; validation {eval_glob}{shown['eval']} "
-        f"({num_eval_clips} clips); {info.num_classes} classes, "
-        f"{'multi' if info.multi_label else 'single'}-label")
+    log(f"Data: training {train_split}{shown['train']}; scored on {eval_split}"
+        f"{shown['eval']}; {info.num_classes} classes, "
+        f"{'multi' if info.multi_label else 'single'}-label; objective {objective}")
     tuner.search_space_summary()
-    extra = {"tuner": config.tuner, "preset": config.preset, "train_pattern": train_glob,
-             "train_folds": train_folds, "eval_pattern": eval_glob, "eval_folds": eval_folds,
-             "num_eval_clips": num_eval_clips, "batch_size": config.batch_size,
+    extra = {"tuner": config.tuner, "preset": config.preset, "data_dir": data_dir,
+             "train_split": train_split, "train_folds": train_folds, "eval_split": eval_split,
+             "eval_folds": eval_folds, "batch_size": config.batch_size,
              "steps_per_epoch": config.steps_per_epoch}
-    try:
-        best = run_search(tuner, train, validation, output_dir, extra=extra,
-                          epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-                          shuffle=False, verbose=2)
-    finally:
-        summary = skips.summary()
-        if summary:
-            log(f"Skipped: {summary}")
-    log(f"Best trial {best['trial_id']}: {OBJECTIVE} = {best['score']:.4f} with "
-        f"{best['hyperparameters']}")
+    best = run_search(tuner, output_dir, extra=extra)
+    log(f"Best trial {best['trial_id']}: {objective} = {best['score']:.4f} with "
+        f"{best['hyperparameters']}; its model: {best['model']}")
     log(f"Written: {os.path.join(output_dir, BEST_HYPERPARAMETERS_FILE)}, "
         f"{os.path.join(output_dir, TRIALS_FILE)}")
     return best
-

@@ -13,11 +13,9 @@ pytestmark = pytest.mark.backend_agnostic
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tune.py"
 
 
-def _run(cwd, *args, pythonpath=None):
+def _run(cwd, *args):
     """The recipe in `cwd` (where it writes demo_data/), as `python recipes/tune.py`."""
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, str(RECIPE), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -32,17 +30,8 @@ def test_tune_on_generated_demo_data(tmp_path):
     assert [row["status"] for row in trials["trials"]] == ["COMPLETED"]
     best = json.loads((out / "best_hyperparameters.json").read_text())
     assert best["hyperparameters"]["position_encoding"] == "absolute"
-    assert best["train_pattern"].endswith("balanced_train-*.tfrecord")
+    assert best["train_split"] == "balanced_train" and best["eval_split"] == "eval"
+    assert os.path.isfile(best["model"])
     assert (tmp_path / "demo_data" / "tfrecords" / "audioset").is_dir()
     assert (out / "normalization_stats.json").exists()
     assert "Best trial" in result.stdout
-
-
-def test_tune_stops_at_startup_without_tensorboard(tmp_path):
-    shim = tmp_path / "shim" / "tensorboard"
-    shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text('raise ImportError("tensorboard hidden by a test")\n')
-    result = _run(tmp_path, f"--output_dir={tmp_path / 'tune'}", pythonpath=shim.parent)
-    assert result.returncode == 1
-    assert "pip install tensorboard" in result.stderr
-    assert not (tmp_path / "tune").exists()

@@ -245,7 +245,8 @@ def test_snapshots_of_another_model_are_refused(tmp_path):
     other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     other.compile("adam", "mse")
     _fit(other, x, y, [])  # at step 2, where the stored snapshot is read back
-    with pytest.raises(ValueError, match="holds 9 weight arrays, but the model has 2: it belongs to another model"):
+    with pytest.raises(ValueError, match="holds 9 weight arrays, but the model has 2: it "
+                       "belongs to another model"):
         _fit(other, x, y, [StochasticWeightAveraging(2, state_dir=tmp_path)])
 
 
