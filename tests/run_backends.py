@@ -5,7 +5,9 @@
     python tests/run_backends.py -- -k attention # extra pytest arguments after --
 
 Backend-sensitive tests run under every backend; tests marked `backend_agnostic` run in the
-tensorflow pass only. Fails if any backend fails or collects no test.
+tensorflow pass only, which therefore holds most of the suite and runs on two pytest-xdist
+workers (a test file stays on one worker, with its module fixtures). Fails if any backend
+fails or collects no test.
 """
 
 import argparse
@@ -44,7 +46,8 @@ def main():
         for backend in args.backends.split(","):
             junit = Path(tmp) / f"{backend}.xml"
             env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            workers = ["-n", "2", "--dist", "loadfile"] if backend == "tensorflow" else []
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers,
                    f"--junitxml={junit}", *args.pytest_args]
             print(f"\n===== backend: {backend} =====\n$ KERAS_BACKEND={backend} {' '.join(cmd)}",
                   flush=True)
