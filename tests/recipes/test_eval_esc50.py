@@ -47,13 +47,18 @@ def workdir(tmp_path_factory):
     return work
 
 
-def test_cross_validation_from_audioset_model(workdir):
-    init, _ = _pretrained(workdir / "pretrained" / "time_alibi")
-    result = subprocess.run(
+def _cross_validate(workdir, init):
+    """Folds 1 and 3 of the tiny demo, 1 head epoch and 2 whole-model epochs each."""
+    return subprocess.run(
         [sys.executable, str(RECIPE), f"--init={init}", "--demo_size=tiny", "--folds=1,3",
          "--batch_size=4", "--head_epochs=1", "--finetune_epochs=2"],
         cwd=workdir, env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"),
         capture_output=True, text=True, timeout=300)
+
+
+def test_cross_validation_from_audioset_model(workdir):
+    init, _ = _pretrained(workdir / "pretrained" / "time_alibi")
+    result = _cross_validate(workdir, init)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ESC-50 (time_alibi): accuracy" in result.stdout and "chance 10.0%" in result.stdout
 
@@ -100,11 +105,7 @@ def test_cross_validation_from_audioset_model(workdir):
     assert not (run_dir / "fold_2").exists()
 
     # Rerun: every run is complete and is evaluated again, with the same accuracy.
-    again = subprocess.run(
-        [sys.executable, str(RECIPE), f"--init={init}", "--demo_size=tiny", "--folds=1,3",
-         "--batch_size=4", "--head_epochs=1", "--finetune_epochs=2"],
-        cwd=workdir, env=dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True, text=True, timeout=300)
+    again = _cross_validate(workdir, init)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "training already complete" in again.stdout
     with open(run_dir / "results.json") as f:
