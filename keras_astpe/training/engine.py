@@ -562,7 +562,7 @@ def _model_at_its_last_checkpoint(run):
     # Set after `fit` in the chief's copy of the model (a distributed model is not the
     # chief's alone to assign to).
     if config.selection == "best":
-        selector = BestCheckpoint(f"val_{_validation_metric(run.info)}",
+        selector = BestCheckpoint(f"val_{headline_metric(run.info)}",
                                   state_dir=os.path.join(run.dir, "best"))
     else:
         selector = StochasticWeightAveraging(config.checkpoint_every, config.swa_last,
@@ -588,8 +588,9 @@ def _model_at_its_last_checkpoint(run):
     return model, selector, initial_epoch
 
 
-def _validation_metric(info):
-    """The compiled metric the best checkpoint is chosen by."""
+def headline_metric(info):
+    """The metric of `info`'s labels that the best checkpoint and a tuning trial are chosen
+    by: mAP (multi-label) or accuracy (single-label), a compiled metric and a result key."""
     return "mAP" if info.multi_label else "accuracy"
 
 
@@ -814,8 +815,7 @@ def _resume(model, checkpoint_dir, selector, log):
     """
     before, fell_back = None, False
     while True:
-        step, damaged = restore_latest(model, checkpoint_dir, before=before,
-                                                  log=log)
+        step, damaged = restore_latest(model, checkpoint_dir, before=before, log=log)
         fell_back = fell_back or bool(damaged)
         bad = selector.damaged_snapshots(step)
         if not bad:

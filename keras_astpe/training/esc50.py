@@ -194,12 +194,14 @@ def evaluate_esc50(config, verbose="auto", log=print):
         what = f"from scratch: {config.pe} ({config.preset})"
     log(f"ESC-50 {what}; {info.num_classes} classes, folds {plan.folds}")
 
-    per_fold, runs = {}, {}
+    per_fold, runs, skips = {}, {}, trainer.SkipCounter()
     for fold in plan.folds:
         log(f"\n=== Fold {fold}: train on the other folds, test on its "
             f"{plan.clips_per_fold[fold]} clips ===")
         for stage in fold_configs(config, info, plan, fold):
             runs[fold] = engine.train(stage, verbose=verbose, log=log)
+            for purpose, count in runs[fold]["skipped_bad_records"].items():
+                skips.add(purpose, count)
         per_fold[fold] = {"accuracy": runs[fold]["accuracy"],
                           "num_test_clips": runs[fold]["num_eval_clips"],
                           "num_train_clips": sum(plan.clips_per_fold[f] for f in
@@ -223,7 +225,7 @@ def evaluate_esc50(config, verbose="auto", log=print):
         "chance_accuracy": 1.0 / info.num_classes,
         "num_classes": info.num_classes,
         "position_encoding": position_encoding,
-        "skipped_bad_records": _summed(runs[fold]["skipped_bad_records"] for fold in plan.folds),
+        "skipped_bad_records": skips.counts(),
         "backend": keras.backend.backend(),
         "wall_time_seconds": round(time.monotonic() - start_time, 1),
         "config": {**config.to_dict(), "data_dir": os.path.abspath(config.data_dir),
@@ -276,14 +278,6 @@ def _clip_frames(preset, clip_seconds):
     entry = get_preset_entry(preset)
     front_end = entry.log_mel_config if entry.needs_statistics else KaldiFbankConfig()
     return front_end.num_frames(int(round(clip_seconds * front_end.sample_rate)))
-
-
-def _summed(counts):
-    total = {}
-    for record in counts:
-        for purpose, count in record.items():
-            total[purpose] = total.get(purpose, 0) + count
-    return total
 
 
 @dataclasses.dataclass(frozen=True)

@@ -175,15 +175,12 @@ class BestCheckpoint(keras.callbacks.Callback):
         self._history = self._recorded(state, step)
         best = best_of(self._history)
         if best is not None:
-            self._best = (*best, self._load(state, best[0]))
+            self._best = (*best, self.store.load(best[0], self.model.get_weights()))
 
     def _read_state(self):
         if self.state_dir is None:
             return None
         return read_verified_json(os.path.join(self.state_dir, _STATE_FILE))
-
-    def _load(self, state, step):
-        return self.store.load(step, self.model.get_weights())
 
     def _write_state(self):
         """Writes the history, then deletes the weights files no resumable step needs."""

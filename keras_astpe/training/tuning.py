@@ -41,11 +41,6 @@ TRIALS_FILE = "trials.json"
 _SCHEDULE_PREFIX = "tuner/"  # Hyperband's bookkeeping entries in the trial hyperparameters
 
 
-def objective_of(info):
-    """The metric a search on the dataset `info` maximises."""
-    return "mAP" if info.multi_label else "accuracy"
-
-
 class SearchSpace:
     """The values a trial draws: `position_encoding` (one of `pe_kinds`), `learning_rate`
     (log-uniform), `num_layers` (integer) and `dropout` (uniform). A range whose bounds are
@@ -462,7 +457,7 @@ def tune(config, data_dir, log=print):
                 "batch_size": config.batch_size, "train_splits": (train_split,),
                 "train_folds": train_folds, "eval_split": eval_split, "eval_folds": eval_folds,
                 "validation_split": eval_split}
-    objective = objective_of(info)
+    objective = engine.headline_metric(info)
     tuner = make_tuner(config.tuner, config.search_space(), settings, objective=objective,
                        directory=output_dir, epochs=config.epochs,
                        steps_per_epoch=config.steps_per_epoch, max_trials=config.max_trials,
