@@ -1,17 +1,20 @@
-"""The audio front end: waveform -> STFT magnitude -> (SpecAugment) -> log-mel -> [0, 1].
+"""The paper's audio front end: waveform -> STFT magnitude -> (SpecAugment) -> log-mel -> [0, 1].
 
-Written once with TensorFlow ops so that the tf.data pipeline and the TF-Serving export call
-the very same function (no train/serve skew). The model takes its output,
-`[batch, frames, mel_bins]`, on any Keras backend. Values are the paper's (SPEC section 1).
+Written once in Keras backend ops (`keras_astpe.framework_ops`): on a TensorFlow tensor
+(the tf.data pipeline on any backend, the TensorFlow, ONNX and LiteRT exports) they are
+TensorFlow's, inside a model on JAX or PyTorch that backend's, on its device; so training,
+prediction and serving share one function. Values are the paper's (SPEC section 1): the
+STFT of `tf.signal.stft` and the mel filters of `tf.signal.linear_to_mel_weight_matrix`.
+The output is `[..., frames, mel_bins]`.
 """
 
 import dataclasses
-import functools
 
+import keras
 import numpy as np
 
-from keras_astpe._startup import tf
 from keras_astpe.cli import setting
+from keras_astpe.framework_ops import constant, ops_for
 
 
 class Framing:
@@ -75,67 +78,122 @@ class FrontEndConfig(Framing):
         return self.fft_length // 2 + 1
 
 
-@functools.lru_cache(maxsize=8)
-def mel_matrix(config: FrontEndConfig) -> np.ndarray:
-    """The [spectrogram_bins, mel_bins] filterbank of `tf.signal.linear_to_mel_weight_matrix`.
+def mel_matrix(config: FrontEndConfig, ops):
+    """The `[spectrogram_bins, mel_bins]` filterbank of `tf.signal.linear_to_mel_weight_matrix`
+    for the front end in `ops`: on TensorFlow that matrix to the bit (see `_window`).
 
-    Computed once per config, eagerly, so graphs embed it as a constant.
+    HTK's mel scale 1127 ln(1 + f / 700); triangles linear in mel between num_mel_bins + 2
+    edges evenly spaced in mel from the lower to the upper edge; the DC bin gets no weight.
     """
-    with tf.init_scope():
-        return tf.signal.linear_to_mel_weight_matrix(
-            num_mel_bins=config.num_mel_bins,
-            num_spectrogram_bins=config.num_spectrogram_bins,
-            sample_rate=config.sample_rate,
-            lower_edge_hertz=config.lower_edge_hertz,
-            upper_edge_hertz=config.upper_edge_hertz,
-            dtype=tf.float32,
-        ).numpy()
+    return constant(ops, _mel_matrix, config)
 
 
-@functools.lru_cache(maxsize=8)
-def _window(frame_length: int, scale: float) -> np.ndarray:
-    """The periodic Hann window times `scale`, as a constant."""
-    with tf.init_scope():
-        return (tf.signal.hann_window(frame_length, dtype=tf.float32) * scale).numpy()
+def _mel_matrix(ops, config):
+    """`tf.signal.linear_to_mel_weight_matrix`'s float32 ops, in its order, in `ops`."""
+    xp = ops.numpy
+
+    def mel(hertz):
+        return np.float32(1127.0) * xp.log(np.float32(1.0) + hertz / np.float32(700.0))
+
+    bins = xp.linspace(np.float32(0.0), np.float32(config.sample_rate / 2.0),
+                       config.num_spectrogram_bins, dtype="float32")[1:]
+    bin_mel = xp.expand_dims(mel(bins), 1)
+    edges = xp.linspace(mel(ops.convert_to_tensor(config.lower_edge_hertz, "float32")),
+                        mel(ops.convert_to_tensor(config.upper_edge_hertz, "float32")),
+                        config.num_mel_bins + 2, dtype="float32")
+    left, center, right = edges[None, :-2], edges[None, 1:-1], edges[None, 2:]
+    weights = xp.maximum(np.float32(0.0), xp.minimum((bin_mel - left) / (center - left),
+                                                     (right - bin_mel) / (right - center)))
+    return xp.pad(weights, [[1, 0], [0, 0]])
+
+
+def _window(ops, frame_length, scale):
+    """The periodic Hann window times `scale` for the front end in `ops`, computed as
+    `tf.signal.hann_window` computes it (float32 ops in its order): on TensorFlow that
+    window to the bit. Far below a loud tone, the STFT's values depend on the window's
+    last bits, and the log-mel's on the filterbank's."""
+    return constant(ops, _hann, frame_length, scale)
+
+
+def _hann(ops, frame_length, scale):
+    n = ops.numpy.arange(frame_length, dtype="float32")
+    hann = np.float32(0.5) - np.float32(0.5) * ops.numpy.cos(
+        np.float32(2.0 * np.pi) * n / np.float32(frame_length))
+    return hann * np.float32(scale)
+
+
+def pcm_scale(waveform):
+    """1 for a float waveform in [-1, 1], 2**-15 for int16 PCM (applied inside the window:
+    exact, a power of two, without a pass over the samples); other integers are refused."""
+    dtype = keras.backend.standardize_dtype(waveform.dtype)
+    if dtype == "int16":
+        return 2.0**-15
+    if "int" in dtype:
+        raise ValueError(f"an integer waveform must be int16 PCM, got {dtype}; convert "
+                         f"other formats to float in [-1, 1]")
+    return 1.0
+
+
+def frames_of(waveform, frame_length, frame_step):
+    """`[..., samples]` -> float32 `[..., frames, frame_length]`, the frames that fit (no
+    padding); the samples of int16 PCM as they are."""
+    ops = ops_for(waveform)
+    waveform = ops.convert_to_tensor(waveform)
+    if len(waveform.shape) == 0:
+        raise ValueError("waveform must have a samples axis, got a scalar")
+    return ops.math.extract_sequences(ops.cast(waveform, "float32"), frame_length,
+                                      frame_step)
+
+
+def pad_end(x, amount, axis):
+    """`amount` zeros (a number or, in a TensorFlow graph, a scalar tensor; none when it is
+    negative) appended on `axis` (negative) of `x`."""
+    ops = ops_for(x)
+    amount = max(amount, 0) if isinstance(amount, int) else ops.numpy.maximum(amount, 0)
+    widths = [[0, 0]] * len(x.shape)
+    widths[axis] = [0, amount]
+    return ops.numpy.pad(x, widths)
 
 
 def magnitude_spectrogram(waveform, config):
     """`[..., samples]` -> `[..., frames, fft_length // 2 + 1]` float32 STFT magnitude.
 
-    Periodic Hann window, no centring and no end padding, so the frame count is
-    `config.num_frames(samples)`. A float waveform is in [-1, 1]; int16 PCM samples are
-    scaled to it by 2**-15 inside the window, which gives bit-identical values (scaling by
-    a power of two is exact) without a pass over the samples.
+    Periodic Hann window, no centring and no end padding (`tf.signal.stft`), so the frame
+    count is `config.num_frames(samples)`. `waveform`: float in [-1, 1], or int16 PCM.
     """
-    waveform = tf.convert_to_tensor(waveform)
-    if waveform.dtype.is_integer and waveform.dtype != tf.int16:
-        raise ValueError(f"an integer waveform must be int16 PCM, got {waveform.dtype.name}; "
-                         f"convert other formats to float in [-1, 1]")
-    scale = 2.0**-15 if waveform.dtype == tf.int16 else 1.0
-    window = _window(config.frame_length, scale)
-    stft = tf.signal.stft(tf.cast(waveform, tf.float32), frame_length=config.frame_length,
-                          frame_step=config.frame_step, fft_length=config.fft_length,
-                          window_fn=lambda frame_length, dtype: window, pad_end=False)
-    # |z| as sqrt(re^2 + im^2): 3x faster than tf.abs (hypot) on CPU, same values to 1 ulp.
-    return tf.sqrt(tf.square(tf.math.real(stft)) + tf.square(tf.math.imag(stft)))
+    ops = ops_for(waveform)
+    window = _window(ops, config.frame_length, pcm_scale(waveform))
+    frames = frames_of(waveform, config.frame_length, config.frame_step)
+    real, imag = ops.math.rfft(frames * window, fft_length=config.fft_length)
+    return ops.numpy.sqrt(ops.numpy.square(real) + ops.numpy.square(imag))
+
+
+def apply_filterbank(spectrogram, filterbank):
+    """`spectrogram [..., frames, bins] @ filterbank [..., bins, mel_bins]`, the filterbank
+    broadcast over the leading axes as a batched product: each clip of a batch gets the
+    values it gets alone (on TensorFlow, one 2-D product of all clips' frames does not)."""
+    ops = ops_for(spectrogram)
+    missing = len(spectrogram.shape) - len(filterbank.shape)
+    if missing > 0:
+        filterbank = ops.numpy.reshape(filterbank, (1,) * missing + tuple(filterbank.shape))
+    return ops.numpy.matmul(spectrogram, filterbank)
 
 
 def _log(mel, config):
-    return tf.math.log(mel + config.log_offset)
+    return ops_for(mel).numpy.log(mel + config.log_offset)
 
 
 def log_mel(magnitude, config):
     """Mel filterbank on the linear magnitude, then log(x + log_offset)."""
-    return _log(tf.matmul(magnitude, mel_matrix(config)), config)
+    return _log(apply_filterbank(magnitude, mel_matrix(config, ops_for(magnitude))), config)
 
 
 def scale(log_mel_features, stats):
     """(x - stats.low) / (stats.high - stats.low), then ReLU when `stats.relu` (the paper's
     code; some of its runs scale without it)."""
-    low = tf.constant(stats.low, tf.float32)
-    high = tf.constant(stats.high, tf.float32)
-    scaled = (log_mel_features - low) / (high - low)
-    return tf.nn.relu(scaled) if stats.relu else scaled
+    ops = ops_for(log_mel_features)
+    scaled = (log_mel_features - np.float32(stats.low)) / np.float32(stats.high - stats.low)
+    return ops.nn.relu(scaled) if stats.relu else scaled
 
 
 def waveform_to_features(waveform, config, stats, *, masks=None):
@@ -152,7 +210,8 @@ def waveform_to_features(waveform, config, stats, *, masks=None):
     magnitude = magnitude_spectrogram(waveform, config)
     if masks is None:
         return scale(log_mel(magnitude, config), stats)
-    keep_time, keep_freq = masks
-    weights = keep_freq[..., :, None] * mel_matrix(config)
-    mel = tf.matmul(magnitude, weights) * keep_time[..., :, None]
+    ops = ops_for(magnitude)
+    keep_time, keep_freq = (ops.convert_to_tensor(mask) for mask in masks)
+    weights = keep_freq[..., :, None] * mel_matrix(config, ops)
+    mel = apply_filterbank(magnitude, weights) * keep_time[..., :, None]
     return scale(_log(mel, config), stats)

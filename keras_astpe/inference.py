@@ -27,9 +27,9 @@ import time
 import keras
 import numpy as np
 
-from keras_astpe._startup import tf
 from keras_astpe.cli import setting
 from keras_astpe.data import audio_io
+from keras_astpe.framework_ops import is_tensorflow, ops_for
 from keras_astpe.frontend import FrontEndConfig
 from keras_astpe.models.audio_converter import LogMelAudioConverter
 from keras_astpe.models.classifier import ASTClassifier
@@ -179,18 +179,23 @@ class Windows:
         of its pieces (int64 numpy) and their common length: itself whole, or windows."""
         if self.longest_whole is None or num_samples <= self.longest_whole:
             return np.zeros([1], np.int64), num_samples
-        return sliding_window_starts(num_samples, self.window, self.hop).numpy(), self.window
+        return sliding_window_starts(num_samples, self.window, self.hop), self.window
 
 
 def sliding_window_starts(num_samples, window, hop):
     """Starts of the windows over a clip longer than `window`: every `hop` samples, the last
     one moved back to end with the clip (all windows are whole, every sample is scored).
 
-    TensorFlow ops, so that `tag` and the TF Serving graph compute the same windows.
+    `num_samples` is a number (`tag`: int64 numpy starts) or a TensorFlow scalar (the TF
+    Serving graph): the same arithmetic.
     """
-    num_samples = tf.cast(num_samples, tf.int64)
+    if is_tensorflow(num_samples):
+        ops = ops_for(num_samples)
+        xp, num_samples = ops.numpy, ops.cast(num_samples, "int64")
+    else:
+        xp, num_samples = np, np.int64(num_samples)
     count = (num_samples - window + hop - 1) // hop + 1
-    return tf.minimum(tf.range(count, dtype=tf.int64) * hop, num_samples - window)
+    return xp.minimum(xp.arange(count, dtype="int64") * hop, num_samples - window)
 
 
 def _waveform(audio, sample_rate, target_rate):

@@ -6,8 +6,9 @@ sample_frequency=16000, use_energy=False, window_type='hanning', num_mel_bins=12
 dither=0.0, frame_shift=10)`, pads it with zero frames or cuts it to `target_length` (1024
 for AudioSet), and normalizes it as (x - mean) / (2 * std) with its dataset statistics.
 transformers' `ASTFeatureExtractor` does the same on a float waveform. This module computes
-those values with TensorFlow ops, so the tf.data pipeline and serving share one function, as
-`keras_astpe.frontend` does for the paper's front end.
+those values in Keras backend ops (`keras_astpe.framework_ops`), so the tf.data pipeline, the
+model on any backend and the exports share one function, as `keras_astpe.frontend` does for
+the paper's front end.
 
 Kaldi's fbank, per 25 ms frame (10 ms hop, only frames that fit: `snip_edges=True`): subtract
 the frame's mean (DC offset), pre-emphasis x[j] - 0.97 x[j - 1] (x[0] - 0.97 x[0] for the
@@ -29,8 +30,8 @@ import functools
 
 import numpy as np
 
-from keras_astpe._startup import tf
-from keras_astpe.frontend import Framing
+from keras_astpe.framework_ops import ops_for
+from keras_astpe.frontend import Framing, apply_filterbank, frames_of, pad_end, pcm_scale
 
 WINDOWS = ("hanning", "povey")
 # Kaldi's floor before the log: std::numeric_limits<float>::epsilon().
@@ -133,49 +134,37 @@ def log_fbank(waveform, config):
     """`[..., samples]` -> `[..., frames, mel_bins]` float32 kaldi log-mel fbank values.
 
     `waveform`: float in [-1, 1] (as torchaudio loads it), or int16 PCM, scaled to it by
-    2**-15 inside the window (exact: a power of two). Any length; a clip shorter than one
-    frame (25 ms) gives zero frames (torchaudio refuses such a clip).
+    2**-15 inside the window (exact: a power of two). Any length from one frame (25 ms);
+    torchaudio refuses a shorter clip.
     """
-    waveform = tf.convert_to_tensor(waveform)
-    if waveform.dtype.is_integer and waveform.dtype != tf.int16:
-        raise ValueError(f"an integer waveform must be int16 PCM, got {waveform.dtype.name}; "
-                         f"convert other formats to float in [-1, 1]")
-    if waveform.shape.rank == 0:
-        raise ValueError("waveform must have a samples axis, got a scalar")
-    scale = 2.0**-15 if waveform.dtype == tf.int16 else 1.0
-    frames = tf.signal.frame(tf.cast(waveform, tf.float32), config.frame_length,
-                             config.frame_step, pad_end=False)
-    frames -= tf.reduce_mean(frames, axis=-1, keepdims=True)
+    ops = ops_for(waveform)
+    window = _window(config.frame_length, config.window, pcm_scale(waveform))
+    frames = frames_of(waveform, config.frame_length, config.frame_step)
+    frames = frames - ops.numpy.mean(frames, axis=-1, keepdims=True)
     if config.preemphasis:
-        previous = tf.concat([frames[..., :1], frames[..., :-1]], axis=-1)
-        frames -= config.preemphasis * previous
-    frames *= _window(config.frame_length, config.window, scale)
+        previous = ops.numpy.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
+        frames = frames - config.preemphasis * previous
     # Zero-padded here rather than by rfft's fft_length, which fails on zero frames.
-    frames = _pad_end(frames, config.fft_length - config.frame_length, axis=-1)
-    spectrum = tf.signal.rfft(frames)
-    power = tf.square(tf.math.real(spectrum)) + tf.square(tf.math.imag(spectrum))
-    return tf.math.log(tf.maximum(tf.matmul(power, mel_matrix(config)), LOG_FLOOR))
-
-
-def _pad_end(x, amount, axis):
-    """Appends `amount` zeros on the negative `axis` of a tensor of any rank."""
-    rank = tf.rank(x)
-    after = tf.one_hot(rank + axis, rank, on_value=amount, off_value=0, dtype=tf.int32)
-    return tf.pad(x, tf.stack([tf.zeros_like(after), after], axis=1))
+    frames = pad_end(frames * window, config.fft_length - config.frame_length, axis=-1)
+    real, imag = ops.math.rfft(frames)
+    power = ops.numpy.square(real) + ops.numpy.square(imag)
+    return ops.numpy.log(ops.numpy.maximum(apply_filterbank(power, mel_matrix(config)),
+                                           LOG_FLOOR))
 
 
 def pad_or_cut(features, target_frames):
     """Zero frames appended, or the first `target_frames` kept, on axis -2 (as AST)."""
-    features = tf.convert_to_tensor(features)
-    kept = features[..., :target_frames, :]
-    padded = _pad_end(kept, tf.maximum(target_frames - tf.shape(kept)[-2], 0), axis=-2)
-    padded.set_shape(features.shape[:-2].concatenate([target_frames, features.shape[-1]]))
+    ops = ops_for(features)
+    kept = ops.convert_to_tensor(features)[..., :target_frames, :]
+    padded = pad_end(kept, target_frames - ops.shape(kept)[-2], axis=-2)
+    if hasattr(padded, "set_shape"):  # a TensorFlow graph: its static frame count
+        padded.set_shape((*kept.shape[:-2], target_frames, kept.shape[-1]))
     return padded
 
 
 def normalize(features, config):
     """AST's (x - mean) / (2 * std)."""
-    return (features - config.mean) / (2.0 * config.std)
+    return (features - np.float32(config.mean)) / np.float32(2.0 * config.std)
 
 
 def waveform_to_fbank(waveform, config):

@@ -8,14 +8,17 @@ SAMPLE_RATE = 16000
 
 
 def reference_waveforms():
-    """Two 0.5 s clips `[2, 8000]` float32, from formulas only (no RNG, same on every
-    machine): a chirp with a harmonic, and tones under a deterministic noise and a quiet
-    tail."""
+    """Two 0.5 s clips `[2, 8000]` float32, the same on every machine, each over a white
+    noise floor as recorded audio has (-60 dB and -30 dB): a chirp with a harmonic, and
+    tones with a quiet tail (-40 dB)."""
     t = np.arange(8000, dtype=np.float64) / SAMPLE_RATE
-    chirp = 0.5 * np.sin(2 * np.pi * (200 * t + 3000 * t**2)) + 0.1 * np.sin(2 * np.pi * 3100 * t)
-    noise = np.sin(np.arange(8000, dtype=np.float64) ** 1.7 * 0.013) * 0.05
-    tones = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 5500 * t) + noise
-    tones[6000:] *= 1e-3
+    # PCG64's raw stream is fixed by its definition (numpy's distributions may change).
+    raw = np.random.PCG64(20261205).random_raw(8000)
+    noise = raw / 2.0**64 * 2.0 - 1.0
+    chirp = (0.5 * np.sin(2 * np.pi * (200 * t + 3000 * t**2))
+             + 0.1 * np.sin(2 * np.pi * 3100 * t) + 1e-3 * noise)
+    tones = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 5500 * t) + 0.03 * noise
+    tones[6000:] *= 1e-2
     return np.stack([chirp, tones]).astype(np.float32)
 
 

@@ -173,11 +173,17 @@ def test_progress_bar_is_one_line_off_a_terminal():
     assert single.getvalue() == ""
 
 
-def test_sliding_window_starts_cover_the_clip_with_whole_windows():
-    assert sliding_window_starts(36800, 16000, 8000).numpy().tolist() == [0, 8000, 16000,
-                                                                          20800]
-    assert sliding_window_starts(32000, 16000, 16000).numpy().tolist() == [0, 16000]
-    assert sliding_window_starts(16001, 16000, 16000).numpy().tolist() == [0, 1]
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["number", "tf_tensor"])
+def test_sliding_window_starts_cover_the_clip_with_whole_windows(as_tensor):
+    """The same windows for `tag` (numbers) and the TF Serving graph (tensors)."""
+    def starts(num_samples, window, hop):
+        if as_tensor:
+            num_samples = tf.constant(num_samples)
+        return np.asarray(sliding_window_starts(num_samples, window, hop)).tolist()
+
+    assert starts(36800, 16000, 8000) == [0, 8000, 16000, 20800]
+    assert starts(32000, 16000, 16000) == [0, 16000]
+    assert starts(16001, 16000, 16000) == [0, 1]
 
 
 def test_windows_aggregate_the_scores_of_the_windows(saved):

@@ -9,16 +9,16 @@ Two front ends: `LogMelAudioConverter`, the paper's (it runs
 `keras_astpe.frontend.waveform_to_features`, the very function of the tf.data training
 pipeline, so training, prediction and serving cannot disagree), and
 `KaldiFbankAudioConverter`, the original AST's (`keras_astpe.kaldi_fbank`). Both are
-written in TensorFlow ops (`tf.signal`); on the JAX and PyTorch backends they run them
-eagerly on the host and hand the features over as a backend tensor.
+Keras preprocessing layers written in Keras backend ops (`keras_astpe.framework_ops`): on a
+TensorFlow tensor (tf.data on any backend, the exports) they compute with TensorFlow's ops,
+inside a model with the model's backend, on its device, with no TensorFlow installed.
 """
 
 import keras
-import numpy as np
 
 from keras_astpe import kaldi_fbank
-from keras_astpe._startup import tf
-from keras_astpe.frontend import FrontEndConfig, waveform_to_features
+from keras_astpe.framework_ops import is_tensorflow, ops_for
+from keras_astpe.frontend import FrontEndConfig, pad_end, waveform_to_features
 from keras_astpe.kaldi_fbank import KaldiFbankConfig
 from keras_astpe.normalization import NormalizationStats
 
@@ -29,9 +29,10 @@ class AudioConverter(keras.layers.Layer):
     What every front end offers the code that uses one generically (inference, serving,
     the input pipeline): `sample_rate`, `num_mel_bins`, `num_frames(num_samples)`,
     `num_samples(num_frames)`, `spec_augment_bins` (the bins SpecAugment's frequency masks
-    are drawn over) and `features(waveform, masks=None)`, the features as a TensorFlow
-    tensor on any backend. Calling the layer gives them as a backend tensor. The input
-    is float32 in [-1, 1] (or int16 PCM) at `sample_rate`.
+    are drawn over) and `features(waveform, masks=None)`. The input is float32 in [-1, 1]
+    (or int16 PCM) at `sample_rate`. Like Keras' audio preprocessing layers, the layer runs
+    in tf.data (`dataset.map(converter)`) whatever the backend, and in a model on any
+    backend and device.
     """
 
     def __init__(self, **kwargs):
@@ -41,6 +42,11 @@ class AudioConverter(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self.built = True
+
+    def __call__(self, waveform, *args, **kwargs):
+        if is_tensorflow(waveform) and keras.backend.backend() != "tensorflow":
+            return self.features(waveform, *args, **kwargs)  # tf.data beside JAX or PyTorch
+        return super().__call__(waveform, *args, **kwargs)
 
     @property
     def sample_rate(self):
@@ -64,7 +70,8 @@ class AudioConverter(keras.layers.Layer):
         raise NotImplementedError
 
     def features(self, waveform, masks=None):
-        """The features as a TensorFlow tensor, on any backend (tf.data, serving).
+        """The features, computed with the ops of the waveform's framework: TensorFlow's
+        for a TensorFlow tensor, the Keras backend's otherwise.
 
         `masks`: SpecAugment keep-masks `(keep_time [..., frames], keep_freq [...,
         spec_augment_bins])` of float 0/1 (training only), applied where the front end's
@@ -72,11 +79,8 @@ class AudioConverter(keras.layers.Layer):
         """
         raise NotImplementedError
 
-    def call(self, waveform):
-        if keras.backend.backend() == "tensorflow":
-            return self.features(waveform)
-        waveform = keras.ops.convert_to_numpy(waveform)
-        return keras.ops.convert_to_tensor(np.asarray(self.features(tf.constant(waveform))))
+    def call(self, waveform, masks=None):
+        return self.features(waveform, masks=masks)
 
     def compute_output_shape(self, input_shape):
         samples = input_shape[-1]
@@ -89,11 +93,9 @@ PATCH_LAYOUTS = ("plain", "8x32")
 
 def pad_to(waveform, min_samples):
     """`[..., samples]` with zeros appended to at least `min_samples` samples."""
-    waveform = tf.convert_to_tensor(waveform)
-    missing = tf.maximum(min_samples - tf.shape(waveform)[-1], 0)
-    paddings = tf.concat([tf.zeros([waveform.shape.rank - 1, 2], tf.int32),
-                          [[0, missing]]], axis=0)
-    return tf.pad(waveform, paddings)
+    ops = ops_for(waveform)
+    waveform = ops.convert_to_tensor(waveform)
+    return pad_end(waveform, min_samples - ops.shape(waveform)[-1], axis=-1)
 
 
 def regroup_8x32(features):
@@ -106,17 +108,18 @@ def regroup_8x32(features):
     that sequence out as frames / 32 x bins / 8 (its PEGs' `shape_2d`) see what they saw.
     Frames past the last whole 32 are kept as they are (no patch takes them).
     """
-    features = tf.convert_to_tensor(features)
-    bins = features.shape[-1]
-    shape = tf.shape(features)
-    chunks = shape[-2] // 32
+    ops = ops_for(features)
+    features = ops.convert_to_tensor(features)
+    xp = ops.numpy
+    *batch, frames, bins = ops.shape(features)
+    chunks = frames // 32
     head, tail = features[..., :chunks * 32, :], features[..., chunks * 32:, :]
-    blocks = tf.reshape(head, [-1, chunks, 4, 8, bins // 32, 32])  # chunk, c, frame, r, bin
-    blocks = tf.transpose(blocks, [0, 1, 2, 4, 3, 5])
-    patches = tf.reshape(blocks, [-1, chunks, bins // 8, 32, 8])  # chunk, patch, frame, bin
-    patches = tf.transpose(patches, [0, 1, 3, 2, 4])
-    regrouped = tf.reshape(patches, tf.concat([shape[:-2], [chunks * 32, bins]], axis=0))
-    return tf.concat([regrouped, tail], axis=-2)
+    blocks = xp.reshape(head, (-1, chunks, 4, 8, bins // 32, 32))  # chunk, c, frame, r, bin
+    blocks = xp.transpose(blocks, (0, 1, 2, 4, 3, 5))
+    patches = xp.reshape(blocks, (-1, chunks, bins // 8, 32, 8))  # chunk, patch, frame, bin
+    patches = xp.transpose(patches, (0, 1, 3, 2, 4))
+    regrouped = xp.reshape(patches, (*batch, chunks * 32, bins))
+    return xp.concatenate([regrouped, tail], axis=-2)
 
 
 @keras.saving.register_keras_serializable(package="keras_astpe")
@@ -247,7 +250,8 @@ class KaldiFbankAudioConverter(AudioConverter):
         if self.config.target_frames is not None:
             fbank = kaldi_fbank.pad_or_cut(fbank, self.config.target_frames)
         if masks is not None:
-            keep_time, keep_freq = masks
+            ops = ops_for(fbank)
+            keep_time, keep_freq = (ops.convert_to_tensor(mask) for mask in masks)
             fbank = fbank * keep_time[..., :, None] * keep_freq[..., None, :]
         return kaldi_fbank.normalize(fbank, self.config)
 
