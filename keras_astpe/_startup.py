@@ -23,8 +23,8 @@ class _TensorFlowOnUse:
             if error.name != "tensorflow":
                 raise
             raise ModuleNotFoundError(
-                f"TensorFlow is not installed (needed for tf.{name}): keras_astpe's audio "
-                "front end and serving run on TensorFlow ops; pip install tensorflow",
+                f"TensorFlow is not installed (needed for tf.{name}): keras_astpe's input "
+                "pipeline and TensorFlow exports run on TensorFlow; pip install tensorflow",
                 name="tensorflow") from None
         value = getattr(tf, name)
         setattr(self, name, value)  # the next use is a plain attribute

@@ -14,6 +14,7 @@ public API picks a backend other than the process's.
 import functools
 import importlib
 import sys
+import types
 
 import keras
 import numpy as np
@@ -34,14 +35,20 @@ def is_tensorflow(value):
     return tf is not None and isinstance(value, (tf.Tensor, tf.Variable))
 
 
+# The few backend-module functions the constants use, in numpy (not Keras' numpy backend:
+# importing `keras.src.backend.numpy` rebinds `keras.src.backend.numpy`, the ops of Keras'
+# own backend).
+NUMPY_OPS = types.SimpleNamespace(numpy=np, convert_to_tensor=np.asarray)
+
+
 def constant(ops, compute, *args):
     """`compute(ops, *args)` (a front end's window or filterbank) as a float32 numpy array,
     computed once per backend and arguments (hashable), eagerly.
 
     With TensorFlow's ops when `ops` is TensorFlow's, lifted out of any graph
     (`tf.init_scope`), so that eager code, `tf.function`s and tf.data (which optimizes its
-    functions' arithmetic otherwise) embed the very same constant; with Keras' numpy
-    backend when `ops` is JAX's or PyTorch's (no device work, no tracing).
+    functions' arithmetic otherwise) embed the very same constant; with numpy when `ops`
+    is JAX's or PyTorch's (no device work, no tracing), through `NUMPY_OPS`.
     """
     return _constant(ops.__name__.endswith(".tensorflow"), compute, args)
 
@@ -49,8 +56,7 @@ def constant(ops, compute, *args):
 @functools.lru_cache(maxsize=32)
 def _constant(tensorflow, compute, args):
     if not tensorflow:
-        ops = importlib.import_module("keras.src.backend.numpy")
-        return np.asarray(compute(ops, *args), np.float32)
+        return np.asarray(compute(NUMPY_OPS, *args), np.float32)
     ops = importlib.import_module("keras.src.backend.tensorflow")
     with sys.modules["tensorflow"].init_scope():
         return np.asarray(compute(ops, *args), np.float32)

@@ -76,7 +76,7 @@ class PredictConfig:
 
 def audio_files(path):
     """`path` itself, or the audio files under the folder `path`, sorted."""
-    from tfrecords_tools.common import is_audio_file
+    from keras_astpe.data.audio_io import is_audio_file
 
     if os.path.isfile(path):
         return [path]

@@ -48,7 +48,10 @@ from tqdm import tqdm
 import keras_astpe
 from keras_astpe.cli import setting
 from keras_astpe.data import dataset_info, schema
-from keras_astpe.data.audio_io import AudioDecodeError, load_audio
+from keras_astpe.data.audio_io import (
+    AudioDecodeError,
+    load_audio,
+)
 from keras_astpe.io_utils import atomic_path, atomic_write_text
 
 DEFAULT_SHARD_MB = 150.0
@@ -60,9 +63,6 @@ _RECORD_OVERHEAD = 256
 # the segment is cut out of it.
 SEGMENT_TOLERANCE_SECONDS = 1.0
 _MANIFEST_FORMAT = 1
-AUDIO_EXTENSIONS = frozenset(
-    ("wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "mp4", "webm", "aif",
-     "aiff"))
 
 
 class ConversionError(RuntimeError):
@@ -111,11 +111,6 @@ class Skipped:
     clip_id: str
     reason: str
     message: str
-
-
-def is_audio_file(name):
-    """Whether `name` has one of the extensions the converters pick up."""
-    return name.rsplit(".", 1)[-1].lower() in AUDIO_EXTENSIONS if "." in name else False
 
 
 def shard_name(split, index, num_shards):
