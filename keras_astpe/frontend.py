@@ -9,6 +9,7 @@ The output is `[..., frames, mel_bins]`.
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -155,16 +156,46 @@ def pad_end(x, amount, axis):
     return ops.numpy.pad(x, widths)
 
 
-def magnitude_spectrogram(waveform, config):
+DFTS = ("fft", "matmul")
+
+
+def real_dft(frames, fft_length, dft="fft"):
+    """`(real, imag)` `[..., fft_length // 2 + 1]` of the DFT of real `frames [..., n]`
+    zero-padded to `fft_length`.
+
+    `dft="fft"`: Keras' `rfft`. `"matmul"`: one product with the cosine and sine DFT
+    matrices, for runtimes without an FFT that takes both parts (ONNX, as tf2onnx converts
+    TensorFlow's); the same values up to float32 rounding, for more arithmetic.
+    """
+    ops = ops_for(frames)
+    if dft == "fft":
+        return ops.math.rfft(frames, fft_length=fft_length)
+    if dft != "matmul":
+        raise ValueError(f"dft must be one of {DFTS}, got {dft!r}")
+    bins = fft_length // 2 + 1
+    both = apply_filterbank(frames, _dft_matrix(frames.shape[-1], fft_length))
+    return both[..., :bins], both[..., bins:]
+
+
+@functools.lru_cache(maxsize=8)
+def _dft_matrix(length, fft_length):
+    """`[length, 2 * bins]`: cos(2 pi k n / N) then -sin(2 pi k n / N), float64 to float32."""
+    angles = 2.0 * np.pi * np.outer(np.arange(length), np.arange(fft_length // 2 + 1))
+    angles = angles / fft_length
+    return np.concatenate([np.cos(angles), -np.sin(angles)], axis=1).astype(np.float32)
+
+
+def magnitude_spectrogram(waveform, config, dft="fft"):
     """`[..., samples]` -> `[..., frames, fft_length // 2 + 1]` float32 STFT magnitude.
 
     Periodic Hann window, no centring and no end padding (`tf.signal.stft`), so the frame
     count is `config.num_frames(samples)`. `waveform`: float in [-1, 1], or int16 PCM.
+    `dft`: see `real_dft`.
     """
     ops = ops_for(waveform)
     window = _window(ops, config.frame_length, pcm_scale(waveform))
     frames = frames_of(waveform, config.frame_length, config.frame_step)
-    real, imag = ops.math.rfft(frames * window, fft_length=config.fft_length)
+    real, imag = real_dft(frames * window, config.fft_length, dft)
     return ops.numpy.sqrt(ops.numpy.square(real) + ops.numpy.square(imag))
 
 
@@ -196,7 +227,7 @@ def scale(log_mel_features, stats):
     return ops.nn.relu(scaled) if stats.relu else scaled
 
 
-def waveform_to_features(waveform, config, stats, *, masks=None):
+def waveform_to_features(waveform, config, stats, *, masks=None, dft="fft"):
     """The whole front end: `[..., samples]` waveform -> `[..., frames, mel_bins]` (>= 0 when
     `stats.relu`).
 
@@ -206,8 +237,9 @@ def waveform_to_features(waveform, config, stats, *, masks=None):
     before the mel filters. They are applied in an equivalent, cheaper way: frequency masks
     zero rows of the mel matrix and time masks zero output frames, which gives the same
     values as `log_mel(magnitude * keep_time[..., :, None] * keep_freq[..., None, :])`.
+    `dft`: see `real_dft`.
     """
-    magnitude = magnitude_spectrogram(waveform, config)
+    magnitude = magnitude_spectrogram(waveform, config, dft)
     if masks is None:
         return scale(log_mel(magnitude, config), stats)
     ops = ops_for(magnitude)

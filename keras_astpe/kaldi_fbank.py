@@ -31,7 +31,14 @@ import functools
 import numpy as np
 
 from keras_astpe.framework_ops import ops_for
-from keras_astpe.frontend import Framing, apply_filterbank, frames_of, pad_end, pcm_scale
+from keras_astpe.frontend import (
+    Framing,
+    apply_filterbank,
+    frames_of,
+    pad_end,
+    pcm_scale,
+    real_dft,
+)
 
 WINDOWS = ("hanning", "povey")
 # Kaldi's floor before the log: std::numeric_limits<float>::epsilon().
@@ -130,12 +137,12 @@ def _window(frame_length: int, window: str, scale: float) -> np.ndarray:
     return (hann * scale).astype(np.float32)
 
 
-def log_fbank(waveform, config):
+def log_fbank(waveform, config, dft="fft"):
     """`[..., samples]` -> `[..., frames, mel_bins]` float32 kaldi log-mel fbank values.
 
     `waveform`: float in [-1, 1] (as torchaudio loads it), or int16 PCM, scaled to it by
     2**-15 inside the window (exact: a power of two). Any length from one frame (25 ms);
-    torchaudio refuses a shorter clip.
+    torchaudio refuses a shorter clip. `dft`: see `keras_astpe.frontend.real_dft`.
     """
     ops = ops_for(waveform)
     window = _window(config.frame_length, config.window, pcm_scale(waveform))
@@ -146,7 +153,7 @@ def log_fbank(waveform, config):
         frames = frames - config.preemphasis * previous
     # Zero-padded here rather than by rfft's fft_length, which fails on zero frames.
     frames = pad_end(frames * window, config.fft_length - config.frame_length, axis=-1)
-    real, imag = ops.math.rfft(frames)
+    real, imag = real_dft(frames, config.fft_length, dft)
     power = ops.numpy.square(real) + ops.numpy.square(imag)
     return ops.numpy.log(ops.numpy.maximum(apply_filterbank(power, mel_matrix(config)),
                                            LOG_FLOOR))
@@ -167,14 +174,14 @@ def normalize(features, config):
     return (features - np.float32(config.mean)) / np.float32(2.0 * config.std)
 
 
-def waveform_to_fbank(waveform, config):
+def waveform_to_fbank(waveform, config, dft="fft"):
     """The whole AST front end: `[..., samples]` -> `[..., target_frames, mel_bins]` float32.
 
     Fbank, then zero frames appended or frames cut to `config.target_frames` (kept as they are
     when it is None), then normalized; padded frames, normalized like the rest, hold
     -mean / (2 * std) (0.467 with the AudioSet statistics), as in AST.
     """
-    features = log_fbank(waveform, config)
+    features = log_fbank(waveform, config, dft)
     if config.target_frames is not None:
         features = pad_or_cut(features, config.target_frames)
     return normalize(features, config)

@@ -18,7 +18,7 @@ import keras
 
 from keras_astpe import kaldi_fbank
 from keras_astpe.framework_ops import is_tensorflow, ops_for
-from keras_astpe.frontend import FrontEndConfig, pad_end, waveform_to_features
+from keras_astpe.frontend import DFTS, FrontEndConfig, pad_end, waveform_to_features
 from keras_astpe.kaldi_fbank import KaldiFbankConfig
 from keras_astpe.normalization import NormalizationStats
 
@@ -33,12 +33,18 @@ class AudioConverter(keras.layers.Layer):
     (or int16 PCM) at `sample_rate`. Like Keras' audio preprocessing layers, the layer runs
     in tf.data (`dataset.map(converter)`) whatever the backend, and in a model on any
     backend and device.
+
+    `dft`: how the spectra are computed, `"fft"` or `"matmul"` (for the ONNX export; see
+    `keras_astpe.frontend.real_dft`); `with_dft` gives the converter with another.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, dft="fft", **kwargs):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
+        if dft not in DFTS:
+            raise ValueError(f"dft must be one of {DFTS}, got {dft!r}")
+        self.dft = dft
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self.built = True
@@ -81,6 +87,15 @@ class AudioConverter(keras.layers.Layer):
 
     def call(self, waveform, masks=None):
         return self.features(waveform, masks=masks)
+
+    def with_dft(self, dft):
+        """This converter computing its spectra with `dft` (`"fft"` or `"matmul"`)."""
+        return type(self).from_config({**self.get_config(), "dft": dft})
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dft=self.dft)
+        return config
 
     def compute_output_shape(self, input_shape):
         samples = input_shape[-1]
@@ -191,7 +206,8 @@ class LogMelAudioConverter(AudioConverter):
     def features(self, waveform, masks=None):
         if self.min_samples is not None:
             waveform = pad_to(waveform, self.min_samples)
-        features = waveform_to_features(waveform, self.frontend, self.stats, masks=masks)
+        features = waveform_to_features(waveform, self.frontend, self.stats, masks=masks,
+                                        dft=self.dft)
         return regroup_8x32(features) if self.patch_layout == "8x32" else features
 
     def get_config(self):
@@ -246,7 +262,7 @@ class KaldiFbankAudioConverter(AudioConverter):
         return self.config.num_samples(num_frames)
 
     def features(self, waveform, masks=None):
-        fbank = kaldi_fbank.log_fbank(waveform, self.config)
+        fbank = kaldi_fbank.log_fbank(waveform, self.config, self.dft)
         if self.config.target_frames is not None:
             fbank = kaldi_fbank.pad_or_cut(fbank, self.config.target_frames)
         if masks is not None:

@@ -33,11 +33,8 @@ from JAX or PyTorch it runs in a subprocess with `KERAS_BACKEND=tensorflow` on t
 """
 
 import dataclasses
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import keras
@@ -53,15 +50,13 @@ from keras_astpe.inference import (
     sliding_window_starts,
 )
 from keras_astpe.serving import resample, wav
-from keras_astpe_startup import without_jax_xla_cpu_flags
+from keras_astpe.serving.tensorflow_process import in_tensorflow_process
 
 CLASS_NAMES_FILE = "class_names.txt"
 # A float waveform (or float WAV file) peaking above this is not audio in [-1, 1] (e.g. int16
 # PCM sent as numbers): refused rather than scored as a different sound. Up to 4 (12 dB over full
 # scale) is accepted, for float audio that overshoots a little.
 MAX_PEAK = 4.0
-_SUBPROCESS_ERRORS = {error.__name__: error for error in (
-    ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -360,9 +355,9 @@ def export_saved_model(model, export_dir, *, overwrite=False, **settings):
         raise FileExistsError(f"{export_dir} already exists: choose another version, or "
                               f"overwrite it (overwrite=True, --overwrite)")
     if keras.backend.backend() != "tensorflow":
-        return _export_in_subprocess(model, export_dir, dict(settings, overwrite=overwrite))
-    if isinstance(model, (str, os.PathLike)):
-        model = _load(model)
+        return in_tensorflow_process(export_saved_model, model, export_dir,
+                                     dict(settings, overwrite=overwrite))
+    model = load_model(model)
     windows = Windows.for_model(model, window_settings)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
@@ -391,44 +386,11 @@ def _umask():
     return mask
 
 
-def _load(path):
-    path = os.fspath(path)
+def load_model(model):
+    """`model`, or the model of a `.keras` path (compile=False)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    path = os.fspath(model)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: model file not found")
     return keras.saving.load_model(path, compile=False)
-
-
-def _export_in_subprocess(model, export_dir, options):
-    """The export under the TensorFlow backend, in a child process, from the `.keras` file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if isinstance(model, (str, os.PathLike)):
-            path = os.fspath(model)
-        else:
-            path = os.path.join(tmp, "model.keras")
-            model.save(path)
-        request = json.dumps({"model": path, "export_dir": export_dir, **options})
-        child = ("import sys; from keras_astpe.serving.saved_model import _child; "
-                 "_child(sys.argv[1])")
-        command = [sys.executable, "-c", child, request]
-        env = dict(without_jax_xla_cpu_flags(os.environ), KERAS_BACKEND="tensorflow")
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or ["no output"]
-        try:
-            error = json.loads(lines[-1])
-        except ValueError:
-            raise RuntimeError(f"the export under the TensorFlow backend failed (exit "
-                               f"{result.returncode}): {' | '.join(lines[-5:])}") from None
-        raise _SUBPROCESS_ERRORS.get(error["type"], RuntimeError)(error["message"])
-    return export_dir
-
-
-def _child(request):
-    """Entry point of `_export_in_subprocess`: the last line of stderr is a JSON error."""
-    request = json.loads(request)
-    try:
-        export_saved_model(request.pop("model"), request.pop("export_dir"), **request)
-    except Exception as error:  # reported to the parent, which raises it there
-        print(json.dumps({"type": type(error).__name__, "message": str(error)}),
-              file=sys.stderr)
-        sys.exit(1)
