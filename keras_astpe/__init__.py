@@ -23,7 +23,7 @@ from keras_astpe.models import (
     get_head,
     get_preset,
 )
-from keras_astpe.serving import export_saved_model
+from keras_astpe.serving import export, export_saved_model
 
 __version__ = "0.1.0"
 
@@ -68,4 +68,4 @@ def _backbone_arguments():
 
 __all__ = ["PE_KINDS", "POSITION_ENCODINGS", "PRESETS", "ASTBackbone", "ASTClassifier",
            "KaldiFbankAudioConverter", "LogMelAudioConverter", "attach_audio_converter",
-           "build_model", "export_saved_model", "get_preset", "tag"]
+           "build_model", "export", "export_saved_model", "get_preset", "tag"]

@@ -68,3 +68,43 @@ def test_name_version_and_refusing_to_replace_a_version(model_path, tmp_path):
     assert again.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'tagger' / '7'} already exists: choose another version, or "
         "overwrite it (overwrite=True, --overwrite)")
+
+
+def test_onnx_and_litert_files_score_a_clip_as_the_model(model_path, tmp_path):
+    import keras
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tests.taggers import noise
+
+    onnx_run = _run(f"--model={model_path}", "--format=onnx", f"--output_dir={tmp_path}")
+    assert onnx_run.returncode == 0, onnx_run.stderr[-3000:]
+    assert onnx_run.stdout.split() == [str(tmp_path / "alibi_2d.onnx")]
+    litert_run = _run(f"--model={model_path}", "--format=litert", "--seconds=2",
+                      f"--output_dir={tmp_path}", "--name=phone")
+    assert litert_run.returncode == 0, litert_run.stderr[-3000:]
+    assert litert_run.stdout.split() == [str(tmp_path / "phone.tflite")]
+    assert (tmp_path / "phone.tflite.class_names.txt").read_text().splitlines() == list(
+        CLASSES)
+    model = keras.saving.load_model(model_path)
+    waveform = noise(2 * 16000, seed=8)[None]
+    expected = keras.ops.convert_to_numpy(model(model.audio_converter(waveform)))
+    session = onnxruntime.InferenceSession(str(tmp_path / "alibi_2d.onnx"))
+    scores = dict(zip([o.name for o in session.get_outputs()],
+                      session.run(None, {"waveform": waveform}), strict=True))["scores"]
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    runner = Interpreter(model_path=str(tmp_path / "phone.tflite")).get_signature_runner()
+    np.testing.assert_allclose(runner(waveform=waveform)["scores"], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format=onnx", "--hop_seconds=2"], "the window flags: only for --format=tf_saved_model"),
+    (["--format=litert", "--version=3"], "--version: only for --format=tf_saved_model"),
+    (["--seconds=10"], "--seconds is for --format=onnx and litert"),
+    (["--format=torchscript"], "--format must be one of tf_saved_model, onnx, litert"),
+])
+def test_flags_of_another_format_are_refused(model_path, tmp_path, args, message):
+    result = _run(f"--model={model_path}", f"--output_dir={tmp_path}", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not any(tmp_path.iterdir())
