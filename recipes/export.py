@@ -15,7 +15,8 @@
 
 `--format=tf_saved_model` (the default) writes `<output_dir>/<name>/<version>/`
 (saved_model.pb, variables/, assets/class_names.txt), the layout
-`tensorflow_model_server --model_base_path=<output_dir>/<name>` serves, and prints its path. Signatures `serving_default` (16 kHz float waveforms) and `serving_wav` (WAV file
+`tensorflow_model_server --model_base_path=<output_dir>/<name>` serves, and prints its
+path. Signatures `serving_default` (16 kHz float waveforms) and `serving_wav` (WAV file
 bytes at 8-48 kHz); see `keras_astpe.serving.saved_model`. A clip up to the model's trained
 length is scored whole, a longer one as sliding windows of that length (`--window_seconds`,
 `--hop_seconds`, `--aggregation`, `--whole_clips`, `--window_batch`); a request over the
