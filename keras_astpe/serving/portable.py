@@ -21,6 +21,7 @@ SavedModel and the TFLite converter, with LiteRT's built-in operators only (the
 interpreter of `ai-edge-litert` has no TensorFlow operators).
 """
 
+import functools
 import json
 import os
 import tempfile
@@ -30,7 +31,7 @@ import keras
 from keras_astpe._startup import tf
 from keras_astpe.inference import audio_converter_of, class_names_of
 from keras_astpe.io_utils import atomic_path, atomic_write_text
-from keras_astpe.serving.saved_model import load_model
+from keras_astpe.serving.saved_model import load_model, score_clips
 from keras_astpe.serving.tensorflow_process import in_tensorflow_process
 
 ONNX_OPSET = 17
@@ -39,13 +40,9 @@ ONNX_OPSET = 17
 def clip_function(model, converter, num_samples=None):
     """`tf.function`: `waveform [batch, samples]` -> `{"scores", "embedding"}` of each clip
     whole, its features computed by `converter` (samples fixed to `num_samples` if given)."""
-    def score(waveform):
-        embedding = model.pool(model.backbone(converter.features(waveform), training=False))
-        return {"scores": tf.cast(model.classify(embedding), tf.float32),
-                "embedding": tf.cast(embedding, tf.float32)}
-
     spec = tf.TensorSpec([None, num_samples], tf.float32, name="waveform")
-    return tf.function(score, input_signature=[spec], autograph=False)
+    return tf.function(functools.partial(score_clips, model, converter),
+                       input_signature=[spec], autograph=False)
 
 
 def _prepared(model, path, suffix, seconds, overwrite):

@@ -104,6 +104,15 @@ def serving_module(model, windows, class_names_path, limits=ServingLimits()):
     return module
 
 
+def score_clips(model, converter, waveforms):
+    """`[batch, samples]` -> float32 `scores` and `embedding` (the state the head reads:
+    [CLS], or for AST the mean of [CLS] and the distillation token) of each clip whole, its
+    features computed by `converter` in the graph."""
+    embedding = model.pool(model.backbone(converter.features(waveforms), training=False))
+    return {"scores": tf.cast(model.classify(embedding), tf.float32),
+            "embedding": tf.cast(embedding, tf.float32)}
+
+
 def _seconds(value):
     """A duration for a message: seconds rounded to 0.01, as float64."""
     return tf.round(tf.cast(value, tf.float64) * 100.0) / 100.0
@@ -120,15 +129,6 @@ class _Signatures:
         self._minimum = minimum_samples(model)
 
     # === Scoring ===
-
-    def _score_clips(self, waveforms):
-        """`[batch, samples]` -> scores and embeddings (the state the head reads: [CLS], or
-        for AST the mean of [CLS] and the distillation token) of each clip, whole."""
-        features = self._converter.features(waveforms)
-        embedding = self._model.pool(self._model.backbone(features, training=False))
-        scores = self._model.classify(embedding)
-        return {"scores": tf.cast(scores, tf.float32),
-                "embedding": tf.cast(embedding, tf.float32)}
 
     def _score(self, waveforms):
         """Clips of one length `[batch, samples]` -> their scores and embeddings.
@@ -158,7 +158,8 @@ class _Signatures:
             first = tf.cast(step, tf.int64) * windows.batch
             index = tf.range(first, tf.minimum(first + windows.batch, count))
             begins = index // per_clip * length + tf.gather(starts, index % per_clip)
-            outputs = self._score_clips(tf.gather(flat, begins[:, None] + offsets[None]))
+            outputs = score_clips(self._model, self._converter,
+                                  tf.gather(flat, begins[:, None] + offsets[None]))
             return (step + 1, scores.write(step, outputs["scores"]),
                     embeddings.write(step, outputs["embedding"]))
 
