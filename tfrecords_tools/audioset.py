@@ -14,7 +14,7 @@ its role (`*train` -> `train`, `eval` -> `eval`); splits converted in separate r
 accumulate there.
 
 Audio files are found anywhere under `--audio_dir` (default: `--input_dir`), in
-sub-folders or not, by file name (extension: any of `common.AUDIO_EXTENSIONS`: wav, flac,
+sub-folders or not, by file name (extension: any of `audio_io.AUDIO_EXTENSIONS`: wav, flac,
 mp3, ogg, opus, m4a, aac, mp4, webm, aif(f); M4A/AAC/WebM need ffmpeg on PATH). Accepted
 names, with YTID the 11-character YouTube id (letters, digits, `-`, `_`; it may begin with
 `-` and contain `_`):
@@ -42,7 +42,7 @@ import re
 
 from keras_astpe import cli
 from keras_astpe.cli import setting
-from keras_astpe.data import dataset_info
+from keras_astpe.data import audio_io, dataset_info
 from tfrecords_tools import common
 
 DEFAULT_SPLITS = ("balanced_train", "unbalanced_train", "eval")
@@ -146,7 +146,7 @@ def index_audio_files(audio_dir, known_ytids):
     files, repeats = common.walk_files(audio_dir, {})
     for path in files:
         name = os.path.basename(path)
-        if not common.is_audio_file(name):
+        if not audio_io.is_audio_file(name):
             continue
         path = os.path.abspath(path)
         parsed = parse_clip_name(name, known_ytids)

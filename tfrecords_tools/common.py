@@ -48,10 +48,7 @@ from tqdm import tqdm
 import keras_astpe
 from keras_astpe.cli import setting
 from keras_astpe.data import dataset_info, schema
-from keras_astpe.data.audio_io import (
-    AudioDecodeError,
-    load_audio,
-)
+from keras_astpe.data.audio_io import AudioDecodeError, load_audio
 from keras_astpe.io_utils import atomic_path, atomic_write_text
 
 DEFAULT_SHARD_MB = 150.0

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from keras_astpe import cli
 from keras_astpe.cli import setting
-from keras_astpe.data import schema
+from keras_astpe.data import audio_io, schema
 from tfrecords_tools import common, splits
 
 PATH_COLUMNS = ("filename", "fname", "slice_file_name", "file_name", "file", "path",
@@ -191,9 +191,9 @@ class AudioFinder:
         path = os.path.join(self.audio_dir, clip_id)
         if os.path.isfile(path):
             return os.path.abspath(path), None
-        bare = not common.is_audio_file(clip_id)
+        bare = not audio_io.is_audio_file(clip_id)
         if bare:
-            found = [path + "." + ext for ext in sorted(common.AUDIO_EXTENSIONS)
+            found = [path + "." + ext for ext in sorted(audio_io.AUDIO_EXTENSIONS)
                      if os.path.isfile(path + "." + ext)]
             if found:
                 return self._one(clip_id, found)
@@ -217,7 +217,7 @@ class AudioFinder:
             files, _ = common.walk_files(self.audio_dir, {})
             for path in files:
                 name = os.path.basename(path)
-                if common.is_audio_file(name):
+                if audio_io.is_audio_file(name):
                     self._by_name[name].append(path)
                     self._by_name[name.rsplit(".", 1)[0] + "."].append(path)
         return self._by_name

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from keras_astpe import cli
 from keras_astpe.cli import setting
+from keras_astpe.data import audio_io
 from tfrecords_tools import common, splits
 
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -136,14 +137,14 @@ def _find_clips(input_dir, classes, clip_seconds, progress):
         for path, first in repeats:
             if os.path.isdir(path):
                 repeated_folders.append((path, first))
-            elif common.is_audio_file(os.path.basename(path)):
+            elif audio_io.is_audio_file(os.path.basename(path)):
                 same_file.append(common.Skipped(
                     os.path.abspath(path), _clip_id(path, input_dir), "same_file",
                     f"the same file as {_clip_id(first, input_dir)} (reached through a "
                     "symlink): taken once"))
         found = 0
         for path in files:
-            if common.is_audio_file(os.path.basename(path)):
+            if audio_io.is_audio_file(os.path.basename(path)):
                 clip_id = _clip_id(path, input_dir)
                 clips[clip_id] = common.WorkItem(
                     path=os.path.abspath(path), clip_id=clip_id, labels=(label,),
@@ -152,7 +153,7 @@ def _find_clips(input_dir, classes, clip_seconds, progress):
         if not found:
             raise common.ConversionError(
                 f"{os.path.join(input_dir, name)}: class folder without audio files "
-                f"(extensions: {', '.join(sorted(common.AUDIO_EXTENSIONS))}): add its "
+                f"(extensions: {', '.join(sorted(audio_io.AUDIO_EXTENSIONS))}): add its "
                 "clips, remove it, or start its name with '_' to leave it out")
     return clips, same_file, repeated_folders
 
