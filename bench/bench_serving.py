@@ -15,6 +15,15 @@ the same front end on the same audio (the model's audio converter and `model(...
 faster), alternately, in round-robin rounds over every kind and cell. Target: SavedModel
 within 1.1x of Keras.
 
+In the same rounds, for the clips of `--portable_lengths` (default 1 s and 10 s): the
+model's ONNX export in ONNX Runtime and its LiteRT export in LiteRT's interpreter (waveform
+in, scores and embedding out, front end inside; `keras_astpe.serving.export_onnx` and
+`export_litert`), each given `--cores` threads; and for reference transformers'
+`ASTForAudioClassification` of the preset's size in PyTorch (square patches of the same
+area and number, inference mode) with its `ASTFeatureExtractor` on the same clips, as an
+AST user scores them: AST pads or cuts every clip to its fixed input (the preset's
+frames), so a 1 s clip costs it a 10 s one.
+
 The resampler's share: per kind, `serving_wav` on one 10 s WAV at 44.1 kHz (decode,
 resampling to 16 kHz, front end, model) against `serving_wav` on the same 10 s at 16 kHz
 (no resampling), in the same rounds: the difference is the resampler's cost inside the
@@ -49,6 +58,7 @@ RATE = 16000
 WAV_RATE = 44100
 MIN_MEASURE_S = 0.2  # a measurement repeats a call until it has used this much CPU
 LONG_CELL = (60.0, 16)
+PORTABLE = ("onnx", "litert")
 
 
 def build(pe, preset):
@@ -59,6 +69,53 @@ def build(pe, preset):
     bare = keras_astpe.build_model(pe, preset=preset, num_classes=527)
     return ASTClassifier(bare.backbone, 527, audio_converter=LogMelAudioConverter(),
                          class_names=[f"class {i}" for i in range(527)])
+
+
+def portable_functions(model, folder, name, cores):
+    """The model's ONNX export in ONNX Runtime and its LiteRT export in LiteRT's
+    interpreter, each with `cores` threads, as functions of a numpy waveform batch."""
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_astpe.serving import export_litert, export_onnx
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = cores, 1
+    session = onnxruntime.InferenceSession(
+        export_onnx(model, os.path.join(folder, f"{name}.onnx")), options,
+        providers=["CPUExecutionProvider"])
+    runner = Interpreter(model_path=export_litert(model, os.path.join(folder, f"{name}.tflite")),
+                         num_threads=cores).get_signature_runner()
+    return {"onnx": lambda w: session.run(None, {"waveform": w}),
+            "litert": lambda w: runner(waveform=w)}
+
+
+def ast_function(preset, cores):
+    """transformers' AST of the preset's size, with its feature extractor, in PyTorch."""
+    import torch
+    import transformers
+    from bench_train import _preset, _square_patch
+
+    torch.set_num_threads(cores)
+    torch.manual_seed(0)
+    config = _preset(preset)
+    patch = _square_patch(config)
+    model = transformers.ASTForAudioClassification(transformers.ASTConfig(
+        hidden_size=config["hidden_dim"], num_hidden_layers=config["num_layers"],
+        num_attention_heads=config["num_heads"], intermediate_size=config["intermediate_dim"],
+        hidden_act=config.get("activation", "relu"), qkv_bias=False,
+        patch_size=patch["size"], frequency_stride=patch["stride"][1],
+        time_stride=patch["stride"][0], max_length=config["num_frames"],
+        num_mel_bins=config["num_mel_bins"], num_labels=527)).eval()
+    extractor = transformers.ASTFeatureExtractor(num_mel_bins=config["num_mel_bins"],
+                                                 max_length=config["num_frames"])
+
+    def run(waveforms):
+        with torch.inference_mode():
+            inputs = extractor(list(waveforms), sampling_rate=RATE, return_tensors="pt")
+            return torch.sigmoid(model(**inputs).logits).numpy()
+
+    return run
 
 
 def keras_function(model):
@@ -81,7 +138,7 @@ def timed(function, argument, reps):
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(reps):
         for value in tf.nest.flatten(function(argument)):
-            value.numpy()
+            np.asarray(value)
     return (time.perf_counter() - wall) / reps, (time.process_time() - cpu) / reps
 
 
@@ -120,9 +177,12 @@ def benchmark(args):
           f"{os.cpu_count()} cores, TensorFlow {tf.__version__}, preset {args.preset}, load "
           f"average {os.getloadavg()[0]:.1f} at start", flush=True)
 
+    portable_cells = [cell for cell in cells if cell[0] in
+                      {float(v) for v in args.portable_lengths.split(",") if v}]
     rng = np.random.default_rng(0)
-    audio = {cell: tf.constant(rng.uniform(-0.5, 0.5, (cell[1], int(cell[0] * RATE))),
-                               tf.float32) for cell in cells}
+    waveforms = {cell: rng.uniform(-0.5, 0.5, (cell[1], int(cell[0] * RATE))).astype(
+        np.float32) for cell in cells}
+    audio = {cell: tf.constant(waveforms[cell]) for cell in cells}
     wavs = {"wav": tf.constant([wav_bytes(10.0, WAV_RATE, 1)]),
             "wav_16k": tf.constant([wav_bytes(10.0, RATE, 1)])}
     samples_44k = tf.constant(sf.read(io.BytesIO(wavs["wav"].numpy()[0]), dtype="float32")[0])
@@ -146,6 +206,9 @@ def benchmark(args):
                                      "keras": keras_function(model),
                                      "wav": lambda b, f=serving_wav: f(wav_bytes=b),
                                      "loaded": loaded}  # keeps the signatures' resources alive
+            if portable_cells and preset == args.preset:
+                functions[preset, pe].update(portable_functions(model, tmp, pe, args.cores))
+        reference = ast_function(args.preset, args.cores) if portable_cells else None
         print(f"built and exported {len(share_models)} models in "
               f"{time.perf_counter() - started:.0f} s; timing...", flush=True)
 
@@ -158,6 +221,14 @@ def benchmark(args):
                 for cell in cells:  # cells of 10 clip-seconds or more: one call a measurement
                     reps[pe, cell, name] = (reps_for(function, audio[cell])
                                             if cell[0] * cell[1] < 10 else 1)
+            for name in PORTABLE:
+                function = functions[args.preset, pe][name] if portable_cells else None
+                for cell in portable_cells:
+                    timed(function, waveforms[cell], 1)  # warm-up: LiteRT sizes its tensors
+                    reps[pe, cell, name] = reps_for(function, waveforms[cell])
+        for cell in portable_cells:
+            timed(reference, waveforms[cell], 1)
+            reps["ast", cell] = reps_for(reference, waveforms[cell])
         for key in share_models:
             for name, contents in wavs.items():
                 reps[key, name] = reps_for(functions[key]["wav"], contents)
@@ -173,6 +244,13 @@ def benchmark(args):
                         times.setdefault((pe, cell, name), []).append(timed(
                             functions[args.preset, pe][name], audio[cell],
                             reps[pe, cell, name]))
+                    for name in PORTABLE if cell in portable_cells else ():
+                        times.setdefault((pe, cell, name), []).append(timed(
+                            functions[args.preset, pe][name], waveforms[cell],
+                            reps[pe, cell, name]))
+            for cell in portable_cells:
+                times.setdefault(("ast", cell), []).append(
+                    timed(reference, waveforms[cell], reps["ast", cell]))
             for key in share_models:
                 for name, contents in wavs.items():
                     times.setdefault((key, name), []).append(
@@ -181,10 +259,10 @@ def benchmark(args):
                 timed(resampler, samples_44k, reps["resampler"]))
             print(f"round {round_index + 1}/{args.rounds} done "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-    return kinds, cells, share_models, times, started
+    return kinds, cells, portable_cells, share_models, times, started
 
 
-def report(args, kinds, cells, share_models, times, started):
+def report(args, kinds, cells, portable_cells, share_models, times, started):
     def cpu(key):
         return [c for _, c in times[key]]
 
@@ -204,6 +282,21 @@ def report(args, kinds, cells, share_models, times, started):
                   f"| {1e3 * statistics.median(keras_cpu):.1f} | {median_range(ratios)} | "
                   f"{1e3 * wall:.1f} | {cell[1] / statistics.median(saved):.1f} |")
     print(f"\nWorst median ratio: {worst:.2f} (target <= 1.1)")
+
+    if portable_cells:
+        print("\nClips per CPU-second (median over rounds): the SavedModel, the ONNX export "
+              "in ONNX Runtime, the LiteRT export in LiteRT; transformers' AST (PyTorch, its "
+              "feature extractor, fixed input) on the same clips for reference")
+        print("| PE kind | clip | batch | SavedModel | ONNX Runtime | LiteRT | transformers' "
+              "AST |")
+        print("|---|---|---|---|---|---|---|")
+        for pe in kinds:
+            for cell in portable_cells:
+                rates = [cell[1] / statistics.median(cpu(key)) for key in
+                         ((pe, cell, "saved"), (pe, cell, "onnx"), (pe, cell, "litert"),
+                          ("ast", cell))]
+                print(f"| {pe} | {cell[0]:g} s | {cell[1]} | "
+                      + " | ".join(f"{rate:.1f}" for rate in rates) + " |")
 
     print(f"\n`serving_wav`, one 10 s WAV (batch 1): at {WAV_RATE} Hz and at {RATE} Hz; the "
           f"difference is the resampler's cost in the graph (CPU ms, median over rounds). "
@@ -234,6 +327,9 @@ def main():
                         "learned_relative,conditional,conditional_absolute")
     parser.add_argument("--lengths", default="1,10,60", help="clip lengths in seconds")
     parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--portable_lengths", default="1,10",
+                        help="clip lengths (of --lengths) at which the ONNX and LiteRT exports "
+                        "and transformers' AST are timed too ('' for none)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--long_rounds", type=int, default=3,
                         help="rounds that include the 60 s x batch 16 cell")
