@@ -2,8 +2,11 @@
 README's block and `recipes/eval_esc50.py` then gives the README's accuracy, word for word,
 with the scores within a tolerance."""
 
+import json
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -68,3 +71,36 @@ def test_esc50_demo_gives_the_readmes_accuracy(quick_start):
     assert result.returncode == 0, result.stderr[-3000:]
     line = _lines_from(result.stdout, "ESC-50 (time_alibi): accuracy")[0]
     _check([expected], [line.removeprefix("ESC-50 (time_alibi): ")])
+
+
+def test_the_model_exports_to_onnx_and_litert_with_its_scores(quick_start):
+    """The README's export commands and its ONNX Runtime / LiteRT snippet, run on command
+    1's model: both files give the Keras model's scores on a demo WAV within 1e-4."""
+    import keras
+    import numpy as np
+    import soundfile as sf
+
+    import keras_astpe  # noqa: F401  (registers the model's classes for load_model)
+
+    work, _ = quick_start
+    commands = re.findall(r"^python (recipes/export\.py [^\n]*--format=(?:onnx|litert))$",
+                          README, re.MULTILINE)
+    assert len(commands) == 2
+    for command in commands:
+        result = run_recipe("export", *shlex.split(command)[1:], cwd=work)
+        assert result.returncode == 0, result.stderr[-3000:]
+    snippet = re.search(r"```python\n(import json, numpy as np, onnxruntime.*?)```", README,
+                        re.DOTALL).group(1)
+    snippet += "print('litert', runner(waveform=waveform[None])['scores'].tolist())\n"
+    snippet += "print('onnx', scores.tolist())\n"
+    result = subprocess.run([sys.executable, "-c", snippet], cwd=work, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = dict(line.split(" ", 1) for line in result.stdout.splitlines()[-2:])
+    model = keras.saving.load_model(work / "saved_models/audioset-demo/time_alibi/model.keras")
+    path = re.search(r'sf\.read\("([^"]+)"', snippet).group(1)
+    waveform = sf.read(work / path, dtype="float32")[0][None]
+    expected = keras.ops.convert_to_numpy(model(model.audio_converter(waveform)))
+    for name in ("onnx", "litert"):
+        np.testing.assert_allclose(json.loads(printed[name]), expected, atol=1e-4,
+                                   err_msg=name)
