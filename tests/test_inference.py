@@ -76,7 +76,8 @@ def test_waveform_at_another_rate_is_resampled_as_files_are(saved):
 
 
 def test_prediction_features_are_the_training_pipelines(saved, tmp_path):
-    """The converter of a loaded model computes, bit for bit, what tf.data trains on."""
+    """The converter of a loaded model computes what tf.data trains on: bit for bit on
+    TensorFlow, to the FFT's rounding on the other backends."""
     waveform = noise(2 * RATE, seed=3)
     path = tmp_path / "clip.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:
@@ -87,7 +88,10 @@ def test_prediction_features_are_the_training_pipelines(saved, tmp_path):
     (trained_on, _), = list(dataset)
     stored = np.round(waveform * 32767).astype(np.int16).astype(np.float32) / 32768
     predicted = keras.ops.convert_to_numpy(saved.audio_converter(stored[None]))
-    np.testing.assert_array_equal(predicted, trained_on.numpy())
+    if keras.backend.backend() == "tensorflow":
+        np.testing.assert_array_equal(predicted, trained_on.numpy())
+    else:  # the backend's FFT (docs/deviations.md, "Front ends")
+        np.testing.assert_allclose(predicted, trained_on.numpy(), atol=1e-4)
 
 
 def test_clips_of_any_length_from_one_patch(saved):

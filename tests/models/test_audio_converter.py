@@ -23,6 +23,8 @@ def _waveform(samples=16000, batch=2):
     return (0.3 * np.random.randn(batch, samples)).astype("float32")
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_log_mel_config_round_trip_and_older_configs():
     """The options save with the model; a config saved without them (older models) loads
     with ReLU, no padding and plain features, the behaviour it was saved with."""
@@ -51,6 +53,8 @@ def test_log_mel_config_round_trip_and_older_configs():
     assert again.frontend.log_offset == 1e-4
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_log_mel_without_relu_keeps_negative_values():
     """(x + 0.935) / 2.884 without ReLU (the peg2/peg3 runs): the ReLU'd features are its
     positive part."""
@@ -63,6 +67,8 @@ def test_log_mel_without_relu_keeps_negative_values():
     np.testing.assert_array_equal(np.maximum(features, 0), clipped.features(waveform).numpy())
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_short_clips_are_zero_padded_to_min_samples():
     converter = LogMelAudioConverter(min_samples=16000)
     short = _waveform(samples=6000)
@@ -88,6 +94,8 @@ def test_short_clips_are_zero_padded_to_min_samples():
             LogMelAudioConverter(min_samples=bad)
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_8x32_layout_puts_each_8x32_block_in_a_32x8_patch():
     """Patch k of the regrouped features' 32 x 8 grid, flattened frame by frame, is block k
     (8 frames x 32 bins, time-major) of the features, flattened frame by frame."""
@@ -111,6 +119,8 @@ def test_8x32_layout_puts_each_8x32_block_in_a_32x8_patch():
         LogMelAudioConverter(patch_layout="rotated")
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_log_mel_features_are_the_pipeline_function():
     stats = NormalizationStats(-4.5, 2.5)
     converter = LogMelAudioConverter(FrontEndConfig(), stats)
@@ -125,6 +135,8 @@ def test_log_mel_features_are_the_pipeline_function():
         waveform_to_features(waveform, FrontEndConfig(), stats, masks=masks).numpy())
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_kaldi_features_are_ast_front_end():
     converter = KaldiFbankAudioConverter()
     assert converter.get_config()["config"] == KaldiFbankConfig().to_dict()
@@ -149,6 +161,8 @@ def test_kaldi_sizes():
     assert converter.compute_output_shape((3, None)) == (3, None, 128)
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_kaldi_masks_zero_fbank_values_before_normalizing():
     """As AST's dataloader: SpecAugment on the padded fbank, masked value 0, then (x - m)/2s."""
     config = KaldiFbankConfig(target_frames=120, mean=-3.0, std=2.0)
@@ -163,6 +177,8 @@ def test_kaldi_masks_zero_fbank_values_before_normalizing():
         rtol=1e-6, atol=1e-6)
 
 
+# The TensorFlow values (numpy in, `.numpy()` out); every backend's: test_frontend_reference.
+@pytest.mark.backend_agnostic
 def test_kaldi_converter_in_a_graph_of_any_length():
     converter = KaldiFbankAudioConverter(KaldiFbankConfig(target_frames=64))
     function = tf.function(converter.features,
