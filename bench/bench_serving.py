@@ -94,19 +94,12 @@ def ast_function(preset, cores):
     """transformers' AST of the preset's size, with its feature extractor, in PyTorch."""
     import torch
     import transformers
-    from bench_train import _preset, _square_patch
+    from bench_train import _preset, ast_config
 
     torch.set_num_threads(cores)
     torch.manual_seed(0)
     config = _preset(preset)
-    patch = _square_patch(config)
-    model = transformers.ASTForAudioClassification(transformers.ASTConfig(
-        hidden_size=config["hidden_dim"], num_hidden_layers=config["num_layers"],
-        num_attention_heads=config["num_heads"], intermediate_size=config["intermediate_dim"],
-        hidden_act=config.get("activation", "relu"), qkv_bias=False,
-        patch_size=patch["size"], frequency_stride=patch["stride"][1],
-        time_stride=patch["stride"][0], max_length=config["num_frames"],
-        num_mel_bins=config["num_mel_bins"], num_labels=527)).eval()
+    model = transformers.ASTForAudioClassification(ast_config(preset, 527)).eval()
     extractor = transformers.ASTFeatureExtractor(num_mel_bins=config["num_mel_bins"],
                                                  max_length=config["num_frames"])
 

@@ -203,14 +203,7 @@ class PeerWorker(Worker):
         start = time.perf_counter()
         preset = _preset(self.args.preset)
         patch = _square_patch(preset)
-        config = transformers.ASTConfig(
-            hidden_size=preset["hidden_dim"], num_hidden_layers=preset["num_layers"],
-            num_attention_heads=preset["num_heads"], intermediate_size=preset["intermediate_dim"],
-            hidden_act=preset.get("activation", "relu"), hidden_dropout_prob=0.1,
-            layer_norm_eps=1e-6, qkv_bias=preset.get("use_attention_bias", False),
-            patch_size=patch["size"], frequency_stride=patch["stride"][1],
-            time_stride=patch["stride"][0], max_length=preset["num_frames"],
-            num_mel_bins=preset["num_mel_bins"], num_labels=NUM_CLASSES)
+        config = ast_config(self.args.preset, NUM_CLASSES, hidden_dropout_prob=0.1)
         model = transformers.ASTForAudioClassification(config).to(self.device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         forward = torch.compile(model) if self.args.jit_compile == "true" else model
@@ -253,6 +246,23 @@ def _preset(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_preset(name)
+
+
+def ast_config(preset_name, num_labels, **overrides):
+    """transformers' `ASTConfig` of the preset's size: its width, depth, heads, FF,
+    activation and input, its patches as `_square_patch` makes them square."""
+    import transformers
+
+    preset = _preset(preset_name)
+    patch = _square_patch(preset)
+    return transformers.ASTConfig(
+        hidden_size=preset["hidden_dim"], num_hidden_layers=preset["num_layers"],
+        num_attention_heads=preset["num_heads"], intermediate_size=preset["intermediate_dim"],
+        hidden_act=preset.get("activation", "relu"), layer_norm_eps=1e-6,
+        qkv_bias=preset.get("use_attention_bias", False), patch_size=patch["size"],
+        frequency_stride=patch["stride"][1], time_stride=patch["stride"][0],
+        max_length=preset["num_frames"], num_mel_bins=preset["num_mel_bins"],
+        num_labels=num_labels, **overrides)
 
 
 def _square_patch(preset):

@@ -193,6 +193,7 @@ def magnitude_spectrogram(waveform, config, dft="fft"):
     `dft`: see `real_dft`.
     """
     ops = ops_for(waveform)
+    waveform = ops.convert_to_tensor(waveform)
     window = _window(ops, config.frame_length, pcm_scale(waveform))
     frames = frames_of(waveform, config.frame_length, config.frame_step)
     real, imag = real_dft(frames * window, config.fft_length, dft)

@@ -145,6 +145,7 @@ def log_fbank(waveform, config, dft="fft"):
     torchaudio refuses a shorter clip. `dft`: see `keras_astpe.frontend.real_dft`.
     """
     ops = ops_for(waveform)
+    waveform = ops.convert_to_tensor(waveform)
     window = _window(config.frame_length, config.window, pcm_scale(waveform))
     frames = frames_of(waveform, config.frame_length, config.frame_step)
     frames = frames - ops.numpy.mean(frames, axis=-1, keepdims=True)
@@ -174,14 +175,21 @@ def normalize(features, config):
     return (features - np.float32(config.mean)) / np.float32(2.0 * config.std)
 
 
-def waveform_to_fbank(waveform, config, dft="fft"):
+def waveform_to_fbank(waveform, config, *, masks=None, dft="fft"):
     """The whole AST front end: `[..., samples]` -> `[..., target_frames, mel_bins]` float32.
 
     Fbank, then zero frames appended or frames cut to `config.target_frames` (kept as they are
     when it is None), then normalized; padded frames, normalized like the rest, hold
-    -mean / (2 * std) (0.467 with the AudioSet statistics), as in AST.
+    -mean / (2 * std) (0.467 with the AudioSet statistics), as in AST. `masks`: SpecAugment
+    keep-masks `(keep_time [..., frames], keep_freq [..., mel_bins])` (training only),
+    zeroing fbank values after the padding and before the normalization, as AST's
+    dataloader does. `dft`: see `keras_astpe.frontend.real_dft`.
     """
     features = log_fbank(waveform, config, dft)
     if config.target_frames is not None:
         features = pad_or_cut(features, config.target_frames)
+    if masks is not None:
+        ops = ops_for(features)
+        keep_time, keep_freq = (ops.convert_to_tensor(mask) for mask in masks)
+        features = features * keep_time[..., :, None] * keep_freq[..., None, :]
     return normalize(features, config)

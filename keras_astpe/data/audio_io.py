@@ -49,11 +49,11 @@ _READ_BLOCK = 1 << 16
 _FFMPEG_TIMEOUT_S = 600
 # ffmpeg messages of a cut file ("moov atom not found": an MP4/M4A cut before its index).
 _FFMPEG_TRUNCATION_HINTS = ("partial file", "truncat", "end of file", "moov atom not found")
-# Extensions libsndfile reads natively: when it fails on one of these, the file itself is bad.
 # The extensions of the audio files the converters and `recipes/predict.py` pick up.
 AUDIO_EXTENSIONS = frozenset(
     ("wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "mp4", "webm", "aif",
      "aiff"))
+# Extensions libsndfile reads natively: when it fails on one of these, the file itself is bad.
 _SOUNDFILE_EXTENSIONS = frozenset(
     "." + ext for ext in ("wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "aif", "aiff",
                           "aifc", "au", "snd", "caf", "w64", "rf64"))

@@ -262,14 +262,7 @@ class KaldiFbankAudioConverter(AudioConverter):
         return self.config.num_samples(num_frames)
 
     def features(self, waveform, masks=None):
-        fbank = kaldi_fbank.log_fbank(waveform, self.config, self.dft)
-        if self.config.target_frames is not None:
-            fbank = kaldi_fbank.pad_or_cut(fbank, self.config.target_frames)
-        if masks is not None:
-            ops = ops_for(fbank)
-            keep_time, keep_freq = (ops.convert_to_tensor(mask) for mask in masks)
-            fbank = fbank * keep_time[..., :, None] * keep_freq[..., None, :]
-        return kaldi_fbank.normalize(fbank, self.config)
+        return kaldi_fbank.waveform_to_fbank(waveform, self.config, masks=masks, dft=self.dft)
 
     def get_config(self):
         config = super().get_config()
