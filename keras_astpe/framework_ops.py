@@ -25,6 +25,12 @@ def ops_for(*tensors):
     name = keras.backend.backend()
     if name != "tensorflow" and any(is_tensorflow(tensor) for tensor in tensors):
         name = "tensorflow"
+    return _backend_module(name)
+
+
+@functools.cache
+def _backend_module(name):
+    # Cached, so that AutoGraph (tf.data, tf.function) never converts importlib's internals.
     return importlib.import_module(f"keras.src.backend.{name}")
 
 
@@ -57,6 +63,6 @@ def constant(ops, compute, *args):
 def _constant(tensorflow, compute, args):
     if not tensorflow:
         return np.asarray(compute(NUMPY_OPS, *args), np.float32)
-    ops = importlib.import_module("keras.src.backend.tensorflow")
+    ops = _backend_module("tensorflow")
     with sys.modules["tensorflow"].init_scope():
         return np.asarray(compute(ops, *args), np.float32)
