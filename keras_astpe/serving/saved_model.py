@@ -154,12 +154,19 @@ class _Signatures:
         offsets = tf.range(piece)
         num_classes, hidden_dim = self._model.num_classes, self._model.backbone.hidden_dim
 
+        def windows_of(index):
+            begins = index // per_clip * length + tf.gather(starts, index % per_clip)
+            return tf.gather(flat, begins[:, None] + offsets[None])
+
         def body(step, scores, embeddings):
             first = tf.cast(step, tf.int64) * windows.batch
-            index = tf.range(first, tf.minimum(first + windows.batch, count))
-            begins = index // per_clip * length + tf.gather(starts, index % per_clip)
-            outputs = score_clips(self._model, self._converter,
-                                  tf.gather(flat, begins[:, None] + offsets[None]))
+            last = tf.minimum(first + windows.batch, count)
+            # Whole clips are rows of the batch: a slice (the batch itself when it fits in
+            # one step), no gather.
+            pieces = tf.cond(per_clip == 1,
+                             lambda: waveforms[first:last],
+                             lambda: windows_of(tf.range(first, last)))
+            outputs = score_clips(self._model, self._converter, pieces)
             return (step + 1, scores.write(step, outputs["scores"]),
                     embeddings.write(step, outputs["embedding"]))
 
