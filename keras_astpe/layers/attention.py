@@ -102,20 +102,31 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if self.position_bias is not None and not self.position_bias.built:
             self.position_bias.build(heads_shape)
 
-    def call(self, x):
+    def call(self, x, num_query_tokens=None):
+        """`x` `[batch, L, dim]` -> `[batch, L, dim]`, or with `num_query_tokens=n` the
+        outputs of the first `n` tokens alone `[batch, n, dim]` (every token still a key
+        and a value): what a head that reads the prefix tokens needs of the last block."""
         batch, length, hidden_dim = ops.shape(x)
-        tokens = ops.reshape(x, (-1, hidden_dim))
-        heads_shape = (batch, length, self.num_heads, self.key_dim)
-        query, key, value = (ops.cast(ops.reshape(dense(tokens), heads_shape), "float32")
-                             for dense in (self.query_dense, self.key_dense, self.value_dense))
+        queries = length if num_query_tokens is None else num_query_tokens
+
+        def heads(dense, x, length):
+            tokens = ops.reshape(x, (-1, hidden_dim))
+            return ops.cast(ops.reshape(dense(tokens), (batch, length, self.num_heads,
+                                                        self.key_dim)), "float32")
+
+        key, value = (heads(dense, x, length) for dense in (self.key_dense, self.value_dense))
         scale = 1.0 / self.key_dim**0.5
         bias = None
-        if self.position_bias is not None:
+        if self.position_bias is None:
+            query = heads(self.query_dense, x[:, :queries], queries)
+        else:  # the bias layers take every query
+            query = heads(self.query_dense, x, length)
             bias = ops.cast(self.position_bias(query), "float32") * scale
+            query, bias = query[:, :queries], bias[..., :queries, :]
         attended = scaled_dot_product_attention(query, key, value, bias, scale)
         attended = ops.reshape(ops.cast(attended, self.compute_dtype),
                                (-1, self.num_heads, self.key_dim))
-        return ops.reshape(self.output_dense(attended), (batch, length, hidden_dim))
+        return ops.reshape(self.output_dense(attended), (batch, queries, hidden_dim))
 
     def compute_output_shape(self, input_shape):
         return input_shape

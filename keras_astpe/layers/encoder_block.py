@@ -85,15 +85,21 @@ class TransformerEncoderBlock(keras.layers.Layer):
         tokens = ops.reshape(x, (-1, shape[-1]))
         return ops.reshape(self.feedforward_output(self.feedforward_intermediate(tokens)), shape)
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, num_query_tokens=None):
+        """`x` `[batch, L, dim]` -> `[batch, L, dim]`; with `num_query_tokens=n`, the states
+        of the first `n` tokens alone (see `MultiHeadSelfAttention.call`)."""
         def residual(branch, x):
             return self.residual_dropout(branch(x), training=training)
 
+        def attention(x):
+            return self.attention(x, num_query_tokens=num_query_tokens)
+
         x = gradient_barrier(x)  # JAX on CPUs: its gradient computed once, see the module
+        queries = x if num_query_tokens is None else x[:, :num_query_tokens]
         if self.norm_first:
-            x = x + residual(self.attention, self.attention_norm(x))
+            x = queries + residual(attention, self.attention_norm(x))
             return x + residual(self._feedforward, self.feedforward_norm(x))
-        x = self.attention_norm(x + residual(self.attention, x))
+        x = self.attention_norm(queries + residual(attention, x))
         return self.feedforward_norm(x + residual(self._feedforward, x))
 
     def compute_output_shape(self, input_shape):

@@ -145,21 +145,7 @@ class ASTBackbone(FunctionalModel):
 
         # === Functional model ===
         features = keras.Input(shape=(None, num_mel_bins), name="features")
-        grid = self.patch_embedding(features)
-        if self.position_embedding is not None:
-            grid = self.position_embedding(grid)
-        x = self.flatten_grid(grid)
-        if self.distillation_token is not None:
-            x = self.distillation_token(x)
-        x = self.class_token(x)
-        if self.embedding_norm is not None:
-            x = self.embedding_norm(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i < len(self.pegs):
-                x = self.pegs[i](x)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
+        x = self._encode(features, num_prefix_tokens, prefix_only=False)
         super().__init__(inputs=features, outputs=x, dtype=dtype, **kwargs)
 
         # === Config ===
@@ -176,6 +162,48 @@ class ASTBackbone(FunctionalModel):
         self.num_peg_layers, self.peg_cls_embedding = num_peg_layers, peg_cls_embedding
         self.alibi_slopes, self.alibi_block_cls = alibi_slopes, alibi_block_cls
         self.num_prefix_tokens, self.grid_shape = num_prefix_tokens, grid_shape
+
+    def _encode(self, features, num_prefix_tokens, prefix_only):
+        """The data path, features -> token states (see the class docstring)."""
+        grid = self.patch_embedding(features)
+        if self.position_embedding is not None:
+            grid = self.position_embedding(grid)
+        x = self.flatten_grid(grid)
+        if self.distillation_token is not None:
+            x = self.distillation_token(x)
+        x = self.class_token(x)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        # The last block computes the prefix states alone, unless a PEG follows it.
+        last_prefix_only = prefix_only and len(self.pegs) < len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            if last_prefix_only and i == len(self.blocks) - 1:
+                x = block(x, num_query_tokens=num_prefix_tokens)
+            else:
+                x = block(x)
+            if i < len(self.pegs):
+                x = self.pegs[i](x)
+        if prefix_only and not last_prefix_only:
+            x = x[:, :num_prefix_tokens]
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x
+
+    def call(self, features, training=None, prefix_only=False):
+        """Features -> the states of every token, or with `prefix_only=True` those of the
+        prefix tokens alone `[batch, P, dim]`, which is all a classifier head reads: the
+        last block then computes only their queries, attention rows and feed-forward
+        (the same values, most of one block's work saved)."""
+        if not prefix_only:
+            return super().call(features, training=training)
+        return self._encode(features, self.num_prefix_tokens, prefix_only=True)
+
+    def compute_output_spec(self, features, training=None, prefix_only=False):
+        spec = super().compute_output_spec(features)
+        if not prefix_only:
+            return spec
+        return keras.KerasTensor((spec.shape[0], self.num_prefix_tokens, spec.shape[2]),
+                                 dtype=spec.dtype)
 
     def get_config(self):
         return {

@@ -60,7 +60,7 @@ class ASTClassifier(FunctionalModel):
             activation or "linear", dtype="float32", name="output_activation"
         )
         features = keras.Input(shape=(None, backbone.num_mel_bins), name="features")
-        scores = self.classify(self.pool(backbone(features)))
+        scores = self.classify(self.pool(backbone(features, prefix_only=True)))
         super().__init__(inputs=features, outputs=scores, **kwargs)
         self.num_classes = num_classes
         self.activation = activation
@@ -68,7 +68,8 @@ class ASTClassifier(FunctionalModel):
         self.head_norm_epsilon = float(head_norm_epsilon)
 
     def pool(self, states):
-        """Backbone states `[batch, tokens, dim]` -> the embedding `[batch, dim]` the head
+        """Backbone states `[batch, tokens, dim]` (all, or the prefix tokens' of
+        `backbone(features, prefix_only=True)`) -> the embedding `[batch, dim]` the head
         reads: the mean of the prefix tokens' states ([CLS] alone in the study's models)."""
         return self.pooling(states)
 

@@ -108,7 +108,8 @@ def score_clips(model, converter, waveforms):
     """`[batch, samples]` -> float32 `scores` and `embedding` (the state the head reads:
     [CLS], or for AST the mean of [CLS] and the distillation token) of each clip whole, its
     features computed by `converter` in the graph."""
-    embedding = model.pool(model.backbone(converter.features(waveforms), training=False))
+    embedding = model.pool(model.backbone(converter.features(waveforms), training=False,
+                                          prefix_only=True))
     return {"scores": tf.cast(model.classify(embedding), tf.float32),
             "embedding": tf.cast(embedding, tf.float32)}
 

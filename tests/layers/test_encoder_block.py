@@ -90,3 +90,23 @@ def test_config_round_trip():
                                     use_feedforward_bias=False,
                                     position_bias=ALiBiBias(2, 2, mode="time"))
     assert_config_round_trip(block, np.random.randn(2, 5, 8).astype("float32"), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("bias", [None, "alibi"])
+def test_query_tokens_give_the_first_states_of_the_whole_block(norm_first, bias):
+    """`num_query_tokens=n`: the first n rows of the block's output (every token still a
+    key and a value)."""
+    block = TransformerEncoderBlock(
+        2, 16, norm_first=norm_first, layer_norm_epsilon=EPS,
+        position_bias=ALiBiBias(2, 2, mode="2d") if bias else None)
+    block.build((None, None, 8))
+    block.set_weights([np.random.randn(*w.shape).astype("float32") * 0.3
+                       for w in block.get_weights()])
+    x = np.random.randn(2, 7, 8).astype("float32")
+    whole = keras.ops.convert_to_numpy(block(x))
+    first = keras.ops.convert_to_numpy(block(x, num_query_tokens=1))
+    assert first.shape == (2, 1, 8)
+    np.testing.assert_allclose(first, whole[:, :1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(first[:, 0], keras.ops.convert_to_numpy(block(x[:, :1]))[:, 0],
+                           atol=1e-3)  # the other tokens were attended to

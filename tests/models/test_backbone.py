@@ -136,6 +136,24 @@ def test_distillation_token_follows_cls(pe):
     np.testing.assert_allclose(states[:, 0], states[:, 1], atol=1e-5)
 
 
+@pytest.mark.parametrize("pe", PE_KINDS)
+@pytest.mark.parametrize("options", [{"num_layers": 3}, {"distillation_token": True}])
+def test_prefix_only_gives_the_prefix_states(pe, options):
+    """`prefix_only=True` gives the prefix tokens' states of the whole computation: the
+    last block computing only their rows, or (a PEG after the last block: the tiny
+    preset's conditional kinds) the states sliced; the classifier scores from them."""
+    model = build_model(pe, dropout=0.0, **options, **TINY)
+    backbone = model.backbone
+    features = np.random.rand(2, 96, 64).astype("float32")
+    prefix = keras.ops.convert_to_numpy(backbone(features, prefix_only=True))
+    assert prefix.shape == (2, backbone.num_prefix_tokens, 64)
+    states = _states(backbone, features)
+    np.testing.assert_allclose(prefix, states[:, :backbone.num_prefix_tokens], atol=2e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(features)),
+                               keras.ops.convert_to_numpy(model.classify(model.pool(states))),
+                               atol=1e-5)
+
+
 def test_config_from_before_the_options_keeps_the_model():
     """Configs saved before `use_feedforward_bias`, `distillation_token`, `embedding_norm`
     and `final_norm` existed build the same model (a final norm exactly with pre-norm)."""
