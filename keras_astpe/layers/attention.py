@@ -118,11 +118,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         scale = 1.0 / self.key_dim**0.5
         bias = None
         if self.position_bias is None:
-            query = heads(self.query_dense, x[:, :queries], queries)
+            query = heads(self.query_dense, x if num_query_tokens is None
+                          else x[:, :num_query_tokens], queries)
         else:  # the bias layers take every query
             query = heads(self.query_dense, x, length)
             bias = ops.cast(self.position_bias(query), "float32") * scale
-            query, bias = query[:, :queries], bias[..., :queries, :]
+            if num_query_tokens is not None:
+                query, bias = query[:, :num_query_tokens], bias[..., :num_query_tokens, :]
         attended = scaled_dot_product_attention(query, key, value, bias, scale)
         attended = ops.reshape(ops.cast(attended, self.compute_dtype),
                                (-1, self.num_heads, self.key_dim))

@@ -187,7 +187,7 @@ def test_unknown_arguments_are_clear_errors():
         build_model("alibi_2d", alibi_block_cls="frequency_heads", **TINY)
 
 
-@pytest.mark.parametrize("name", ["features", "block", "position_encoding", "kwargs"])
+@pytest.mark.parametrize("name", ["features", "x", "position_encoding", "kwargs"])
 def test_build_model_rejects_names_that_are_not_backbone_arguments(name):
     """Local variables of `ASTBackbone.__init__` (and the `pe` it sets itself) are refused."""
     assert name in ASTBackbone.__init__.__code__.co_varnames
