@@ -160,7 +160,9 @@ class KerasWorker(Worker):
         start = time.perf_counter()
         model = self.keras_astpe.build_model(pe, preset=self.args.preset,
                                              num_classes=NUM_CLASSES)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4, clipvalue=1.0),
+        adam = _module("training", "keras_internals").fused_adam_on_torch(
+            keras.optimizers.Adam)  # the recipes' Adam (trainer.compile_classifier)
+        model.compile(optimizer=adam(1e-4, clipvalue=1.0),
                       loss=keras.losses.BinaryCrossentropy(),
                       jit_compile=_jit_compile(self.args.jit_compile))
         x, y = _batch(self.args.batch_size, model.backbone.num_frames,
@@ -237,15 +239,20 @@ class PeerWorker(Worker):
                 "device": torch.cuda.get_device_name() if self.device == "cuda" else "CPU"}
 
 
-def _preset(name):
-    """The preset's arguments, read from presets.py alone (no Keras or TensorFlow in the
-    peer's process)."""
+def _module(package, name):
+    """A module of keras_astpe read from its file, without its package's `__init__`
+    (`keras_astpe.training` imports TensorFlow, which the JAX and PyTorch workers may lack)."""
     import importlib.util
-    path = os.path.join(ROOT, "keras_astpe", "models", "presets.py")
-    spec = importlib.util.spec_from_file_location("_presets", path)
+    path = os.path.join(ROOT, "keras_astpe", package, f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_preset(name)
+    return module
+
+
+def _preset(name):
+    """The preset's arguments (presets.py)."""
+    return _module("models", "presets").get_preset(name)
 
 
 def ast_config(preset_name, num_labels, **overrides):

@@ -7,6 +7,9 @@ Keras has no public way to do what these do:
   and `evaluate` to build the model; it restarts the data afterwards, i.e. a new shuffle.
 - `clip_after_replica_sum`: an optimizer that clips the gradient summed over the replicas
   of tf.distribute, as on one device, instead of each replica's part of it.
+- `fused_adam_on_torch`: Keras' Adam (with clipping by value) whose update runs on the
+  PyTorch backend as PyTorch's fused multi-tensor Adam kernel, the same arithmetic in one
+  pass over each variable instead of Keras' ten elementwise passes.
 - `build_for_fit`: the same build as `build_from_specs` on JAX and PyTorch, through a public
   `evaluate` on zeros, relying on `fit` skipping its own build when all is built.
 
@@ -38,6 +41,16 @@ RELIES_ON = {
             {"953512efa56c9680"},
     },
     "build_for_fit": _SYMBOLIC_BUILD,
+    "fused_adam_on_torch": {
+        "keras.src.optimizers.base_optimizer.BaseOptimizer._clip_gradients":
+            {"152b956e23c91ad9"},
+        "keras.src.optimizers.base_optimizer.BaseOptimizer._backend_apply_gradients":
+            {"48d6e24d58039241"},
+        "keras.src.backend.torch.optimizers.torch_parallel_optimizer.TorchParallelOptimizer"
+        "._backend_update_step": {"039e46a2117693da"},
+        "keras.src.backend.torch.optimizers.torch_adam.Adam._parallel_update_step":
+            {"8034ae3d81d00f24"},
+    },
 }
 
 def build_from_specs(model, element_spec):
@@ -75,6 +88,7 @@ def clip_after_replica_sum(cls):
             return list(zip(grads, [variable for _, variable in summed], strict=True))
 
     ClipAfterReplicaSum.__name__ = ClipAfterReplicaSum.__qualname__ = cls.__name__
+    ClipAfterReplicaSum.__module__ = cls.__module__  # saved as, and loaded as, `cls`
     return ClipAfterReplicaSum
 
 
@@ -96,3 +110,59 @@ def build_for_fit(model, dataset):
     if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
 
+
+
+def fused_adam_on_torch(cls):
+    """`cls` (Keras' `Adam`) computing its update on the PyTorch backend with PyTorch's
+    fused Adam kernel (`torch._fused_adam_`), and clipping by value with two in-place
+    multi-tensor clamps; on other backends, `cls` itself.
+
+    The arithmetic is Keras Adam's: its epsilon is added to the uncorrected sqrt(v), which is
+    PyTorch's epsilon divided by sqrt(1 - beta_2^t), so the kernel is handed that. The step
+    count and the learning rate are read as Python numbers once per step. Other settings
+    (AMSGrad, clipping by norm, gradient accumulation, mixed-dtype or mixed-device
+    variables, a `torch.compile`d step) take Keras' own update.
+    """
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return cls
+    import torch
+    from keras.src.backend.torch.optimizers import torch_adam
+
+    if cls is keras.optimizers.Adam:
+        cls = torch_adam.Adam  # what Keras instantiates for Adam on PyTorch
+
+    class FusedAdam(cls):
+        def _fusable(self, tensors):
+            return (not self.amsgrad and not self.gradient_accumulation_steps
+                    and not torch.compiler.is_compiling()
+                    and len({(t.dtype, t.device) for t in tensors}) == 1)
+
+        def _clip_gradients(self, grads):
+            if (self.clipnorm or self.global_clipnorm or not self.clipvalue
+                    or any(g is None for g in grads) or not self._fusable(grads)):
+                return super()._clip_gradients(grads)
+            clipped = torch._foreach_clamp_min(list(grads), -self.clipvalue)
+            torch._foreach_clamp_max_(clipped, self.clipvalue)
+            return clipped
+
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            variables = [v.value for v in trainable_variables]
+            if not self._fusable([*variables, *grads]):
+                return super()._backend_update_step(grads, trainable_variables, learning_rate)
+            with torch.no_grad():
+                index = [self._get_variable_index(v) for v in trainable_variables]
+                step = float(self.iterations.value.item()) + 1.0
+                torch._fused_adam_(
+                    variables, list(grads), [self._momentums[i].value for i in index],
+                    [self._velocities[i].value for i in index], [],
+                    [torch.tensor(step, device=variables[0].device)] * len(variables),
+                    lr=float(learning_rate), beta1=float(self.beta_1),
+                    beta2=float(self.beta_2), weight_decay=0.0,
+                    eps=float(self.epsilon) / (1.0 - float(self.beta_2) ** step) ** 0.5,
+                    amsgrad=False, maximize=False)
+
+    FusedAdam.__name__, FusedAdam.__qualname__ = cls.__name__, cls.__qualname__
+    FusedAdam.__module__ = cls.__module__  # saved as, and loaded as, Keras' own Adam
+    return FusedAdam

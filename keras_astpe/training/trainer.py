@@ -21,6 +21,7 @@ from keras_astpe.data import pipeline, shards
 from keras_astpe.models.classifier import CLIP_VALUE
 from keras_astpe.models.presets import get_preset_entry, preset_audio_converter
 from keras_astpe.normalization import STATS_FILENAME, NormalizationStats
+from keras_astpe.training import keras_internals
 
 
 def prepare_output_dir(path, flag="--output_dir"):
@@ -196,14 +197,15 @@ def clip_samples(converter, num_frames, clip_seconds):
 def compile_classifier(model, learning_rate, *, metrics="auto", jit_compile="auto",
                        distribution=None):
     """Compiles an `ASTClassifier` with its task's defaults (`ASTClassifier.compile`: the
-    paper's Adam with gradient clipping, the loss and metrics of its labels).
+    paper's Adam with gradient clipping, the loss and metrics of its labels), the Adam update
+    fused into one kernel on PyTorch (`keras_internals.fused_adam_on_torch`).
 
     `jit_compile`: Keras' `compile` argument ("auto": XLA where Keras finds it works and
     helps, i.e. TensorFlow on a GPU and JAX always; True; False). `distribution`: the run's
     `keras_astpe.training.distribution.Distribution`, whose optimizer class is used (under
     tf.distribute it clips the gradient summed over the replicas, as on one device).
     """
-    optimizer_cls = keras.optimizers.Adam
+    optimizer_cls = keras_internals.fused_adam_on_torch(keras.optimizers.Adam)
     if distribution is not None:
         optimizer_cls = distribution.optimizer_class(optimizer_cls)
     model.compile(optimizer=optimizer_cls(learning_rate, clipvalue=CLIP_VALUE),
