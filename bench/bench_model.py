@@ -9,7 +9,7 @@ Part `attention`: one self-attention layer at the paper size (L = 249 = 1 + 31 x
 bias; both the attention core (from projected Q, K, V: where the bias costs) and the whole
 layer (with projections), in TensorFlow graph mode (what `model.fit` runs on a CPU: Keras
 turns XLA off there) and XLA-compiled (its default on a GPU). Target: learned relative within
-1.5x of no bias.
+1.3x of no bias.
 
 Part `step`: one full training step (forward, backward, Adam) of the whole model for every
 PE kind, each in a fresh process, with the process's peak resident memory. Target: every
@@ -131,8 +131,8 @@ def bench_attention(batch, repeats, jit_compile):
         print(f"{name:<18}{r['core_ms']:>10.1f}{r['core_ms'] / base['core_ms']:>11.2f}"
               f"{r['layer_ms']:>11.1f}{r['layer_ms'] / base['layer_ms']:>11.2f}")
     ratio = results["learned_relative"]["core_ms"] / base["core_ms"]
-    print(f"target ({mode}): learned_relative core <= 1.5x no bias -> {ratio:.2f}x "
-          f"{'OK' if ratio <= 1.5 else 'MISSED'}")
+    print(f"target ({mode}): learned_relative core <= 1.3x no bias -> {ratio:.2f}x "
+          f"{'OK' if ratio <= 1.3 else 'MISSED'}")
     return results
 
 
