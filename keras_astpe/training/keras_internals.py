@@ -7,11 +7,11 @@ Keras has no public way to do what these do:
   and `evaluate` to build the model; it restarts the data afterwards, i.e. a new shuffle.
 - `clip_after_replica_sum`: an optimizer that clips the gradient summed over the replicas
   of tf.distribute, as on one device, instead of each replica's part of it.
+- `build_for_fit`: the same build as `build_from_specs` on JAX and PyTorch, through a public
+  `evaluate` on zeros, relying on `fit` skipping its own build when all is built.
 - `fused_adam_on_torch`: Keras' Adam (with clipping by value) whose update runs on the
   PyTorch backend as PyTorch's fused multi-tensor Adam kernel, the same arithmetic in one
   pass over each variable instead of Keras' ten elementwise passes.
-- `build_for_fit`: the same build as `build_from_specs` on JAX and PyTorch, through a public
-  `evaluate` on zeros, relying on `fit` skipping its own build when all is built.
 
 `RELIES_ON` names, per function, the private Keras methods it calls, replaces or depends on,
 with the sha256 (first 16 hex digits) of their source in the Keras versions it was checked
@@ -111,11 +111,10 @@ def build_for_fit(model, dataset):
         model.optimizer.build(model.trainable_variables)
 
 
-
 def fused_adam_on_torch(cls):
     """`cls` (Keras' `Adam`) computing its update on the PyTorch backend with PyTorch's
-    fused Adam kernel (`torch._fused_adam_`), and clipping by value with two in-place
-    multi-tensor clamps; on other backends, `cls` itself.
+    fused Adam kernel (`torch._fused_adam_`), and clipping by value with two multi-tensor
+    clamps (gradients filtered of `None` by Keras before); on other backends, `cls` itself.
 
     The arithmetic is Keras Adam's: its epsilon is added to the uncorrected sqrt(v), which is
     PyTorch's epsilon divided by sqrt(1 - beta_2^t), so the kernel is handed that. The step
@@ -140,8 +139,7 @@ def fused_adam_on_torch(cls):
                     and len({(t.dtype, t.device) for t in tensors}) == 1)
 
         def _clip_gradients(self, grads):
-            if (self.clipnorm or self.global_clipnorm or not self.clipvalue
-                    or any(g is None for g in grads) or not self._fusable(grads)):
+            if self.clipnorm or self.global_clipnorm or not self.clipvalue:
                 return super()._clip_gradients(grads)
             clipped = torch._foreach_clamp_min(list(grads), -self.clipvalue)
             torch._foreach_clamp_max_(clipped, self.clipvalue)
