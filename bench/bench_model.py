@@ -6,10 +6,10 @@
 
 Part `attention`: one self-attention layer at the paper size (L = 249 = 1 + 31 x 8 tokens,
 12 heads of 64, width 768), forward + backward, with no bias, ALiBi and learned relative
-bias; both the attention core (from projected Q, K, V: where the bias costs) and the whole
-layer (with projections), in TensorFlow graph mode (what `model.fit` runs on a CPU: Keras
-turns XLA off there) and XLA-compiled (its default on a GPU). Target: learned relative within
-1.3x of no bias.
+bias; both the attention core (the model's `scaled_dot_product_attention` from projected
+Q, K, V, with the bias layer: where the bias costs) and the whole layer (with projections),
+in TensorFlow graph mode (what `model.fit` runs on a CPU: Keras turns XLA off there) and
+XLA-compiled (its default on a GPU). Target: learned relative within 1.3x of no bias.
 
 Part `step`: one full training step (forward, backward, Adam) of the whole model for every
 PE kind, each in a fresh process, with the process's peak resident memory. Target: every
@@ -73,11 +73,11 @@ print(json.dumps({pe: 1000 * float(np.median(t)) for pe, t in times.items()}))
 def bench_attention(batch, repeats, jit_compile):
     """Forward + backward of one attention layer, TensorFlow, as a tf.function."""
     os.environ["KERAS_BACKEND"] = "tensorflow"
-    import keras
     import numpy as np
     import tensorflow as tf
 
     from keras_astpe.layers import ALiBiBias, LearnedRelativeBias, MultiHeadSelfAttention
+    from keras_astpe.layers.attention import scaled_dot_product_attention
 
     grid, heads, head_dim = (31, 8), 12, 64
     length, dim = 1 + grid[0] * grid[1], heads * head_dim
@@ -99,12 +99,8 @@ def bench_attention(batch, repeats, jit_compile):
         def core(q, k, v, position_bias=position_bias, scale=scale):
             with tf.GradientTape() as tape:
                 tape.watch([q, k, v])
-                if position_bias is None:
-                    out = keras.ops.dot_product_attention(q, k, v, scale=scale)
-                else:
-                    out = keras.ops.dot_product_attention(
-                        q, k, v, bias=position_bias(q) * scale, scale=scale,
-                        flash_attention=False)
+                bias = None if position_bias is None else position_bias(q, scale=scale)
+                out = scaled_dot_product_attention(q, k, v, bias, scale)
                 loss = tf.reduce_sum(out**2)
             grads = tape.gradient(loss, [q, k, v] + _variables(position_bias))
             return [tf.convert_to_tensor(g) for g in grads]

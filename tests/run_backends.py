@@ -5,9 +5,8 @@
     python tests/run_backends.py -- -k attention # extra pytest arguments after --
 
 Backend-sensitive tests run under every backend; tests marked `backend_agnostic` run in the
-tensorflow pass only, which therefore holds most of the suite and runs on two pytest-xdist
-workers (a test file stays on one worker, with its module fixtures). Fails if any backend
-fails or collects no test.
+tensorflow pass only. Each pass runs on two pytest-xdist workers (a test file stays on one
+worker, with its module fixtures). Fails if any backend fails or collects no test.
 """
 
 import argparse
@@ -46,8 +45,8 @@ def main():
         for backend in args.backends.split(","):
             junit = Path(tmp) / f"{backend}.xml"
             env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-            workers = ["-n", "2", "--dist", "loadfile"] if backend == "tensorflow" else []
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers,
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   "-n", "2", "--dist", "loadfile",
                    f"--junitxml={junit}", *args.pytest_args]
             print(f"\n===== backend: {backend} =====\n$ KERAS_BACKEND={backend} {' '.join(cmd)}",
                   flush=True)
