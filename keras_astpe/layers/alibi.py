@@ -55,7 +55,7 @@ class ALiBiBias(keras.layers.Layer):
     is: at distance 0, and blocked for patch queries where [CLS] is.
 
     Called on the queries `[batch, length, heads, head_dim]` (only their length is used),
-    it returns `scale * R` as `[1, heads, length, length]` in float32.
+    it returns R as `[1, heads, length, length]` in float32.
 
     Args:
         num_heads: attention heads of the layer.
@@ -94,7 +94,7 @@ class ALiBiBias(keras.layers.Layer):
         self._uses_time = uses_time.astype("float32")
         self._blocks_cls = np.asarray(blocks_cls, "float32")
 
-    def call(self, query, scale=1.0):
+    def call(self, query):
         length, prefix = ops.shape(query)[1], self.num_prefix_tokens
         time, freq = patch_coordinates(length - prefix, self.freq_patches)
         dt = ops.cast(ops.abs(time[:, None] - time[None, :]), "float32")
@@ -109,7 +109,7 @@ class ALiBiBias(keras.layers.Layer):
                                            position[None, :] < prefix)
             blocks_cls = ops.convert_to_tensor(self._blocks_cls)[:, None, None]
             bias = bias + blocks_cls * ops.where(patch_to_cls, BLOCKED, 0.0)[None]
-        return bias[None] * scale
+        return bias[None]
 
     def get_config(self):
         config = super().get_config()

@@ -122,7 +122,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                           else x[:, :num_query_tokens], queries)
         else:  # the bias layers take every query
             query = heads(self.query_dense, x, length)
-            bias = ops.cast(self.position_bias(query, scale=scale), "float32")
+            bias = ops.cast(self.position_bias(query), "float32") * scale
             if num_query_tokens is not None:
                 query, bias = query[:, :num_query_tokens], bias[..., :num_query_tokens, :]
         attended = scaled_dot_product_attention(query, key, value, bias, scale)

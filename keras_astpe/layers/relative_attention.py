@@ -22,11 +22,9 @@ class LearnedRelativeBias(keras.layers.Layer):
     Nothing larger than the `[batch, heads, L, L]` logits is built: the query of patch
     (t, f) only meets T rows of E^t and F rows of E^f, so the two terms are computed on
     the small `[.., L, T]` and `[.., L, F]` tensors (one matrix product each, plus the
-    Music Transformer's skewing), and R is one matrix product of those terms with a 0/1
-    matrix that picks each key's time and band: no broadcast add, concatenation or scaling
-    passes over `[batch, heads, L, L]`, forward or backward.
+    Music Transformer's skewing) and broadcast-added into R.
 
-    Called on the queries `[batch, length, heads, head_dim]`, returns `scale * R` as
+    Called on the queries `[batch, length, heads, head_dim]`, returns R as
     `[batch, heads, length, length]` in float32.
 
     Args:
@@ -81,7 +79,7 @@ class LearnedRelativeBias(keras.layers.Layer):
         skewed = ops.reshape(skewed, (*lead, size, middle, 2 * size))
         return ops.slice(skewed, [0] * (len(lead) + 3), (*lead, size, middle, size))
 
-    def call(self, query, scale=1.0):
+    def call(self, query):
         batch, length, heads, head_dim = (ops.shape(query)[i] for i in range(4))
         time_size, freq = self.grid_shape
         prefix = self.num_prefix_tokens
@@ -105,38 +103,21 @@ class LearnedRelativeBias(keras.layers.Layer):
                                   (batch, heads, num_patches, freq))
 
         # Prefix tokens are at distance 0 from everything: the rows of distance 0.
-        zero_rows = ops.stack([ops.take(self.time_embeddings, time_size - 1, axis=0),
-                               ops.take(self.freq_embeddings, freq - 1, axis=0)], axis=1)
-        prefix_zero = ops.transpose(ops.matmul(prefix_queries, zero_rows), (0, 2, 1, 3))
-        prefix_time, prefix_freq = (ops.slice(prefix_zero, [0, 0, 0, i], (batch, heads, prefix, 1))
-                                    for i in (0, 1))
+        time_zero = ops.take(self.time_embeddings, time_size - 1, axis=0)
+        freq_zero = ops.take(self.freq_embeddings, freq - 1, axis=0)
+        prefix_time = ops.expand_dims(ops.einsum("bphd,d->bhp", prefix_queries, time_zero), -1)
+        prefix_freq = ops.expand_dims(ops.einsum("bphd,d->bhp", prefix_queries, freq_zero), -1)
         time_logits = ops.concatenate(
             [ops.broadcast_to(prefix_time, (batch, heads, prefix, time)), time_logits], axis=2)
         freq_logits = ops.concatenate(
             [ops.broadcast_to(prefix_freq, (batch, heads, prefix, freq)), freq_logits], axis=2)
-        to_prefix = ops.matmul(query, ops.sum(zero_rows, axis=1, keepdims=True))
-        to_prefix = ops.transpose(to_prefix, (0, 2, 1, 3))
 
-        # R[i, j] = S[i] . M[j]: S holds each query's term for the prefix keys, each key
-        # time and each key band; M's rows pick a key's terms (0/1). One matrix product
-        # builds R, and its gradient is one product as well.
-        terms = ops.concatenate([to_prefix, time_logits, freq_logits], axis=-1)
-        key_terms = self._key_terms(prefix, time, freq)
-        bias = ops.matmul(ops.reshape(terms, (-1, 1 + time + freq)),
-                          ops.transpose(key_terms) * scale)
-        return ops.reshape(bias, (batch, heads, length, length))
-
-    @staticmethod
-    def _key_terms(prefix, time, freq):
-        """`[prefix + time * freq, 1 + time + freq]` 0/1: which terms of S each key takes."""
-        patch = ops.arange(time * freq, dtype="int32")
-        columns = ops.arange(1 + time + freq, dtype="int32")
-        patch_terms = ops.logical_or(
-            ops.equal(ops.expand_dims(patch // freq + 1, 1), columns),
-            ops.equal(ops.expand_dims(patch % freq + 1 + time, 1), columns),
-        )
-        prefix_terms = ops.broadcast_to(ops.equal(columns, 0), (prefix, 1 + time + freq))
-        return ops.cast(ops.concatenate([prefix_terms, patch_terms], axis=0), "float32")
+        # Patch keys: R[i, (t, f)] = time term of t + frequency term of f.
+        to_patches = ops.expand_dims(time_logits, -1) + ops.expand_dims(freq_logits, -2)
+        to_patches = ops.reshape(to_patches, (batch, heads, length, num_patches))
+        to_prefix = ops.expand_dims(ops.einsum("blhd,d->bhl", query, time_zero + freq_zero), -1)
+        to_prefix = ops.broadcast_to(to_prefix, (batch, heads, length, prefix))
+        return ops.concatenate([to_prefix, to_patches], axis=3)
 
     def get_config(self):
         config = super().get_config()
