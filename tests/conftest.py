@@ -2,6 +2,7 @@
 
 Tests marked `backend_agnostic` (data, tools, recipes, cross-backend checks that spawn
 their own processes) run only in the TensorFlow-backend pass of `tests/run_backends.py`.
+Files with a test marked `slow` are collected first.
 """
 
 import os
@@ -21,6 +22,10 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Files with a `slow` test first: pytest-xdist hands out whole files in this order, so
+    # the longest ones start early instead of leaving one worker busy alone at the end.
+    slow_files = {item.path for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.path not in slow_files)
     if BACKEND == "tensorflow":
         return
     skip = pytest.mark.skip(reason="backend-agnostic test: runs in the tensorflow pass only")

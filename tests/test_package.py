@@ -59,6 +59,7 @@ print("tensorflow" in sys.modules and sys.modules["tensorflow"] is not None)
 """
 
 
+@pytest.mark.slow
 def test_models_build_train_save_and_load_without_tensorflow(tmp_path):
     """On JAX and PyTorch the model path needs no TensorFlow (a machine with only JAX or
     PyTorch for the accelerator); scoring audio neither (`tests/test_tag_without_tensorflow.py`)."""

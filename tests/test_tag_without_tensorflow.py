@@ -48,6 +48,7 @@ def _run(code, *args, backend):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pe", ["time_alibi", "learned_relative"])
 def test_tag_and_predict_score_a_wav_without_tensorflow(pe, tmp_path):
     backend = keras.backend.backend()

@@ -52,6 +52,7 @@ def _run(backend, script, out):
     assert result.returncode == 0, f"{backend} failed:\n{result.stderr[-3000:]}"
 
 
+@pytest.mark.slow
 def test_same_outputs_on_every_backend(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "features.npy", rng.random((2, 160, 64), dtype=np.float32))

@@ -56,6 +56,7 @@ def _cross_validate(workdir, init):
         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cross_validation_from_audioset_model(workdir):
     init, _ = _pretrained(workdir / "pretrained" / "time_alibi")
     result = _cross_validate(workdir, init)

@@ -30,6 +30,7 @@ def model_path(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_default_layout_under_saved_models_and_next_version(model_path, tmp_path):
     result = _run(f"--model={model_path}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

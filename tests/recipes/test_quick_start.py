@@ -12,7 +12,7 @@ import pytest
 
 from tests.recipes.running import ROOT, run_recipe
 
-pytestmark = pytest.mark.backend_agnostic
+pytestmark = [pytest.mark.backend_agnostic, pytest.mark.slow]
 
 README = (ROOT / "README.md").read_text()
 # A score is a name and its value: "mAP 0.714", "accuracy 82.5", "+- 3.5", and the pooled

@@ -25,7 +25,7 @@ from tfrecords_tools.csv import convert_csv
 from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 from tfrecords_tools.folder import convert_folder
 
-pytestmark = pytest.mark.backend_agnostic
+pytestmark = [pytest.mark.backend_agnostic, pytest.mark.slow]
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 # 3 checkpoint intervals of 2 steps, each validated; the best one is the final model.

@@ -17,7 +17,7 @@ import keras_astpe  # noqa: F401  (registers the model classes for load_model)
 from keras_astpe.training import AudioSetConfig, run_store
 from tfrecords_tools.demo import DEMO_DIR, prepare_demo_data
 
-pytestmark = pytest.mark.backend_agnostic
+pytestmark = [pytest.mark.backend_agnostic, pytest.mark.slow]
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train_audioset.py"
 # 4 checkpoint intervals of 3 steps; the final model averages the last 2 checkpoints.

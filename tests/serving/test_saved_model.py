@@ -417,6 +417,7 @@ def test_export_refuses_to_replace_a_version_or_a_model_without_front_end(export
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_model_trained_on_this_backend_exports_its_scores(tmp_path):
     """One training step on the current backend, save, export over the untrained model's
     export (in a TensorFlow subprocess off TensorFlow), and the export scores as the trained

@@ -71,6 +71,7 @@ def _config(output_dir, **overrides):
     return TuneConfig(**settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bayesian", "hyperband"])
 def test_tiny_search_runs_engine_trials_and_writes_results(kind, tagged, tmp_path):
     # hyperband: two 1-epoch trials, the better continued to 2 epochs
