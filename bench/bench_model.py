@@ -99,7 +99,7 @@ def bench_attention(batch, repeats, jit_compile):
         def core(q, k, v, position_bias=position_bias, scale=scale):
             with tf.GradientTape() as tape:
                 tape.watch([q, k, v])
-                bias = None if position_bias is None else position_bias(q) * scale
+                bias = None if position_bias is None else position_bias(q, scale=scale)
                 out = scaled_dot_product_attention(q, k, v, bias, scale)
                 loss = tf.reduce_sum(out**2)
             grads = tape.gradient(loss, [q, k, v] + _variables(position_bias))

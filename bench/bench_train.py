@@ -429,9 +429,10 @@ def main():
     args.preset = args.preset or ("ast-pe" if gpu else "ast-pe-small")
     args.batch_size = args.batch_size or (64 if gpu else 8)
 
-    pe_kinds = [p for p in args.pe.split(",") if p]
+    pe_kinds = list(dict.fromkeys(p for p in args.pe.split(",") if p))  # each kind once
     installed = [b for b in BACKENDS if _importable(b)]
-    backends = [b for b in (args.backends or ",".join(installed)).split(",") if b]
+    backends = list(dict.fromkeys(b for b in (args.backends or ",".join(installed)).split(",")
+                                  if b))
     for name, given, known in (("PE kind", pe_kinds, PE_KINDS),
                                ("backend", backends, BACKENDS)):
         unknown = sorted(set(given) - set(known))

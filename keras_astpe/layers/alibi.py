@@ -55,7 +55,8 @@ class ALiBiBias(keras.layers.Layer):
     is: at distance 0, and blocked for patch queries where [CLS] is.
 
     Called on the queries `[batch, length, heads, head_dim]` (only their length is used),
-    it returns R as `[1, heads, length, length]` in float32.
+    it returns `scale` R as `[1, heads, length, length]` in float32 (blocked entries
+    stay -1e9).
 
     Args:
         num_heads: attention heads of the layer.
@@ -94,14 +95,14 @@ class ALiBiBias(keras.layers.Layer):
         self._uses_time = uses_time.astype("float32")
         self._blocks_cls = np.asarray(blocks_cls, "float32")
 
-    def call(self, query):
+    def call(self, query, scale=1.0):
         length, prefix = ops.shape(query)[1], self.num_prefix_tokens
         time, freq = patch_coordinates(length - prefix, self.freq_patches)
         dt = ops.cast(ops.abs(time[:, None] - time[None, :]), "float32")
         df = ops.cast(ops.abs(freq[:, None] - freq[None, :]), "float32")
         uses_time = ops.convert_to_tensor(self._uses_time)[:, None, None]
         distance = uses_time * dt[None] + (1.0 - uses_time) * df[None]
-        bias = -ops.convert_to_tensor(self._head_slopes)[:, None, None] * distance
+        bias = -(ops.convert_to_tensor(self._head_slopes) * scale)[:, None, None] * distance
         bias = ops.pad(bias, ((0, 0), (prefix, 0), (prefix, 0)))
         if self.block_patches_to_cls != "none":
             position = ops.arange(length, dtype="int32")

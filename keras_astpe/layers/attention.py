@@ -48,10 +48,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     As in the original code, the position bias R is added to the logits *before* the
     1/sqrt(head_dim) scaling, so it is handed to `scaled_dot_product_attention` as
     R / sqrt(head_dim). The position-bias layer (`ALiBiBias`, `LearnedRelativeBias`) is
-    called on the queries and returns R. Attention runs in float32 whatever the dtype
-    policy, so the softmax of mixed-precision models stays in float32; projections use
-    the layer's compute dtype. With a bias, PyTorch's flash attention is disabled
-    explicitly (a flash kernel may drop the bias).
+    called on the queries and that scale, and returns R times the scale (each layer
+    scales where it is cheapest, not the `[batch, heads, L, L]` result). Attention runs
+    in float32 whatever the dtype policy, so the softmax of mixed-precision models stays
+    in float32; projections use the layer's compute dtype. With a bias, PyTorch's flash
+    attention is disabled explicitly (a flash kernel may drop the bias).
 
     The projections run on the `[batch * length, dim]` token matrix, so each is one 2D
     matrix product. On XLA:CPU (JAX) this halves the training step of the paper preset:
@@ -65,7 +66,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         num_heads: number of attention heads.
         key_dim: size of each head.
         use_bias: biases in the query/key/value/output projections (the paper: none).
-        position_bias: a layer mapping queries `[batch, L, heads, key_dim]` to R, or None.
+        position_bias: a layer mapping queries `[batch, L, heads, key_dim]` and a `scale`
+            to `scale` R, or None.
     """
 
     def __init__(self, num_heads, key_dim, use_bias=False, position_bias=None, **kwargs):
@@ -122,7 +124,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                           else x[:, :num_query_tokens], queries)
         else:  # the bias layers take every query
             query = heads(self.query_dense, x, length)
-            bias = ops.cast(self.position_bias(query), "float32") * scale
+            bias = ops.cast(self.position_bias(query, scale=scale), "float32")
             if num_query_tokens is not None:
                 query, bias = query[:, :num_query_tokens], bias[..., :num_query_tokens, :]
         attended = scaled_dot_product_attention(query, key, value, bias, scale)

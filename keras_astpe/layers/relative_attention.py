@@ -24,7 +24,7 @@ class LearnedRelativeBias(keras.layers.Layer):
     the small `[.., L, T]` and `[.., L, F]` tensors (one matrix product each, plus the
     Music Transformer's skewing) and broadcast-added into R.
 
-    Called on the queries `[batch, length, heads, head_dim]`, returns R as
+    Called on the queries `[batch, length, heads, head_dim]`, returns `scale` R as
     `[batch, heads, length, length]` in float32.
 
     Args:
@@ -79,10 +79,12 @@ class LearnedRelativeBias(keras.layers.Layer):
         skewed = ops.reshape(skewed, (*lead, size, middle, 2 * size))
         return ops.slice(skewed, [0] * (len(lead) + 3), (*lead, size, middle, size))
 
-    def call(self, query):
+    def call(self, query, scale=1.0):
         batch, length, heads, head_dim = (ops.shape(query)[i] for i in range(4))
         time_size, freq = self.grid_shape
         prefix = self.num_prefix_tokens
+        # R is linear in the tables: scaling them scales R at a fraction of R's size.
+        time_table, freq_table = self.time_embeddings * scale, self.freq_embeddings * scale
         prefix_queries, patches = split_prefix_tokens(query, prefix)
         patches = ops.reshape(patches, (batch, -1, freq, heads, head_dim))
         time = ops.shape(patches)[1]
@@ -90,32 +92,33 @@ class LearnedRelativeBias(keras.layers.Layer):
 
         # [batch, heads, T * F (queries), T (key times)] and [.., F (key bands)].
         time_logits = self._relative_logits(
-            ops.reshape(patches, (batch, time, freq * heads, head_dim)),
-            self.time_embeddings, time_size,
+            ops.reshape(patches, (batch, time, freq * heads, head_dim)), time_table, time_size,
         )
         time_logits = ops.reshape(
             ops.transpose(ops.reshape(time_logits, (batch, time, freq, heads, time)),
                           (0, 3, 1, 2, 4)),
             (batch, heads, num_patches, time),
         )
-        freq_logits = self._relative_logits(patches, self.freq_embeddings, freq)
+        freq_logits = self._relative_logits(patches, freq_table, freq)
         freq_logits = ops.reshape(ops.transpose(freq_logits, (0, 3, 1, 2, 4)),
                                   (batch, heads, num_patches, freq))
 
-        # Prefix tokens are at distance 0 from everything: the rows of distance 0.
-        time_zero = ops.take(self.time_embeddings, time_size - 1, axis=0)
-        freq_zero = ops.take(self.freq_embeddings, freq - 1, axis=0)
-        prefix_time = ops.expand_dims(ops.einsum("bphd,d->bhp", prefix_queries, time_zero), -1)
-        prefix_freq = ops.expand_dims(ops.einsum("bphd,d->bhp", prefix_queries, freq_zero), -1)
+        # Prefix tokens are at distance 0 from everything: the rows of distance 0, met by
+        # every query (as a key) in one product, `[batch, heads, length, 2]`.
+        zero_rows = ops.stack([time_table[time_size - 1], freq_table[freq - 1]], axis=1)
+        zero_terms = ops.transpose(ops.matmul(query, zero_rows), (0, 2, 1, 3))
+        prefix_terms = ops.slice(zero_terms, (0, 0, 0, 0), (batch, heads, prefix, 2))
         time_logits = ops.concatenate(
-            [ops.broadcast_to(prefix_time, (batch, heads, prefix, time)), time_logits], axis=2)
+            [ops.broadcast_to(prefix_terms[..., :1], (batch, heads, prefix, time)), time_logits],
+            axis=2)
         freq_logits = ops.concatenate(
-            [ops.broadcast_to(prefix_freq, (batch, heads, prefix, freq)), freq_logits], axis=2)
+            [ops.broadcast_to(prefix_terms[..., 1:], (batch, heads, prefix, freq)), freq_logits],
+            axis=2)
 
         # Patch keys: R[i, (t, f)] = time term of t + frequency term of f.
         to_patches = ops.expand_dims(time_logits, -1) + ops.expand_dims(freq_logits, -2)
         to_patches = ops.reshape(to_patches, (batch, heads, length, num_patches))
-        to_prefix = ops.expand_dims(ops.einsum("blhd,d->bhl", query, time_zero + freq_zero), -1)
+        to_prefix = ops.sum(zero_terms, axis=-1, keepdims=True)
         to_prefix = ops.broadcast_to(to_prefix, (batch, heads, length, prefix))
         return ops.concatenate([to_prefix, to_patches], axis=3)
 
