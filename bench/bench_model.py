@@ -13,7 +13,8 @@ XLA-compiled (its default on a GPU). Target: learned relative within 1.3x of no 
 
 Part `step`: one full training step (forward, backward, Adam) of the whole model for every
 PE kind, each in a fresh process, with the process's peak resident memory. Target: every
-PE kind within 1.3x of `none`. On a GPU machine the paper preset at batch 64 is used.
+PE kind within 1.3x of `none`. On a GPU machine the paper preset at batch 64 is used. Both
+run with the recipes' start-up settings (`keras_astpe_startup.configure()`).
 """
 
 import argparse
@@ -29,6 +30,8 @@ PE_KINDS = ("none", "absolute", "alibi_2d", "time_alibi", "learned_relative", "c
 
 MEMORY_SCRIPT = """
 import json, resource, sys
+import keras_astpe_startup
+keras_astpe_startup.configure()  # the recipes' start-up settings
 import keras, numpy as np
 import keras_astpe
 pe, preset, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -44,6 +47,8 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 
 TIMING_SCRIPT = """
 import json, sys, time
+import keras_astpe_startup
+keras_astpe_startup.configure()  # the recipes' start-up settings
 import keras, numpy as np
 import keras_astpe
 preset, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
