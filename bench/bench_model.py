@@ -13,8 +13,9 @@ XLA-compiled (its default on a GPU). Target: learned relative within 1.3x of no 
 
 Part `step`: one full training step (forward, backward, Adam) of the whole model for every
 PE kind, each in a fresh process, with the process's peak resident memory. Target: every
-PE kind within 1.3x of `none`. On a GPU machine the paper preset at batch 64 is used. Both
-run with the recipes' start-up settings (`keras_astpe_startup.configure()`).
+PE kind within 1.3x of `none`. On a GPU machine the paper preset at batch 64 is used. The
+timing and memory processes of this part run with the recipes' start-up settings
+(`keras_astpe_startup.configure()`).
 """
 
 import argparse

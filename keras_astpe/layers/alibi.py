@@ -55,8 +55,8 @@ class ALiBiBias(keras.layers.Layer):
     is: at distance 0, and blocked for patch queries where [CLS] is.
 
     Called on the queries `[batch, length, heads, head_dim]` (only their length is used),
-    it returns `scale` R as `[1, heads, length, length]` in float32 (blocked entries
-    stay -1e9).
+    it returns `scale` R as `[1, heads, length, length]` in float32, except that blocked
+    entries are -1e9 whatever the scale (the same after the softmax).
 
     Args:
         num_heads: attention heads of the layer.

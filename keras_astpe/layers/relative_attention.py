@@ -103,17 +103,19 @@ class LearnedRelativeBias(keras.layers.Layer):
         freq_logits = ops.reshape(ops.transpose(freq_logits, (0, 3, 1, 2, 4)),
                                   (batch, heads, num_patches, freq))
 
-        # Prefix tokens are at distance 0 from everything: the rows of distance 0, met by
-        # every query (as a key) in one product, `[batch, heads, length, 2]`.
-        zero_rows = ops.stack([time_table[time_size - 1], freq_table[freq - 1]], axis=1)
+        # Prefix tokens are at distance 0 from everything: every query against the rows of
+        # distance 0, in one product, `[batch, heads, length, 2]` (time, frequency). Their
+        # sum is the prefix keys' column; the first `prefix` queries' terms fill every key
+        # time and band of the prefix queries' rows.
+        zero_rows = ops.stack([ops.take(time_table, time_size - 1, axis=0),
+                               ops.take(freq_table, freq - 1, axis=0)], axis=1)
         zero_terms = ops.transpose(ops.matmul(query, zero_rows), (0, 2, 1, 3))
-        prefix_terms = ops.slice(zero_terms, (0, 0, 0, 0), (batch, heads, prefix, 2))
+        prefix_time, prefix_freq = (
+            ops.slice(zero_terms, (0, 0, 0, axis), (batch, heads, prefix, 1)) for axis in (0, 1))
         time_logits = ops.concatenate(
-            [ops.broadcast_to(prefix_terms[..., :1], (batch, heads, prefix, time)), time_logits],
-            axis=2)
+            [ops.broadcast_to(prefix_time, (batch, heads, prefix, time)), time_logits], axis=2)
         freq_logits = ops.concatenate(
-            [ops.broadcast_to(prefix_terms[..., 1:], (batch, heads, prefix, freq)), freq_logits],
-            axis=2)
+            [ops.broadcast_to(prefix_freq, (batch, heads, prefix, freq)), freq_logits], axis=2)
 
         # Patch keys: R[i, (t, f)] = time term of t + frequency term of f.
         to_patches = ops.expand_dims(time_logits, -1) + ops.expand_dims(freq_logits, -2)

@@ -120,3 +120,18 @@ def test_config_round_trip(blocking):
         ALiBiBias(4, 2, mode="2d", slopes="code", block_patches_to_cls=blocking),
         np.zeros((1, 9, 4, 2), "float32"))
     assert restored.block_patches_to_cls == blocking
+
+
+@pytest.mark.parametrize("mode", ["2d", "time"])
+@pytest.mark.parametrize("block", ["time_heads", "all_heads", "none"])
+@pytest.mark.parametrize("prefix", [1, 2])
+def test_scale_scales_the_bias_but_not_the_blocking(mode, block, prefix):
+    layer = ALiBiBias(4, 2, mode=mode, block_patches_to_cls=block, num_prefix_tokens=prefix)
+    query = np.zeros((1, prefix + 6, 4, 2), "float32")
+    scale = 1 / 48**0.5
+    unscaled = keras.ops.convert_to_numpy(layer(query))
+    scaled = keras.ops.convert_to_numpy(layer(query, scale=scale))
+    blocked = unscaled == -1e9
+    assert blocked.any() == (block != "none")
+    np.testing.assert_array_equal(scaled[blocked], -1e9)
+    np.testing.assert_allclose(scaled[~blocked], scale * unscaled[~blocked], rtol=1e-6)

@@ -106,3 +106,14 @@ def test_config_without_num_prefix_tokens_has_one():
 def test_config_round_trip():
     assert_config_round_trip(_layer((3, 2), 4), np.random.randn(1, 7, 2, 4).astype("float32"),
                              atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix, time", [(1, 3), (2, 3), (1, 6)])
+def test_scale_scales_the_bias(prefix, time):
+    # time 6 on a grid trained for 3: the clipped distances are scaled too.
+    layer = _layer((3, 2), 4, num_prefix_tokens=prefix)
+    query = np.random.randn(2, prefix + time * 2, 2, 4).astype("float32")
+    scale = 1 / 48**0.5
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(query, scale=scale)),
+                               scale * keras.ops.convert_to_numpy(layer(query)),
+                               rtol=1e-5, atol=1e-6)
