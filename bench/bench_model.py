@@ -29,10 +29,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PE_KINDS = ("none", "absolute", "alibi_2d", "time_alibi", "learned_relative", "conditional",
             "conditional_absolute")
 
+# Run first in every process of part `step`: the recipes' start-up settings.
+STARTUP = "import keras_astpe_startup\nkeras_astpe_startup.configure()\n"
+
 MEMORY_SCRIPT = """
 import json, resource, sys
-import keras_astpe_startup
-keras_astpe_startup.configure()  # the recipes' start-up settings
 import keras, numpy as np
 import keras_astpe
 pe, preset, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -48,8 +49,6 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 
 TIMING_SCRIPT = """
 import json, sys, time
-import keras_astpe_startup
-keras_astpe_startup.configure()  # the recipes' start-up settings
 import keras, numpy as np
 import keras_astpe
 preset, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -162,7 +161,7 @@ def bench_steps(backend, preset, batch, steps):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 
     def run(script, *args):
-        out = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env,
+        out = subprocess.run([sys.executable, "-c", STARTUP + script, *map(str, args)], env=env,
                              capture_output=True, text=True, check=False)
         if out.returncode:
             raise RuntimeError(f"benchmark process failed:\n{out.stderr[-2000:]}")

@@ -396,6 +396,11 @@ def _rounds(engines, rounds, steps, settle):
     return wall, cpu
 
 
+def _names(text):
+    """The comma-separated names of `text`, each once, in order."""
+    return list(dict.fromkeys(name for name in text.split(",") if name))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", help="model preset (default: ast-pe on a GPU, "
@@ -429,10 +434,9 @@ def main():
     args.preset = args.preset or ("ast-pe" if gpu else "ast-pe-small")
     args.batch_size = args.batch_size or (64 if gpu else 8)
 
-    pe_kinds = list(dict.fromkeys(p for p in args.pe.split(",") if p))  # each kind once
+    pe_kinds = _names(args.pe)
     installed = [b for b in BACKENDS if _importable(b)]
-    backends = list(dict.fromkeys(b for b in (args.backends or ",".join(installed)).split(",")
-                                  if b))
+    backends = _names(args.backends or ",".join(installed))
     for name, given, known in (("PE kind", pe_kinds, PE_KINDS),
                                ("backend", backends, BACKENDS)):
         unknown = sorted(set(given) - set(known))

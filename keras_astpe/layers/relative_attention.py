@@ -85,7 +85,7 @@ class LearnedRelativeBias(keras.layers.Layer):
         prefix = self.num_prefix_tokens
         # R is linear in the tables: scaling them scales R at a fraction of R's size.
         time_table, freq_table = self.time_embeddings * scale, self.freq_embeddings * scale
-        prefix_queries, patches = split_prefix_tokens(query, prefix)
+        _, patches = split_prefix_tokens(query, prefix)
         patches = ops.reshape(patches, (batch, -1, freq, heads, head_dim))
         time = ops.shape(patches)[1]
         num_patches = length - prefix
